@@ -1,0 +1,1 @@
+"""The swarmlet agent: the asyncio daemon shipped to every server (import name ``swarmlet_agent``)."""

@@ -1,0 +1,1 @@
+"""The swarmlet command line: click commands that render what the core returns."""

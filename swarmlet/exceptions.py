@@ -1,0 +1,131 @@
+"""The one error tree of swarmlet.
+
+Every error a user can cause or meet is a ``SwarmletError``. Low-level errors
+(asyncssh, docker, aiohttp, OSError) are caught in the I/O shells and re-raised
+as one of these with ``raise ... from exc``, so the CLI can print one clean line
+and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
+
+    SwarmletError
+    ├── UsageError            bad flags or arguments                    (exit 2)
+    ├── NotImplementedYet     a command that is not built yet           (exit 2)
+    ├── ConfigError           missing/invalid cluster config or home
+    ├── StackFileError        malformed stack file (file:line:col)
+    ├── DockerError           the local or remote Docker engine failed
+    │   └── DockerUnavailable no daemon, or no permission to use it
+    ├── LabError              the local lab could not be built or run
+    ├── SSHError              one host's SSH step failed
+    │   ├── HostUnreachable
+    │   ├── AuthenticationFailed
+    │   ├── HostKeyUnknown    needs --accept-new-host-key
+    │   └── HostKeyChanged    always refused
+    ├── ProvisionError        a host lacks what the agent needs
+    ├── APIError              the master or an agent answered with an error
+    │   └── Unreachable       could not reach the master or an agent
+    ├── SchedulingError       a task cannot be placed (with an explanation)
+    └── ProtocolError         a wire message is malformed (dropped, counted)
+        └── AuthError         a packet failed authentication
+"""
+
+from __future__ import annotations
+
+
+class SwarmletError(Exception):
+    """Root of every error swarmlet raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(SwarmletError):
+    exit_code = 2
+
+
+class NotImplementedYet(SwarmletError):
+    """A command exists in the CLI contract but is not built yet."""
+
+    exit_code = 2
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: not implemented yet")
+
+
+class ConfigError(SwarmletError):
+    pass
+
+
+class StackFileError(SwarmletError):
+    """A stack file is invalid; ``location`` is ``file:line:col``."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+
+
+class DockerError(SwarmletError):
+    pass
+
+
+class DockerUnavailable(DockerError):
+    pass
+
+
+class LabError(SwarmletError):
+    pass
+
+
+class SSHError(SwarmletError):
+    """An SSH step failed for one host; ``host`` names it."""
+
+    def __init__(self, host: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{host}: {message}", hint=hint)
+        self.host = host
+        self.reason = message
+
+
+class HostUnreachable(SSHError):
+    pass
+
+
+class AuthenticationFailed(SSHError):
+    pass
+
+
+class HostKeyUnknown(SSHError):
+    pass
+
+
+class HostKeyChanged(SSHError):
+    pass
+
+
+class ProvisionError(SSHError):
+    pass
+
+
+class APIError(SwarmletError):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(APIError):
+    pass
+
+
+class SchedulingError(SwarmletError):
+    pass
+
+
+class ProtocolError(SwarmletError):
+    """A wire message is malformed. Callers drop the packet and count it."""
+
+
+class AuthError(ProtocolError):
+    """A packet failed authentication (AES-GCM tag mismatch, unknown key)."""

@@ -1,0 +1,278 @@
+"""The shared vocabulary: frozen specs (desired state) and observed status.
+
+Specs are frozen dataclasses so a revision can never be edited in place. Task
+states are ordered (as in swarmkit's ``TaskState``): a task's observed state
+only moves forward, see ``TaskState.advance``.
+
+This module is shipped to agents, so it stays Python 3.9 compatible (``Optional``
+rather than ``X | None`` in annotations that are evaluated) and imports nothing
+outside the standard library. ``to_wire``/``from_wire`` turn any of these into
+plain msgpack/JSON-friendly data and back, validating types on the way in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+from .exceptions import ProtocolError
+
+T = TypeVar("T")
+
+
+class TaskState(enum.IntEnum):
+    """Observed task states, ordered; a transition never goes backwards."""
+
+    NEW = 0
+    PENDING = 1      # not placed yet (the scheduler explains why)
+    ASSIGNED = 2     # placed on a node, the node may not know yet
+    PREPARING = 3    # pulling the image, creating volumes
+    STARTING = 4     # container created and starting
+    RUNNING = 5
+    FAILED = 6       # terminal, with a reason
+    STOPPED = 7      # terminal, on purpose
+
+    @property
+    def terminal(self) -> bool:
+        return self >= TaskState.FAILED
+
+    def advance(self, new: "TaskState") -> "TaskState":
+        """The state after observing ``new``: never earlier than ``self``."""
+        return new if new >= self else self
+
+
+class Health(str, enum.Enum):
+    NONE = "none"          # no health check configured
+    STARTING = "starting"  # within start_period / not enough checks yet
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class NodeStatus(str, enum.Enum):
+    READY = "ready"
+    SUSPECT = "suspect"
+    DOWN = "down"
+    LEFT = "left"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    target: int
+    published: Optional[int] = None   # load-balancer port (ingress), if any
+    host_port: Optional[int] = None   # fixed host port; None = dynamic
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``kind``: "http" (GET path), "cmd" (exec in container), "image" (the
+    image's own HEALTHCHECK) or "none". Durations are seconds."""
+
+    kind: str = "none"
+    path: str = "/"
+    port: Optional[int] = None        # container port for http; default first port
+    command: Tuple[str, ...] = ()
+    interval: float = 2.0
+    timeout: float = 1.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: Optional[float] = None      # CPUs, e.g. 0.5
+    memory: Optional[int] = None      # bytes
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    condition: str = "any"            # any | on-failure | none
+    max_attempts: Optional[int] = None
+    delay: float = 0.5                # first backoff step, doubled per crash
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    source: str                       # volume name (or host path for binds)
+    target: str
+    kind: str = "volume"              # volume | bind (binds only when asked for)
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    parallelism: int = 1
+    delay: float = 0.0
+    failure_action: str = "rollback"  # rollback | pause | continue
+    monitor: float = 5.0
+    max_failure_ratio: float = 0.0
+    order: str = "start-first"        # start-first | stop-first
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the user asked for: one revision of one service."""
+
+    name: str
+    image: str
+    replicas: int = 1
+    mode: str = "replicated"          # replicated | global
+    command: Optional[Tuple[str, ...]] = None
+    entrypoint: Optional[Tuple[str, ...]] = None
+    env: Dict[str, str] = field(default_factory=dict)
+    ports: Tuple[PortSpec, ...] = ()
+    volumes: Tuple[VolumeMount, ...] = ()
+    health: HealthCheck = HealthCheck()
+    limits: Resources = Resources()
+    reservations: Resources = Resources()
+    restart: RestartPolicy = RestartPolicy()
+    constraints: Tuple[str, ...] = ()  # e.g. "node.labels.zone==a"
+    max_per_node: Optional[int] = None
+    labels: Dict[str, str] = field(default_factory=dict)
+    update: UpdateConfig = UpdateConfig()
+    rollback: UpdateConfig = UpdateConfig(failure_action="pause")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One replica as an agent sees it: enough to create its container."""
+
+    task_id: str
+    service: str
+    revision: int
+    slot: int
+    image: str
+    command: Optional[Tuple[str, ...]] = None
+    entrypoint: Optional[Tuple[str, ...]] = None
+    env: Dict[str, str] = field(default_factory=dict)
+    ports: Tuple[PortSpec, ...] = ()
+    volumes: Tuple[VolumeMount, ...] = ()
+    health: HealthCheck = HealthCheck()
+    limits: Resources = Resources()
+    restart: RestartPolicy = RestartPolicy()
+    labels: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A node's full desired task set. Versioned: older never overwrites newer."""
+
+    node: str
+    version: int
+    tasks: Tuple[TaskSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task_id: str
+    service: str
+    revision: int
+    state: TaskState
+    health: Health = Health.NONE
+    reason: str = ""
+    container_id: Optional[str] = None
+    host_ports: Dict[str, int] = field(default_factory=dict)  # "8080/tcp" -> 32768
+    restarts: int = 0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as the cluster sees it (gossip metadata plus master-side status)."""
+
+    name: str
+    address: str
+    api_port: int = 7443
+    status: NodeStatus = NodeStatus.READY
+    labels: Dict[str, str] = field(default_factory=dict)
+    version: str = ""
+    cpus: float = 1.0
+    cpu_percent: float = 0.0
+    mem_used: int = 0
+    mem_total: int = 0
+    load1: float = 0.0
+    tasks: int = 0
+
+
+# --- wire codec ---------------------------------------------------------------
+
+def to_wire(obj: Any) -> Any:
+    """Plain data (dicts, lists, str, int, float, bool, None) for msgpack/JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_wire(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_wire(v) for k, v in obj.items()}
+    return obj
+
+
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
+def from_wire(cls: Type[T], data: Any, where: str = "") -> T:
+    """Build ``cls`` from plain data, checking every field's type.
+
+    Unknown keys are ignored (forward compatibility); missing keys take their
+    defaults; a wrong type raises ``ProtocolError`` naming the field.
+    """
+    return _decode(cls, data, where or cls.__name__)
+
+
+def _decode(tp: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _decode(inner[0], data, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where}: expected a mapping, got {type(data).__name__}")
+        hints = _HINTS.get(tp)
+        if hints is None:
+            hints = _HINTS[tp] = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}")
+        try:
+            return tp(**kwargs)
+        except TypeError as exc:
+            raise ProtocolError(f"{where}: {exc}") from exc
+    if origin is tuple:
+        if not isinstance(data, (list, tuple)):
+            raise ProtocolError(f"{where}: expected a list, got {type(data).__name__}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_decode(item, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where}: expected a mapping, got {type(data).__name__}")
+        kt, vt = typing.get_args(tp)
+        return {_decode(kt, k, where): _decode(vt, v, f"{where}[{k!r}]") for k, v in data.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(data)
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: {data!r} is not a valid {tp.__name__}") from exc
+    if tp is float:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return float(data)
+    elif tp is int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+    elif tp in (str, bool, bytes):
+        if isinstance(data, tp):
+            return data
+    else:
+        return data
+    raise ProtocolError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {type(data).__name__}")
