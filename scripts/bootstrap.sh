@@ -1,0 +1,37 @@
+#!/bin/bash
+# Install what swarmlet needs on a fresh Debian (bookworm) machine, start the
+# Docker engine if none runs, and install swarmlet itself (editable) with its
+# test extras. Idempotent: a second run installs nothing and starts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(docker.io debootstrap busybox-static musl-tools openssh-client iproute2 curl
+              wrk nginx-light haproxy procps psmisc)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # nginx and haproxy are benchmark peers only: never leave their services running.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for s in nginx haproxy; do (service "$s" stop || pkill -x "$s") >/dev/null 2>&1 || true; done
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "bootstrap: starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/swarmlet-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start; see /var/log/swarmlet-dockerd.log" >&2; tail -20 /var/log/swarmlet-dockerd.log >&2; exit 1; }
+fi
+
+PIP="python3 -m pip"
+if ! python3 -c "import swarmlet, swarmlet_agent, pytest, pytest_asyncio, hypothesis" >/dev/null 2>&1 \
+   || [ setup.cfg -nt "$(python3 -c 'import swarmlet,os;print(os.path.dirname(swarmlet.__file__))' 2>/dev/null || echo /nonexistent)" ]; then
+  echo "bootstrap: installing swarmlet (editable) with test extras"
+  $PIP install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e '^WARNING: Running pip as' -e 'is ignored: it is neither' || true
+fi
+python3 -c "import swarmlet, swarmlet_agent" || { echo "bootstrap: swarmlet failed to install" >&2; exit 1; }

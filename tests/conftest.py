@@ -1,0 +1,76 @@
+"""Fixtures shared by every tier.
+
+- ``docker_client``: the real local dockerd. When ``SWARMLET_REQUIRE_DOCKER=1``
+  (always in CI) a missing engine fails the test instead of skipping it.
+- ``swarmlet_home``: a private ``$SWARMLET_HOME`` for one test.
+- ``lab``: a 3-node lab shared by the e2e session, named ``swt-<pid>`` so the
+  test runner can clean up leftovers of an interrupted run.
+- ``cli``: runs the real ``swarmlet`` CLI in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support import CLI, ssh  # noqa: E402
+
+
+def _require_docker() -> bool:
+    return os.environ.get("SWARMLET_REQUIRE_DOCKER") == "1"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        msg = f"no Docker engine reachable: {exc}"
+        if _require_docker():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return client
+
+
+@pytest.fixture
+def swarmlet_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "swarmlet-home"
+    monkeypatch.setenv("SWARMLET_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def cli(swarmlet_home) -> CLI:
+    return CLI(dict(os.environ))
+
+
+@pytest.fixture(scope="session")
+def lab_env(tmp_path_factory, docker_client) -> Dict[str, str]:
+    """Environment of the shared e2e lab: its own home and lab name."""
+    env = dict(os.environ)
+    env["SWARMLET_HOME"] = str(tmp_path_factory.mktemp("lab-home"))
+    env["SWARMLET_LAB"] = f"swt-{os.getpid()}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def lab(lab_env) -> List[dict]:
+    """A shared 3-node lab for e2e tests; removed at the end of the session."""
+    cli = CLI(lab_env)
+    cli("lab", "up", "--nodes", "3", check=True, timeout=600)
+    nodes = cli.json("lab", "ls")
+    yield nodes
+    cli("lab", "down", timeout=300)
