@@ -1,0 +1,198 @@
+"""The agent bundle: our code plus dependency wheels for one server platform, as one tar.gz.
+
+A server needs nothing but python3 and Docker: no pip, no venv, no internet.
+So the admin host downloads binary wheels of the agent's dependencies for the
+server's platform and Python (``pip download --only-binary=:all: --platform ...
+--python-version X --implementation cp``), unzips them into one folder with
+``swarmlet_agent`` and the shipped subset of ``swarmlet``, and tars it. On the
+server ``PYTHONPATH=<bundle dir>`` is all the agent needs (wheels are zip
+files of importable trees; none of these needs install-time hooks).
+
+Cache layout under ``$SWARMLET_HOME/bundles/``:
+``<platform>-py<X.Y>/deps/`` (unzipped wheels, downloaded once per platform and
+Python) and ``<platform>-py<X.Y>/<id>.tar.gz`` where ``id`` hashes the wheel
+list and our sources, so a code change makes a new bundle without a new
+download. ``BundleCache`` builds each key once even when many hosts ask at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..exceptions import SwarmletError
+
+# What the agent imports from PyPI. Versions follow what swarmlet itself is tested with.
+REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41")
+# The part of `swarmlet` that runs on servers: stdlib-only or needing only REQUIREMENTS.
+SHIPPED = ("__init__.py", "exceptions.py", "models.py", "tlsutil.py", "wire.py", "clock.py",
+           "gossip", "lb")
+# Never shipped, even if the agent names them: they need click/asyncssh or are admin-only.
+NEVER_SHIPPED = {"cli", "provision", "pki", "lab", "cluster", "master_process", "home"}
+PIP_TIMEOUT = 600.0
+
+
+class BundleError(SwarmletError):
+    """The bundle could not be built (pip download failed, sources missing)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    id: str
+    path: Path          # the tar.gz
+    size: int
+    platform: str
+    python: str
+
+
+def _pkg_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise BundleError(f"cannot find the {name} package to bundle")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _iter_py(root: Path) -> Iterable[Path]:
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".json", ".txt"):
+            yield p
+
+
+_IMPORT_RE = re.compile(r"(?:from\s+swarmlet(?:\.(\w+))?\s+import\s+([\w, ()]+)|import\s+swarmlet\.(\w+))")
+
+
+def shipped_modules(agent_dir: Path, swarmlet_dir: Path) -> List[str]:
+    """Top-level entries of ``swarmlet`` to ship: ``SHIPPED`` plus whatever the agent imports."""
+    wanted = [s for s in SHIPPED if (swarmlet_dir / s).exists()]
+    for py in _iter_py(agent_dir):
+        for m in _IMPORT_RE.finditer(py.read_text(errors="replace")):
+            names = [m.group(1) or m.group(3)] if (m.group(1) or m.group(3)) else \
+                [n.strip() for n in m.group(2).replace("(", "").replace(")", "").split(",")]
+            for n in names:
+                for cand in (f"{n}.py", n):
+                    if n and n not in NEVER_SHIPPED and (swarmlet_dir / cand).exists() and cand not in wanted:
+                        wanted.append(cand)
+    return wanted
+
+
+def _sources(agent_dir: Path, swarmlet_dir: Path) -> List[Tuple[str, Path]]:
+    """(archive name, file) pairs for our own code."""
+    out: List[Tuple[str, Path]] = []
+    for p in _iter_py(agent_dir):
+        out.append((f"swarmlet_agent/{p.relative_to(agent_dir)}", p))
+    for entry in shipped_modules(agent_dir, swarmlet_dir):
+        src = swarmlet_dir / entry
+        files = [src] if src.is_file() else list(_iter_py(src))
+        for p in files:
+            out.append((f"swarmlet/{p.relative_to(swarmlet_dir)}", p))
+    return out
+
+
+async def _pip_download(dest: Path, python: str, platforms: Sequence[str]) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
+           "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+           "--dest", str(dest)]
+    for tag in platforms:
+        cmd += ["--platform", tag]
+    cmd += list(REQUIREMENTS)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), PIP_TIMEOUT)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise BundleError(f"pip download timed out after {PIP_TIMEOUT:.0f}s") from None
+    if proc.returncode != 0:
+        tail = out.decode(errors="replace").strip().splitlines()[-3:]
+        raise BundleError(f"pip download for {platforms[0]} py{python} failed: {' | '.join(tail)}")
+
+
+def _unzip_wheels(wheels_dir: Path, deps: Path) -> List[str]:
+    names = sorted(p.name for p in wheels_dir.glob("*.whl"))
+    if not names:
+        raise BundleError("pip download produced no wheels")
+    for name in names:
+        with zipfile.ZipFile(wheels_dir / name) as zf:
+            zf.extractall(deps)
+    (deps / ".wheels").write_text("\n".join(names) + "\n")
+    return names
+
+
+def _make_tar(dest: Path, deps: Path, sources: List[Tuple[str, Path]]) -> None:
+    tmp = dest.with_suffix(".part")
+    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for p in sorted(deps.rglob("*")):
+            rel = p.relative_to(deps)
+            if p.is_file() and "__pycache__" not in rel.parts and rel.name != ".wheels":
+                tar.add(p, arcname=str(rel), recursive=False)
+        for arc, p in sources:
+            tar.add(p, arcname=arc, recursive=False)
+    os.replace(tmp, dest)
+
+
+class BundleCache:
+    """Builds and caches bundles under ``root``; one build per key at a time."""
+
+    def __init__(self, root: Path, agent_dir: Optional[Path] = None,
+                 swarmlet_dir: Optional[Path] = None) -> None:
+        self.root = root
+        self._agent_dir = agent_dir
+        self._swarmlet_dir = swarmlet_dir
+        self._tasks: Dict[Tuple[str, str], "asyncio.Future[Bundle]"] = {}
+
+    async def get(self, platform: str, python: str, tags: Sequence[str]) -> Bundle:
+        key = (platform, python)
+        fut = self._tasks.get(key)
+        if fut is None:
+            fut = self._tasks[key] = asyncio.ensure_future(self._build(platform, python, tags))
+        return await asyncio.shield(fut)
+
+    async def _deps(self, base: Path, python: str, tags: Sequence[str]) -> Path:
+        deps = base / "deps"
+        if (deps / ".wheels").exists():
+            return deps
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=base, prefix=".dl-") as tmp:
+            await _pip_download(Path(tmp) / "wheels", python, tags)
+            staged = Path(tmp) / "deps"
+            await asyncio.to_thread(_unzip_wheels, Path(tmp) / "wheels", staged)
+            if deps.exists():
+                shutil.rmtree(deps)
+            os.replace(staged, deps)
+        return deps
+
+    async def _build(self, platform: str, python: str, tags: Sequence[str]) -> Bundle:
+        agent_dir = self._agent_dir or _pkg_dir("swarmlet_agent")
+        swarmlet_dir = self._swarmlet_dir or _pkg_dir("swarmlet")
+        base = self.root / f"{platform}-py{python}"
+        deps = await self._deps(base, python, tags)
+        sources = _sources(agent_dir, swarmlet_dir)
+        h = hashlib.sha256((deps / ".wheels").read_bytes())
+        for arc, p in sources:
+            h.update(arc.encode() + b"\0" + p.read_bytes() + b"\0")
+        bid = h.hexdigest()[:16]
+        dest = base / f"{bid}.tar.gz"
+        if not dest.exists():
+            await asyncio.to_thread(_make_tar, dest, deps, sources)
+            for old in base.glob("*.tar.gz"):  # one bundle per platform is enough
+                if old != dest:
+                    old.unlink(missing_ok=True)
+        return Bundle(bid, dest, dest.stat().st_size, platform, python)
+
+
+def read_bytes(bundle: Bundle) -> bytes:
+    try:
+        return bundle.path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {bundle.path}: {exc.strerror}") from exc
