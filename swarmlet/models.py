@@ -135,6 +135,7 @@ class ServiceSpec:
     labels: Dict[str, str] = field(default_factory=dict)
     update: UpdateConfig = UpdateConfig()
     rollback: UpdateConfig = UpdateConfig(failure_action="pause")
+    placement: str = "spread"         # spread | binpack (master scheduler strategy)
 
 
 @dataclass(frozen=True)
