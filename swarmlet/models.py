@@ -114,6 +114,25 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class LBOptions:
+    """Load-balancer options for a service's published ports (``x-swarmlet.lb``)."""
+
+    algorithm: str = "round_robin"    # round_robin | least_conn
+    sticky: bool = False              # sticky sessions by cookie
+    connect_timeout: float = 5.0      # seconds to connect to a replica
+    timeout: float = 60.0             # seconds to wait for a replica's answer
+
+
+@dataclass(frozen=True)
+class AutoscaleSpec:
+    """Scale replicas between ``min`` and ``max`` to hold average CPU near ``cpu`` %."""
+
+    min: int = 1
+    max: int = 1
+    cpu: float = 70.0
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What the user asked for: one revision of one service."""
 
@@ -135,6 +154,8 @@ class ServiceSpec:
     labels: Dict[str, str] = field(default_factory=dict)
     update: UpdateConfig = UpdateConfig()
     rollback: UpdateConfig = UpdateConfig(failure_action="pause")
+    lb: LBOptions = LBOptions()
+    autoscale: Optional[AutoscaleSpec] = None
     placement: str = "spread"         # spread | binpack (master scheduler strategy)
 
 
