@@ -28,10 +28,12 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start; see /var/log/swarmlet-dockerd.log" >&2; tail -20 /var/log/swarmlet-dockerd.log >&2; exit 1; }
 fi
 
-PIP="python3 -m pip"
-if ! python3 -c "import swarmlet, swarmlet_agent, pytest, pytest_asyncio, hypothesis" >/dev/null 2>&1 \
-   || [ setup.cfg -nt "$(python3 -c 'import swarmlet,os;print(os.path.dirname(swarmlet.__file__))' 2>/dev/null || echo /nonexistent)" ]; then
-  echo "bootstrap: installing swarmlet (editable) with test extras"
-  $PIP install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -e '^WARNING: Running pip as' -e 'is ignored: it is neither' || true
+# Install (editable) unless this very checkout is what Python imports already.
+here=$(pwd)
+installed=$(cd / && python3 -c 'import os, swarmlet, swarmlet_agent, pytest, pytest_asyncio, hypothesis; print(os.path.dirname(os.path.dirname(swarmlet.__file__)) + "|" + os.path.dirname(os.path.dirname(swarmlet_agent.__file__)))' 2>/dev/null || true)
+if [ "$installed" != "$here|$here" ]; then
+  echo "bootstrap: installing swarmlet from $here (editable) with test extras"
+  python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+    | grep -v -e '^WARNING: Running pip as' -e 'is ignored: it is neither' || true
 fi
-python3 -c "import swarmlet, swarmlet_agent" || { echo "bootstrap: swarmlet failed to install" >&2; exit 1; }
+(cd / && python3 -c "import swarmlet, swarmlet_agent") || { echo "bootstrap: swarmlet failed to install" >&2; exit 1; }
