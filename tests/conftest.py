@@ -74,3 +74,26 @@ def lab(lab_env) -> List[dict]:
     nodes = cli.json("lab", "ls")
     yield nodes
     cli("lab", "down", timeout=300)
+
+
+@pytest.fixture
+async def aiohttp_server_factory():
+    """Start real aiohttp servers on 127.0.0.1 with a given handler; returns their URL."""
+    from aiohttp import web
+
+    runners = []
+
+    async def _start(handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/"
+
+    yield _start
+    for r in runners:
+        await r.cleanup()
