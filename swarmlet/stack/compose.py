@@ -1,0 +1,147 @@
+"""A Compose stack file -> a ``Stack`` of ``ServiceSpec``s, all or nothing.
+
+Owns the top level of the file (``name``, ``services``, ``volumes``; ``networks``,
+``configs`` and ``secrets`` are warnings), cross-service checks (a published
+port used twice), the stack's name, and ``load_stack``/``parse_stack``.
+
+``parse_stack`` is pure: the stack file's text comes in, and env files are read
+through the ``read_text`` it is given. Either a whole ``Stack`` comes back or a
+``StackFileError`` at ``file:line:col`` is raised; nothing is half-returned.
+
+Services keep the names written in the file (``web``, not ``hello_web``), so
+they are reached by those names; each carries the label ``io.swarmlet.stack``
+so that ``--prune`` removes only the services of this stack. Named volumes are
+namespaced ``<stack>_<name>`` as ``docker stack deploy`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from ..exceptions import StackFileError
+from ..models import ServiceSpec
+from .loader import Mark, Node, parse_yaml
+from .service import check_name, parse_service
+from .values import Context, StackWarning, as_map, as_str, check_keys, fail, fail_at
+from .volumes import VolumeDef, parse_volume_defs
+
+TOP_LEVEL = ("version", "name", "services", "volumes")
+TOP_IGNORED = {
+    "networks": "services reach each other by name on swarmlet's own network",
+    "configs": "not supported by swarmlet",
+    "secrets": "not supported by swarmlet",
+    "include": "not supported by swarmlet; deploy each file",
+}
+_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A parsed stack file: what ``deploy`` should make the cluster look like."""
+
+    name: str
+    services: Tuple[ServiceSpec, ...]
+    volumes: Dict[str, VolumeDef] = field(default_factory=dict)
+    warnings: Tuple[StackWarning, ...] = ()
+    file: str = ""
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def normalize_stack_name(text: str) -> str:
+    """Compose's project-name rule: lowercase letters, digits, '_' and '-'."""
+    return re.sub(r"[^a-z0-9_-]", "", text.lower()).lstrip("_-")
+
+
+def _no_reader(path: str) -> str:
+    raise FileNotFoundError(2, "No such file or directory", path)
+
+
+def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[str, str]] = None,
+                *, name: Optional[str] = None, base_dir: Optional[str] = None,
+                read_text: Callable[[str], str] = _no_reader) -> Stack:
+    """Parse a stack file's text. ``env`` feeds ``${VAR}``; nothing is read from os.environ."""
+    env = dict(env or {})
+    if base_dir is None:
+        base_dir = posixpath.dirname(filename) or "."
+    ctx = Context(filename=filename, base_dir=base_dir, env=env, read_text=read_text)
+    root = parse_yaml(text, filename, env, ctx.warn)
+    if root is None:
+        fail_at(Mark(filename, 1, 1), "expected a mapping with 'services', got an empty file")
+    if not root.is_map:
+        fail(root, "a mapping with 'services' at the top of the file")
+    keys = check_keys(root, TOP_LEVEL, ctx, ignored=TOP_IGNORED)
+    stack = _stack_name(name, keys.get("name"), filename, base_dir)
+    if "services" not in keys:
+        fail_at(root.mark, "expected a top-level 'services' mapping")
+    services_node = keys["services"]
+    if not as_map(services_node):
+        fail(services_node, "at least one service")
+    volumes = parse_volume_defs(keys["volumes"], stack, ctx) if "volumes" in keys else {}
+    specs = []
+    published: Dict[int, str] = {}
+    for sname, snode in services_node.value.items():
+        key_mark = services_node.key_marks.get(sname, snode.mark)
+        check_name(sname, Node(sname, key_mark, services_node.path))
+        spec = parse_service(sname, snode, stack, volumes, ctx)
+        for port in spec.ports:
+            if port.published is None:
+                continue
+            if port.published in published:
+                fail_at(snode.value["ports"].mark,
+                        f"expected each published port once in the stack, but {port.published} "
+                        f"is already published by service {published[port.published]!r}")
+            published[port.published] = sname
+        specs.append(spec)
+    return Stack(name=stack, services=tuple(specs), volumes=volumes,
+                 warnings=tuple(ctx.warnings), file=filename)
+
+
+def _stack_name(explicit: Optional[str], node: Optional[Node], filename: str, base_dir: str) -> str:
+    if explicit is not None:
+        text = normalize_stack_name(explicit)
+        if not text:
+            raise StackFileError(filename, f"expected a stack name of letters or digits, got {explicit!r}")
+        return text
+    if node is not None:
+        raw = as_str(node, "a stack name")
+        if not _STACK_NAME.fullmatch(raw):
+            fail(node, "a stack name of lowercase letters, digits, '_' and '-'")
+        return raw
+    # Like Compose's project name: the stack file's folder ("examples/hello" -> hello).
+    folder = posixpath.basename(posixpath.normpath(base_dir)) if base_dir not in ("", ".") else ""
+    return normalize_stack_name(folder) or "stack"
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        return fh.read().decode("utf-8-sig")
+
+
+def load_stack(path: str, env: Optional[Mapping[str, str]] = None,
+               name: Optional[str] = None) -> Stack:
+    """Read and parse the stack file at ``path``; env files are relative to its folder.
+
+    ``env`` is the mapping ``${VAR}`` reads (the CLI passes ``os.environ``).
+    """
+    try:
+        raw = open(path, "rb").read()
+    except OSError as exc:
+        raise StackFileError(path, f"expected a readable stack file ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise StackFileError(f"{path}:{line}:{col}", "expected UTF-8 text") from exc
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return parse_stack(text, path, env, name=name, base_dir=base_dir, read_text=_read_text)

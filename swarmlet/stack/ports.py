@@ -1,0 +1,96 @@
+"""``ports:`` in short ("8080:80", "80", "127.0.0.1:8080:80/tcp", ranges) and long syntax.
+
+A published port goes on the load balancer (Swarm's ingress mode), which is
+``PortSpec.published``. Long syntax ``mode: host`` binds the port on the node
+itself instead, which is ``PortSpec.host_port``. A host IP cannot be honoured
+by the load balancer, so it is a warning rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from ..models import PortSpec
+from .loader import Node
+from .values import Context, as_choice, as_int, as_str, check_keys, fail
+
+_SHORT = re.compile(
+    r"(?:(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<pub>[0-9]+(?:-[0-9]+)?)?:)?"
+    r"(?P<target>[0-9]+(?:-[0-9]+)?)(?:/(?P<proto>[a-z]+))?")
+SHORT_WHAT = 'a port like "80", "8080:80" or "127.0.0.1:8080:80/tcp"'
+PROTOCOLS = ("tcp", "udp")
+
+
+def parse_ports(node: Node, ctx: Context) -> Tuple[PortSpec, ...]:
+    if not node.is_seq:
+        fail(node, "a list of ports")
+    out: List[PortSpec] = []
+    for item in node.value:
+        specs = _long(item, ctx) if item.is_map else _short(item, ctx)
+        for spec in specs:
+            for seen in out:
+                if spec.published is not None and spec.published == seen.published:
+                    fail(item, f"a published port not used twice (port {spec.published})")
+                if spec.host_port is not None and spec.host_port == seen.host_port:
+                    fail(item, f"a host port not used twice (port {spec.host_port})")
+            out.append(spec)
+    return tuple(out)
+
+
+def _port_range(text: str, item: Node) -> List[int]:
+    lo, _, hi = text.partition("-")
+    first, last = int(lo), int(hi or lo)
+    if not (1 <= first <= last <= 65535):
+        fail(item, "port numbers from 1 to 65535 (ranges low-high)")
+    return list(range(first, last + 1))
+
+
+def _short(item: Node, ctx: Context) -> List[PortSpec]:
+    v = item.value
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str):
+        fail(item, SHORT_WHAT)
+    m = _SHORT.fullmatch(v.strip())
+    if not m:
+        fail(item, SHORT_WHAT)
+    proto = m.group("proto") or "tcp"
+    if proto not in PROTOCOLS:
+        fail(item, "protocol tcp or udp")
+    if m.group("ip"):
+        ctx.warn(item.mark, f"host IP {m.group('ip')} in port {v!r} ignored: "
+                            "published ports are served by the load balancer on every node")
+    targets = _port_range(m.group("target"), item)
+    if not m.group("pub"):
+        return [PortSpec(target=t, protocol=proto) for t in targets]
+    published = _port_range(m.group("pub"), item)
+    if len(published) != len(targets):
+        fail(item, "published and target port ranges of the same length")
+    return [PortSpec(target=t, published=p, protocol=proto) for t, p in zip(targets, published)]
+
+
+def _long(item: Node, ctx: Context) -> List[PortSpec]:
+    keys = check_keys(item, ("target", "published", "protocol", "mode", "host_ip"), ctx,
+                      ignored={"name": "ports are not named in swarmlet",
+                               "app_protocol": "the load balancer speaks HTTP"})
+    if "target" not in keys:
+        fail(item, "a port mapping with 'target'")
+    target = as_int(keys["target"], 1, 65535)
+    published: Optional[int] = None
+    if "published" in keys:
+        pub = keys["published"]
+        if isinstance(pub.value, str) and pub.value.strip().isdigit():
+            published = int(pub.value.strip())
+            if not 1 <= published <= 65535:
+                fail(pub, "an integer from 1 to 65535")
+        else:
+            published = as_int(pub, 1, 65535)
+    proto = as_choice(keys["protocol"], PROTOCOLS) if "protocol" in keys else "tcp"
+    mode = as_choice(keys["mode"], ("ingress", "host")) if "mode" in keys else "ingress"
+    if "host_ip" in keys:
+        ctx.warn(keys["host_ip"].mark, f"host_ip {as_str(keys['host_ip'])!r} ignored: "
+                 "published ports are served by the load balancer on every node", "host_ip")
+    if mode == "host":
+        return [PortSpec(target=target, host_port=published, protocol=proto)]
+    return [PortSpec(target=target, published=published, protocol=proto)]
