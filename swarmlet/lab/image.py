@@ -1,15 +1,18 @@
 """The lab node image: built once per machine, cached by content hash.
 
-On a machine that can pull ``debian:bookworm-slim`` the image would come from a
-Dockerfile; these machines reach no registry, so the image is always built
-from a debootstrap'ed rootfs (``build-node-image.sh``) and ``docker import``ed.
-The tag carries a hash of the build script, so a changed recipe rebuilds and
-an unchanged one is reused.
+Where ``debian:bookworm-slim`` can be had (it is present locally, or
+``SWARMLET_LAB_PULL=1`` allows pulling it) the image is built from
+``Dockerfile``. Elsewhere, as on machines that reach no container registry,
+it is built from a debootstrap'ed rootfs (``build-node-image.sh``) and
+``docker import``ed. Both run the same ``node-setup.sh``. The tag carries a
+hash of the recipe, so a changed recipe rebuilds and an unchanged one is reused.
+We never try a pull unasked: on a closed network it only hangs or fails.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,13 +22,32 @@ import docker.errors
 
 from ..exceptions import LabError
 
-SCRIPT = Path(__file__).with_name("build-node-image.sh")
+HERE = Path(__file__).parent
+SCRIPT = HERE / "build-node-image.sh"
+RECIPE = (SCRIPT, HERE / "node-setup.sh", HERE / "Dockerfile")
 REPO = "swarmlet-lab-node"
+BASE = "debian:bookworm-slim"
 
 
 def image_tag() -> str:
-    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in RECIPE)).hexdigest()[:12]
     return f"{REPO}:{digest}"
+
+
+def _base_available(client: docker.DockerClient) -> bool:
+    try:
+        client.images.get(BASE)
+        return True
+    except docker.errors.ImageNotFound:
+        return os.environ.get("SWARMLET_LAB_PULL") == "1"
+
+
+def _build_from_dockerfile(client: docker.DockerClient, tag: str) -> None:
+    try:
+        client.images.build(path=str(HERE), tag=tag, rm=True,
+                            pull=os.environ.get("SWARMLET_LAB_PULL") == "1")
+    except (docker.errors.BuildError, docker.errors.APIError) as exc:
+        raise LabError(f"building the lab node image from its Dockerfile failed: {exc}") from exc
 
 
 def ensure_image(client: docker.DockerClient, mirror: str = "http://deb.debian.org/debian",
@@ -37,6 +59,10 @@ def ensure_image(client: docker.DockerClient, mirror: str = "http://deb.debian.o
         return tag
     except docker.errors.ImageNotFound:
         pass
+    if _base_available(client):
+        echo(f"building lab node image {tag} from {BASE}")
+        _build_from_dockerfile(client, tag)
+        return tag
     if shutil.which("debootstrap") is None:
         raise LabError("the lab node image needs debootstrap to build",
                        hint="apt-get install -y debootstrap")
