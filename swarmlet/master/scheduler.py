@@ -189,9 +189,11 @@ class Scheduler:
     def place(self, requests: Sequence[Request]) -> Plan:
         placements: Dict[str, str] = {}
         unplaced: Dict[str, str] = {}
-        groups: Dict[str, List[Request]] = {}
+        # One group per service and constraint set (global services pin each
+        # request to a node with an extra node.name== constraint).
+        groups: Dict[Tuple[str, Tuple[str, ...]], List[Request]] = {}
         for r in requests:
-            groups.setdefault(r.spec.name, []).append(r)
+            groups.setdefault((r.spec.name, r.spec.constraints), []).append(r)
         for reqs in groups.values():
             spec = reqs[0].spec
             need = _Need(spec, parse_all(spec.constraints))

@@ -1,0 +1,310 @@
+"""The reconciler: desired services + tasks + node states + now -> changes. Pure.
+
+One pass compares what the user asked for with what exists and returns
+``Changes`` (tasks to create, tasks to update, tasks to forget, events). The
+daemon runs it on every event and periodically; applying the same state twice
+yields no changes, so a pass can be repeated freely.
+
+Rules, per replicated service (slots 1..replicas):
+- an empty slot gets a new task, placed by the scheduler or left pending
+  with the scheduler's explanation;
+- a task on a node that is down, has left, or was removed is shut down and
+  its slot refilled elsewhere at once (the node, if it comes back, receives an
+  assignment without it, so it stops it: no over-replication);
+- start-first moves: a task on a draining node, of an older revision (at most
+  ``update.parallelism`` slots at a time), or chosen by rebalance gets a
+  successor in the same slot; the old one is shut down only once the
+  successor serves (running, and healthy if it has a health check). If the
+  successor cannot be placed, the old one keeps running: capacity never drops;
+- slots above ``replicas`` are shut down (scale down); a slot holding two
+  live tasks keeps the newest good one once it serves;
+- rebalance (on request, or automatically when a node joins or recovers)
+  moves replicas of settled services from the fullest eligible nodes to the
+  emptiest until no two differ by more than one, through start-first moves.
+Global services get one task per eligible node. Terminal tasks that are
+shut down are forgotten after ``gc_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from ..models import NodeInfo, NodeStatus, ServiceSpec, TaskState
+from .scheduler import Placed, Request, Scheduler, placed
+from .state import RUNNING, SHUTDOWN, Service, Task
+
+_KEEP = (NodeStatus.READY, NodeStatus.SUSPECT)   # a suspect node may come back: wait
+_LOST = (NodeStatus.DOWN, NodeStatus.LEFT, None)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str       # task | service | node | scheduler
+    subject: str
+    message: str
+
+
+@dataclass
+class Changes:
+    create: List[Task] = field(default_factory=list)
+    update: List[Task] = field(default_factory=list)
+    delete: List[str] = field(default_factory=list)
+    events: List[Event] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.update or self.delete)
+
+
+class _Work:
+    """The tasks as this pass changes them; remembers what changed."""
+
+    def __init__(self, tasks: Sequence[Task], now: float) -> None:
+        self.now = now
+        self.tasks: Dict[str, Task] = {t.task_id: t for t in tasks}
+        self.changed: Set[str] = set()
+        self.created: List[Task] = []
+        self.deleted: List[str] = []
+        self.events: List[Event] = []
+
+    def set(self, t: Task, **kw) -> Task:
+        new = dataclasses.replace(t, updated_at=self.now, **kw)
+        self.tasks[t.task_id] = new
+        self.changed.add(t.task_id)
+        return new
+
+    def stop(self, t: Task, reason: str) -> None:
+        if t.desired != SHUTDOWN:
+            self.set(t, desired=SHUTDOWN, reason=reason)
+
+    def event(self, kind: str, subject: str, message: str) -> None:
+        self.events.append(Event(kind, subject, message))
+
+    def live(self) -> List[Task]:
+        return [t for t in self.tasks.values() if t.desired == RUNNING]
+
+
+def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Sequence[NodeInfo],
+              now: float, new_id: Callable[[str, int], str], *, rebalance: bool = False,
+              gc_after: float = 60.0) -> Changes:
+    w = _Work(tasks, now)
+    status: Dict[str, NodeStatus] = {n.name: n.status for n in nodes}
+    sched_nodes = Scheduler(nodes)   # only for eligibility; accounting comes later
+
+    _forget_finished(w, status, gc_after)
+    _stop_orphans(w, services, status)
+    requests: List[Tuple[Service, int, Optional[Task]]] = []   # (service, slot, pending task)
+    for name in sorted(services):
+        svc = services[name]
+        if svc.spec.mode == "global":
+            requests += _global(w, svc, status, sched_nodes)
+        else:
+            requests += _replicated(w, svc, status)
+    moves = _rebalance(w, services, status, sched_nodes) if rebalance else []
+    _place(w, services, nodes, status, requests, moves, new_id)
+
+    created_ids = {t.task_id for t in w.created}
+    return Changes(
+        create=w.created,
+        update=[w.tasks[i] for i in sorted(w.changed) if i not in created_ids and i in w.tasks],
+        delete=w.deleted, events=w.events)
+
+
+def _forget_finished(w: _Work, status: Mapping[str, NodeStatus], gc_after: float) -> None:
+    for t in list(w.tasks.values()):
+        if t.desired != SHUTDOWN:
+            continue
+        gone = t.node is None or (t.node not in status)
+        if gone or (t.state.terminal and w.now - t.updated_at >= gc_after):
+            del w.tasks[t.task_id]
+            w.changed.discard(t.task_id)
+            w.deleted.append(t.task_id)
+
+
+def _stop_orphans(w: _Work, services: Mapping[str, Service], status: Mapping[str, NodeStatus]) -> None:
+    for t in w.live():
+        svc = services.get(t.service)
+        if svc is None:
+            w.stop(t, "service removed")
+        elif t.node is not None and status.get(t.node) in _LOST:
+            w.stop(t, f"node {t.node} is {_lost_word(status.get(t.node))}")
+            w.event("task", t.task_id, f"{t.service} slot {t.slot}: node {t.node} "
+                    f"{_lost_word(status.get(t.node))}, replacing")
+        elif t.state.terminal and svc.spec.restart.condition != "none":
+            w.stop(t, f"task {t.state.name.lower()}: {t.reason}" if t.reason
+                   else f"task {t.state.name.lower()}")
+            w.event("task", t.task_id, f"{t.service} slot {t.slot}: {t.state.name.lower()}, replacing")
+
+
+def _lost_word(s: Optional[NodeStatus]) -> str:
+    return "removed" if s is None else s.value
+
+
+def _good(t: Task, rev: int, status: Mapping[str, NodeStatus]) -> bool:
+    return t.revision >= rev and (t.node is None or status.get(t.node) in _KEEP)
+
+
+def _newest(ts: Sequence[Task]) -> Task:
+    return max(ts, key=lambda t: (t.created_at, t.task_id))
+
+
+def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
+                ) -> List[Tuple[Service, int, Optional[Task]]]:
+    spec, rev = svc.spec, svc.current_from
+    slots: Dict[int, List[Task]] = {}
+    for t in w.live():
+        if t.service == spec.name:
+            if t.node is None and t.revision < rev:   # pending: nothing runs yet, just retarget
+                t = w.set(t, revision=svc.revision)
+            slots.setdefault(t.slot, []).append(t)
+    for slot, ts in slots.items():
+        if slot > spec.replicas or slot < 1:
+            for t in ts:
+                w.stop(t, "scaled down")
+    out: List[Tuple[Service, int, Optional[Task]]] = []
+    in_flight = sum(1 for s, ts in slots.items() if s <= spec.replicas
+                    and any(not _good(t, rev, status) for t in ts)
+                    and any(_good(t, rev, status) for t in ts))
+    for slot in range(1, spec.replicas + 1):
+        ts = slots.get(slot, [])
+        good = [t for t in ts if _good(t, rev, status)]
+        if not ts:
+            out.append((svc, slot, None))
+            continue
+        if good:
+            keeper = _newest(good)
+            for t in good:
+                if t is not keeper and t.node is None:
+                    w.stop(t, "duplicate pending task")
+            if keeper.node is None:
+                out.append((svc, slot, keeper))
+            elif keeper.serving:
+                for t in ts:
+                    if t is not keeper and t.node is not None:
+                        w.stop(t, f"replaced by {keeper.task_id}")
+            continue
+        draining = any(status.get(t.node) == NodeStatus.DRAINING for t in ts)
+        if draining or in_flight < max(1, spec.update.parallelism):
+            if not draining:
+                in_flight += 1
+            out.append((svc, slot, None))
+    return out
+
+
+def _global(w: _Work, svc: Service, status: Mapping[str, NodeStatus], sched: Scheduler
+            ) -> List[Tuple[Service, int, Optional[Task]]]:
+    spec, rev = svc.spec, svc.current_from
+    eligible = set(sched.eligible(spec))
+    have: Set[str] = set()
+    for t in w.live():
+        if t.service != spec.name:
+            continue
+        if t.node is None or t.node not in eligible:
+            w.stop(t, "node no longer eligible" if t.node else "global tasks are per node")
+        elif t.revision < rev:
+            w.stop(t, f"updated to revision {svc.revision}")   # global: stop-first (same host ports)
+        elif t.node in have:
+            w.stop(t, "duplicate on node")
+        else:
+            have.add(t.node)
+    pinned = []
+    for node in sorted(eligible - have):
+        pinned.append((dataclasses.replace(svc, spec=dataclasses.replace(
+            spec, constraints=spec.constraints + (f"node.name=={node}",))), 0, None))
+    return pinned
+
+
+def _rebalance(w: _Work, services: Mapping[str, Service], status: Mapping[str, NodeStatus],
+               sched: Scheduler) -> List[Task]:
+    """Tasks to move (start-first) so no two eligible nodes differ by more than one."""
+    moves: List[Task] = []
+    by_service: Dict[str, List[Task]] = {}
+    for t in w.live():
+        by_service.setdefault(t.service, []).append(t)
+    for name in sorted(services):
+        svc = services[name]
+        if svc.spec.mode == "global":
+            continue
+        ts = by_service.get(name, [])
+        slots = [t.slot for t in ts]
+        settled = (sorted(slots) == list(range(1, svc.spec.replicas + 1))
+                   and all(t.serving and t.revision >= svc.current_from
+                           and status.get(t.node) == NodeStatus.READY for t in ts))
+        eligible = sched.eligible(svc.spec)
+        if not settled or len(eligible) < 2:
+            continue
+        on: Dict[str, List[Task]] = {n: [] for n in eligible}
+        for t in ts:
+            if t.node in on:
+                on[t.node].append(t)
+        counts = {n: len(v) for n, v in on.items()}
+        if max(counts.values()) - min(counts.values()) <= 1:
+            continue
+        q, r = divmod(sum(counts.values()), len(counts))
+        for i, node in enumerate(sorted(counts, key=lambda n: (-counts[n], n))):
+            allowed = q + 1 if i < r else q
+            surplus = sorted(on[node], key=lambda t: -t.slot)[:max(0, counts[node] - allowed)]
+            moves += surplus
+    return moves
+
+
+def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
+           status: Mapping[str, NodeStatus], requests: List[Tuple[Service, int, Optional[Task]]],
+           moves: List[Task], new_id: Callable[[str, int], str]) -> None:
+    moving = {t.task_id for t in moves}
+    existing: List[Placed] = []
+    for t in w.tasks.values():
+        if t.node is None or t.task_id in moving or status.get(t.node) in _LOST or t.state.terminal:
+            continue
+        svc = services.get(t.service)
+        if svc is None:
+            continue
+        p = placed(svc.spec, t.node)
+        if t.desired == SHUTDOWN:   # still holds resources and ports until it stops
+            p = dataclasses.replace(p, service="")
+        existing.append(p)
+    sched = Scheduler(nodes, existing)
+    reqs: List[Request] = []
+    meta: Dict[str, Tuple[Service, int, Optional[Task], Optional[Task]]] = {}
+    for svc, slot, pending in requests:
+        key = pending.task_id if pending else f"new:{svc.name}:{slot}:{len(reqs)}"
+        reqs.append(Request(key, svc.spec, slot))
+        meta[key] = (svc, slot, pending, None)
+    for t in moves:
+        key = f"move:{t.task_id}"
+        reqs.append(Request(key, services[t.service].spec, t.slot))
+        meta[key] = (services[t.service], t.slot, None, t)
+    plan = sched.place(reqs)
+    for r in reqs:
+        svc, slot, pending, moved = meta[r.key]
+        node = plan.placements.get(r.key)
+        why = plan.unplaced.get(r.key, "")
+        if moved is not None:
+            if node is not None and node != moved.node:
+                _create(w, svc, slot, node, "", new_id)
+                w.event("task", moved.task_id, f"{svc.name} slot {slot}: rebalancing "
+                        f"from {moved.node} to {node}")
+            continue
+        if pending is not None:
+            if node is not None:
+                w.set(pending, node=node, state=TaskState.ASSIGNED, reason="")
+            elif pending.reason != why:
+                w.set(pending, reason=why)
+                w.event("scheduler", pending.task_id, f"{svc.name} slot {slot} pending: {why}")
+            continue
+        t = _create(w, svc, slot, node, why, new_id)
+        if node is None:
+            w.event("scheduler", t.task_id, f"{svc.name} slot {slot} pending: {why}")
+
+
+def _create(w: _Work, svc: Service, slot: int, node: Optional[str], why: str,
+            new_id: Callable[[str, int], str]) -> Task:
+    t = Task(task_id=new_id(svc.name, slot), service=svc.name, slot=slot, revision=svc.revision,
+             node=node, desired=RUNNING,
+             state=TaskState.ASSIGNED if node else TaskState.PENDING,
+             reason=why, created_at=w.now, updated_at=w.now)
+    w.tasks[t.task_id] = t
+    w.created.append(t)
+    return t
