@@ -258,17 +258,15 @@ def _stop_supervised(layout: Layout) -> str:
 
 def install_script(
     *, bundle_id: str, config: Mapping[str, object], cert_pem: bytes, key_pem: bytes,
-    ca_pem: bytes, gossip_keys_json: str, systemd: bool, layout: Layout = LAYOUT,
-    keep_bundles: int = 2,
+    ca_pem: bytes, gossip_keys_json: str, layout: Layout = LAYOUT, keep_bundles: int = 2,
 ) -> str:
-    """Write certs, keys and config, point ``current`` at the bundle, (re)start the agent.
+    """Write certs, keys and config, and point ``current`` at the bundle.
 
-    Idempotent: running it again rewrites the same files and restarts the
-    agent in place. The agent's containers keep running (they are dockerd's).
+    Idempotent: running it again rewrites the same files. Old bundles beyond
+    the newest ``keep_bundles`` are pruned (the current one always survives).
     """
-    parts = [
+    return "".join([
         "set -e\numask 077\n",
-        'PY=$(command -v python3)\n',
         f"mkdir -p {layout.etc} {layout.state_dir} {layout.root}/bundles\n",
         f"chmod 700 {layout.etc} {layout.state_dir}\n",
         _write_file(f"{layout.etc}/agent.crt", cert_pem.decode()),
@@ -278,11 +276,20 @@ def install_script(
         _write_file(layout.config, json.dumps(config, indent=2)),
         f"ln -sfn bundles/{bundle_id} {layout.current}.new\n",
         f"mv -Tf {layout.current}.new {layout.current}\n",
-    ]
+        f"cd {layout.root}/bundles && ls -1t | grep -v -x {shlex.quote(bundle_id)} | grep -v '\\.part$' "
+        f"| tail -n +{keep_bundles} | xargs -r rm -rf\n",
+    ])
+
+
+def start_script(systemd: bool, layout: Layout = LAYOUT) -> str:
+    """(Re)start the agent: a systemd unit where systemd is PID 1, else setsid + restart loop.
+
+    Restarting never touches the agent's containers: they are dockerd's children.
+    """
+    parts = ["set -e\nPY=$(command -v python3)\n", _stop_supervised(layout)]
     if systemd:
         unit_b64 = base64.b64encode(systemd_unit(layout).encode()).decode()
         parts += [
-            _stop_supervised(layout),
             f"echo {unit_b64} | base64 -d | sed \"s#@PYTHON@#$PY#\" > {layout.unit}.tmp\n",
             f"chmod 644 {layout.unit}.tmp\nmv -f {layout.unit}.tmp {layout.unit}\n",
             "systemctl daemon-reload\n",
@@ -293,15 +300,12 @@ def install_script(
         sup = f"{layout.root}/supervise.sh"
         sup_b64 = base64.b64encode(supervisor_script(layout).encode()).decode()
         parts += [
-            _stop_supervised(layout),
+            # A host that had the systemd unit (e.g. a forced switch): stop it first.
+            f"if [ -f {layout.unit} ]; then systemctl disable --now {SERVICE} >/dev/null 2>&1 || true; "
+            f"rm -f {layout.unit}; fi\n",
             f"echo {sup_b64} | base64 -d | sed \"s#@PYTHON@#$PY#\" > {sup}\nchmod 700 {sup}\n",
             f"setsid {sup} </dev/null >/dev/null 2>&1 &\n",
         ]
-    # Old bundles: keep the newest few (the current one always survives).
-    parts.append(
-        f"cd {layout.root}/bundles && ls -1t | grep -v -x {shlex.quote(bundle_id)} | grep -v '\\.part$' "
-        f"| tail -n +{keep_bundles} | xargs -r rm -rf\n"
-    )
     return "".join(parts)
 
 

@@ -1,0 +1,93 @@
+"""Small mutual-TLS JSON calls to agents and the master, for join, leave and nodes.
+
+Errors become ``Unreachable`` (no answer, TLS refused) or ``APIError`` (an HTTP
+error status), so callers deal with one tree. ``wait_agent_healthy`` is join's
+last step: the agent answers ``GET /v1/info`` as the expected node of this
+cluster, and ``GET /v1/members`` shows it (and, when it has peers to meet,
+at least one of them) alive in the gossip mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from typing import Any, Dict, List, Optional
+
+import aiohttp
+
+from ..exceptions import APIError, Unreachable
+
+ALIVE = ("alive", "ready", "suspect")
+
+
+async def call(method: str, url: str, ctx: ssl.SSLContext, body: Any = None,
+               timeout: float = 5.0) -> Any:
+    """One JSON request; the decoded answer (or ``None`` for an empty body)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.request(method, url, ssl=ctx, json=body) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    try:
+                        msg = json.loads(text).get("error", text)
+                    except (ValueError, AttributeError):
+                        msg = text
+                    raise APIError(f"{method} {url}: {resp.status} {str(msg).strip()[:200]}",
+                                   status=resp.status)
+                return json.loads(text) if text.strip() else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+        raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    except ValueError as exc:
+        raise APIError(f"{method} {url}: answer is not JSON") from exc
+
+
+def agent_url(address: str, port: int, path: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{port}{path}"
+
+
+async def wait_agent_healthy(
+    address: str, port: int, name: str, cluster_id: str, ctx: ssl.SSLContext,
+    want_peers: bool, timeout: float = 30.0, interval: float = 0.25,
+) -> Dict[str, Any]:
+    """Poll until the agent is up and in the mesh; the last ``/v1/info`` answer.
+
+    Raises ``Unreachable`` naming what was last missing when ``timeout`` passes.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            info = await call("GET", agent_url(address, port, "/v1/info"), ctx, timeout=3)
+            if info.get("name") != name or info.get("cluster_id") != cluster_id:
+                raise APIError(f"the agent at {address}:{port} is {info.get('name')!r} of cluster "
+                               f"{info.get('cluster_id')!r}, expected {name!r} of {cluster_id!r}")
+            members = await call("GET", agent_url(address, port, "/v1/members"), ctx, timeout=3)
+            alive = [m for m in members or [] if str(m.get("state", "")).lower() in ALIVE]
+            if not any(m.get("name") == name for m in alive):
+                last = "the agent answers but is not in its own member list yet"
+            elif want_peers and len(alive) < 2:
+                last = "the agent answers but has not met any other node over gossip"
+            else:
+                info["members"] = len(alive)
+                return info
+        except Unreachable as exc:
+            last = f"agent API not answering ({exc})"
+        except APIError as exc:
+            if exc.status is None:
+                raise
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise Unreachable(f"agent not healthy after {timeout:.0f}s: {last}")
+        await asyncio.sleep(interval)
+
+
+async def members(address: str, port: int, ctx: ssl.SSLContext) -> List[Dict[str, Any]]:
+    return await call("GET", agent_url(address, port, "/v1/members"), ctx) or []
+
+
+async def master_call(base: str, method: str, path: str, ctx: ssl.SSLContext,
+                      body: Optional[Any] = None, timeout: float = 5.0) -> Any:
+    return await call(method, base + path, ctx, body, timeout)

@@ -1,0 +1,245 @@
+"""The join pipeline: connect → probe → upload → install → start → healthy, per host, concurrently.
+
+Each host runs on its own; one failing never stops the others (each failure
+is an ``SSHError``/``SwarmletError`` captured in that host's ``JoinResult``).
+Progress is reported as ``Progress`` events through a callback; the CLI
+renders them. Running join on a joined host rewrites its files, switches to
+the new bundle (skipping the upload when the host already has it) and restarts
+the agent in place; the agent's containers keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .. import cluster as clusterlib
+from ..exceptions import ProvisionError, SSHError, SwarmletError
+from . import api, plan, probes, ssh
+from .bundle import BundleCache, BundleError, read_bytes
+
+STEPS = ("connect", "probe", "upload", "install", "start", "healthy")
+HEALTHY_TIMEOUT = 45.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    target: str
+    step: str
+    state: str          # "start" | "ok" | "fail" | "note"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class JoinOptions:
+    known_hosts: Path
+    accept_new: bool = False
+    identity: Optional[str] = None
+    labels: Dict[str, str] = field(default_factory=dict)
+    healthy_timeout: float = HEALTHY_TIMEOUT
+    force_supervised: bool = False   # test hook: run without systemd even where it is PID 1
+
+
+@dataclass
+class JoinResult:
+    target: str
+    ok: bool = False
+    name: str = ""
+    address: str = ""
+    step: str = "connect"
+    error: str = ""
+    hint: str = ""
+    seconds: float = 0.0
+    init: str = ""
+    bundle: str = ""
+    upgraded: bool = False
+    notes: List[str] = field(default_factory=list)
+
+
+Emit = Callable[[Progress], None]
+
+
+async def join_all(
+    cluster: clusterlib.Cluster, targets: Sequence[plan.Target], opts: JoinOptions,
+    emit: Emit = lambda p: None, cache: Optional[BundleCache] = None,
+) -> List[JoinResult]:
+    """Join every target concurrently; a result per target, in order."""
+    cache = cache or BundleCache(cluster.bundles_dir)
+    keys = [ssh.load_identity(opts.identity)] if opts.identity else None
+    existing = clusterlib.nodes(cluster)
+    reserved = {r.name: r.address for r in existing}
+    ctx = cluster.client_ssl("cli")
+    coros = [
+        _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved, ctx)
+        for t in targets
+    ]
+    return list(await asyncio.gather(*coros))
+
+
+def _seeds(cluster: clusterlib.Cluster, me: plan.Target, existing: Sequence[clusterlib.NodeRecord],
+           batch: Sequence[plan.Target], my_address: str) -> List[str]:
+    out: List[str] = []
+    for r in existing:
+        if r.address != my_address:
+            out.append(f"{r.address}:{r.gossip_port}")
+    for t in batch:
+        if t != me and t.host != my_address:
+            out.append(f"{t.host}:{cluster.gossip_port}")
+    return list(dict.fromkeys(out))
+
+
+async def _join_one(
+    cluster: clusterlib.Cluster, target: plan.Target, opts: JoinOptions, emit: Emit,
+    cache: BundleCache, keys, existing, batch, reserved: Dict[str, str], ctx,
+) -> JoinResult:
+    res = JoinResult(str(target))
+    t0 = time.monotonic()
+    session: Optional[ssh.Session] = None
+
+    def step(name: str) -> None:
+        res.step = name
+        emit(Progress(res.target, name, "start"))
+
+    def done(detail: str = "") -> None:
+        emit(Progress(res.target, res.step, "ok", detail))
+
+    try:
+        step("connect")
+        session = await ssh.connect(target, opts.known_hosts, accept_new=opts.accept_new, client_keys=keys)
+        if session.new_key_fingerprint:
+            note = f"new host key {session.new_key_fingerprint} stored in {opts.known_hosts}"
+            res.notes.append(note)
+            emit(Progress(res.target, "connect", "note", note))
+        done()
+
+        step("probe")
+        out = await session.run(probes.PROBE_SCRIPT, timeout=30)
+        facts = probes.parse(out.stdout)
+        plan.check(res.target, facts)
+        platform, tags = plan.wheel_platforms(res.target, facts)
+        res.address = facts.server_addr or target.host
+        # Names are reserved in memory (shared by this batch), so two hosts with the
+        # same hostname get distinct names; nodes.json is written once a host has an agent.
+        res.name = plan.choose_name(facts.hostname, res.address, reserved)
+        reserved[res.name] = res.address
+        res.upgraded = bool(facts.current_bundle)
+        res.init = "systemd" if facts.systemd and not opts.force_supervised else "supervised"
+        done(f"{res.name}: {facts.os or facts.system} {facts.arch}, python {facts.python_str}, "
+             f"docker {facts.docker_version or 'ok'}, {res.init}"
+             + (", agent present (upgrade)" if res.upgraded else ""))
+
+        step("upload")
+        try:
+            bundle = await cache.get(platform, plan.python_tag(facts), tags)
+        except BundleError as exc:
+            raise ProvisionError(res.target, f"cannot build the agent bundle: {exc}") from exc
+        res.bundle = bundle.id
+        if bundle.id in facts.bundles:
+            done(f"bundle {bundle.id} already on host")
+        else:
+            data = await asyncio.to_thread(read_bytes, bundle)
+            cmd = f"{'' if facts.is_root else 'sudo -n '}sh -c {ssh.sh_quote(plan.unpack_script(bundle.id))}"
+            r = await session.run(cmd, input=data, timeout=300)
+            if r.exit_status != 0:
+                why = _last_line(r.stderr) or f"exit status {r.exit_status}"
+                raise ProvisionError(res.target, f"upload failed: {why}")
+            done(f"bundle {bundle.id} ({bundle.size / 1e6:.1f} MB)")
+
+        step("install")
+        kp = await asyncio.to_thread(cluster.issue_agent, res.name,
+                                     list(dict.fromkeys([res.address, target.host, facts.hostname])))
+        config = plan.agent_config(
+            name=res.name, address=res.address, cluster_id=cluster.id, labels=opts.labels,
+            seeds=_seeds(cluster, target, existing, batch, res.address),
+            api_port=cluster.api_port, gossip_port=cluster.gossip_port)
+        install = plan.install_script(
+            bundle_id=bundle.id, config=config, cert_pem=kp.cert_pem, key_pem=kp.key_pem,
+            ca_pem=cluster.path("ca.crt").read_bytes(), gossip_keys_json=cluster.gossip_keys_text())
+        r = await session.script(install, plan.shell_prefix(facts))
+        if r.exit_status != 0:
+            raise ProvisionError(res.target, f"install failed: {_last_line(r.stderr) or r.exit_status}")
+        # From here the host has an agent: record it so `leave` can always remove it.
+        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id))
+        done("certificate, key and gossip key written (0600)")
+
+        step("start")
+        r = await session.script(plan.start_script(res.init == "systemd"), plan.shell_prefix(facts))
+        if r.exit_status != 0:
+            raise ProvisionError(res.target, f"starting the agent failed: {_last_line(r.stderr) or r.exit_status}")
+        if res.init == "supervised":
+            note = "no systemd here: the agent runs supervised (setsid + restart loop) and will not survive a reboot"
+            res.notes.append(note)
+            emit(Progress(res.target, "start", "note", note))
+        done("systemd unit swarmlet-agent.service" if res.init == "systemd" else "supervised")
+
+        step("healthy")
+        want_peers = bool(config["seeds"])
+        try:
+            info = await api.wait_agent_healthy(
+                res.address, cluster.api_port, res.name, cluster.id, ctx, want_peers,
+                timeout=opts.healthy_timeout)
+        except SwarmletError as exc:
+            logs = await _agent_log_tail(session, facts, res.init)
+            raise ProvisionError(res.target, f"{exc}" + (f"; agent log: {logs}" if logs else "")) from exc
+        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id))
+        done(f"agent {info.get('version', '?')} answers over mTLS, {info.get('members', '?')} members alive")
+        await _register(cluster, res, ctx, emit)
+        res.ok = True
+    except SwarmletError as exc:
+        res.error = exc.reason if isinstance(exc, SSHError) else str(exc)
+        res.hint = exc.hint or ""
+        emit(Progress(res.target, res.step, "fail", res.error))
+    finally:
+        res.seconds = time.monotonic() - t0
+        if session is not None:
+            await session.close()
+    return res
+
+
+def _record(res: JoinResult, target: plan.Target, opts: JoinOptions, facts: probes.HostFacts,
+            bundle_id: str) -> clusterlib.NodeRecord:
+    return clusterlib.NodeRecord(
+        name=res.name, address=res.address, ssh_host=target.host, ssh_user=target.user,
+        ssh_port=target.port, identity=str(Path(opts.identity).resolve()) if opts.identity else None,
+        labels=dict(opts.labels), init=res.init or ("systemd" if facts.systemd else "supervised"),
+        bundle=bundle_id, joined_at=time.time())
+
+
+async def _register(cluster: clusterlib.Cluster, res: JoinResult, ctx, emit: Emit) -> None:
+    """Tell the master about the node; the master may not run, which is only a note."""
+    from ..master_process import master_running  # local: avoids an import cycle at load
+    if not master_running(cluster):
+        return
+    body = {"name": res.name, "address": res.address, "api_port": cluster.api_port,
+            "labels": dict(_labels_of(cluster, res.name))}
+    try:
+        await api.master_call(cluster.master_url(), "POST", "/v1/nodes", cluster.client_ssl("cli"), body)
+    except SwarmletError as exc:
+        note = f"joined, but the master did not take the registration: {exc}"
+        res.notes.append(note)
+        emit(Progress(res.target, "healthy", "note", note))
+
+
+def _labels_of(cluster: clusterlib.Cluster, name: str) -> Dict[str, str]:
+    rec = clusterlib.find_node(cluster, name)
+    return rec.labels if rec else {}
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+async def _agent_log_tail(session: ssh.Session, facts: probes.HostFacts, init: str) -> str:
+    cmd = ("journalctl -u swarmlet-agent.service -n 3 --no-pager -o cat" if init == "systemd"
+           else f"tail -n 3 {plan.LAYOUT.logfile}")
+    if not facts.is_root:
+        cmd = "sudo -n " + cmd
+    try:
+        r = await session.run(cmd, timeout=10)
+    except SwarmletError:
+        return ""
+    return " | ".join(ln.strip() for ln in r.stdout.strip().splitlines()[-3:])
