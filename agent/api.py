@@ -1,0 +1,180 @@
+"""The agent's HTTPS API (aiohttp, mutual TLS against the cluster CA).
+
+Owns the routes of docs/internal-apis.md ("Agent API") and the authorization
+rule: the TLS handshake already requires a certificate from the cluster CA;
+on top of it only the roles ``master`` and ``cli`` may call (403 otherwise,
+e.g. another agent). Handlers are thin: they translate HTTP to ``Agent``
+calls and errors to JSON bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Tuple
+
+from aiohttp import web
+
+from swarmlet.exceptions import DockerError, ProtocolError
+from swarmlet.models import Assignment, from_wire, to_wire
+from swarmlet.tlsutil import peer_name, peer_role, server_context
+
+from .reconcile import Observed
+from .state import StaleAssignment
+
+ALLOWED_ROLES = ("master", "cli")
+AGENT_KEY: "web.AppKey[Any]" = web.AppKey("agent", object)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def authorize(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    role = peer_role(ssl_object)
+    if role not in ALLOWED_ROLES:
+        return _error(403, f"role {role!r} may not use the agent API",
+                      peer=peer_name(ssl_object))
+    return await handler(request)
+
+
+def _agent(request: web.Request) -> Any:
+    return request.app[AGENT_KEY]
+
+
+async def get_info(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).info())
+
+
+async def put_assignment(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    try:
+        body = await request.json()
+        assignment = from_wire(Assignment, body)
+    except (ValueError, ProtocolError) as exc:
+        return _error(400, f"bad assignment: {exc}")
+    if assignment.node != agent.config.name:
+        return _error(400, f"assignment is for node {assignment.node!r}, this is "
+                           f"{agent.config.name!r}")
+    try:
+        applied = await agent.set_assignment(assignment)
+    except StaleAssignment as exc:
+        return _error(409, "stale assignment", current=exc.current)
+    if not applied:
+        return web.json_response({"version": assignment.version, "applied": False})
+    return web.json_response({"version": assignment.version, "applied": True})
+
+
+async def get_assignment(request: web.Request) -> web.Response:
+    cur = _agent(request).store.current
+    if cur is None:
+        return _error(404, "no assignment yet", current=0)
+    return web.json_response(to_wire(cur))
+
+
+async def get_tasks(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    return web.json_response({"version": agent.version,
+                              "tasks": [to_wire(r) for r in agent.book.rows()]})
+
+
+def _pick(containers: "list[Observed]") -> Observed:
+    return max(containers, key=lambda c: (c.status == "running", c.created_at))
+
+
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    agent = _agent(request)
+    q = request.query
+    try:
+        tail = int(q["tail"]) if "tail" in q else None
+        since = float(q["since"]) if "since" in q else None
+    except ValueError:
+        return _error(400, "tail and since must be numbers")
+    follow = q.get("follow", "0") in ("1", "true", "yes")
+    timestamps = q.get("timestamps", "0") in ("1", "true", "yes")
+    try:
+        found = await agent.runtime.find(request.match_info["task_id"])
+    except DockerError as exc:
+        return _error(502, str(exc))
+    if not found:
+        return _error(404, f"no container for task {request.match_info['task_id']}")
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    try:
+        async for chunk in agent.runtime.logs(_pick(found).container_id, follow=follow, tail=tail,
+                                              since=since, timestamps=timestamps):
+            await resp.write(chunk)
+    except DockerError as exc:
+        await resp.write(f"\n[swarmlet: logs ended: {exc}]\n".encode())
+    except (ConnectionResetError, ConnectionError):
+        return resp  # the client went away; the generator's finally closes the stream
+    await resp.write_eof()
+    return resp
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    if not agent.last_stats.get("node"):
+        await agent.sample_stats()
+    return web.json_response(agent.last_stats)
+
+
+async def get_members(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).members.members())
+
+
+async def post_leave(request: web.Request) -> web.Response:
+    await _agent(request).members.leave()
+    return web.json_response({"left": True})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    lines = [
+        "# TYPE swarmlet_agent_assignment_version gauge",
+        f"swarmlet_agent_assignment_version {agent.version}",
+        "# TYPE swarmlet_agent_tasks gauge",
+    ]
+    for state, n in sorted(agent.book.counts().items()):
+        lines.append(f'swarmlet_agent_tasks{{state="{state}"}} {n}')
+    for name, value in agent.counters.items():
+        lines += [f"# TYPE swarmlet_agent_{name}_total counter", f"swarmlet_agent_{name}_total {value}"]
+    lines += ["# TYPE swarmlet_agent_loop_lag_max_seconds gauge",
+              f"swarmlet_agent_loop_lag_max_seconds {agent.lag.max_lag:.6f}",
+              "# TYPE swarmlet_agent_docker_up gauge",
+              f"swarmlet_agent_docker_up {int(agent.docker_ok)}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def make_app(agent: Any) -> web.Application:
+    app = web.Application(middlewares=[authorize], client_max_size=16 * 1024 * 1024)
+    app[AGENT_KEY] = agent
+    app.add_routes([
+        web.get("/v1/info", get_info),
+        web.put("/v1/assignment", put_assignment),
+        web.get("/v1/assignment", get_assignment),
+        web.get("/v1/tasks", get_tasks),
+        web.get("/v1/tasks/{task_id}/logs", get_logs),
+        web.get("/v1/stats", get_stats),
+        web.get("/v1/members", get_members),
+        web.post("/v1/leave", post_leave),
+        web.get("/metrics", get_metrics),
+    ])
+    return app
+
+
+async def start_api(agent: Any) -> Tuple[web.AppRunner, int]:
+    """Serve the API; returns the runner (for cleanup) and the bound port."""
+    cfg = agent.config
+    ctx = server_context(cfg.cert, cfg.key, cfg.ca)
+    runner = web.AppRunner(make_app(agent), access_log=None, handle_signals=False,
+                           shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.api_bind, cfg.api_port, ssl_context=ctx)
+    await site.start()
+    port = cfg.api_port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    return runner, port

@@ -1,0 +1,90 @@
+"""The persisted desired state: the node's assignment, written atomically.
+
+Owns ``<state_dir>/assignment.json``. A write goes to a temporary file in the
+same directory, is fsynced, renamed over the old file, and the directory is
+fsynced: after a crash or a power cut the file holds either the old or the
+new assignment, never a torn one. Versions only move forward: an older
+assignment raises ``StaleAssignment``, the same version again is a no-op.
+
+"No assignment known" (``None``) differs from "an empty assignment": with
+``None`` the agent adopts and restarts what it finds but removes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Optional
+
+from swarmlet.exceptions import ConfigError, ProtocolError, SwarmletError
+from swarmlet.models import Assignment, from_wire, to_wire
+
+FILENAME = "assignment.json"
+
+
+class StaleAssignment(SwarmletError):
+    """An assignment older than the stored one was offered."""
+
+    def __init__(self, offered: int, current: int) -> None:
+        super().__init__(f"stale assignment version {offered}: current is {current}")
+        self.offered = offered
+        self.current = current
+
+
+class AssignmentStore:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, FILENAME)
+        self.current: Optional[Assignment] = None
+
+    def load(self) -> Optional[Assignment]:
+        """Read the stored assignment; a corrupt file is set aside, not trusted."""
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from exc
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            self.current = from_wire(Assignment, data)
+        except FileNotFoundError:
+            self.current = None
+        except (ValueError, ProtocolError):
+            # Atomic writes make this unlikely; keep the evidence and wait for the master.
+            os.replace(self.path, self.path + ".corrupt")
+            self.current = None
+        return self.current
+
+    def offer(self, assignment: Assignment) -> bool:
+        """Store ``assignment`` if newer. True if it replaced the stored one."""
+        cur = self.current
+        if cur is not None:
+            if assignment.version < cur.version:
+                raise StaleAssignment(assignment.version, cur.version)
+            if assignment.version == cur.version:
+                return False
+        self._write(assignment)
+        self.current = assignment
+        return True
+
+    def _write(self, assignment: Assignment) -> None:
+        body = json.dumps(to_wire(assignment), separators=(",", ":")).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".assignment.", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dfd = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
