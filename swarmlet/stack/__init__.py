@@ -14,7 +14,10 @@ Modules: ``loader`` (YAML with marks, interpolation via ``interpolate``),
 """
 
 from .compose import Stack, load_stack, parse_stack
+from .plan import DeployPlan, FieldChange, ServiceChange, diff_specs, plan_deploy
+from .render import render_plan
 from .values import StackWarning
 from .volumes import VolumeDef
 
-__all__ = ["Stack", "StackWarning", "VolumeDef", "load_stack", "parse_stack"]
+__all__ = ["DeployPlan", "FieldChange", "ServiceChange", "Stack", "StackWarning", "VolumeDef",
+           "diff_specs", "load_stack", "parse_stack", "plan_deploy", "render_plan"]

@@ -102,7 +102,18 @@ def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[st
             published[port.published] = sname
         specs.append(spec)
     return Stack(name=stack, services=tuple(specs), volumes=volumes,
-                 warnings=tuple(ctx.warnings), file=filename)
+                 warnings=tuple(sorted(ctx.warnings, key=_file_order(filename))), file=filename)
+
+
+def _file_order(filename: str) -> Callable[[StackWarning], tuple]:
+    """Warnings in reading order: the stack file by line and column, then env files."""
+    def key(w: StackWarning) -> tuple:
+        file, _, rest = w.location.rpartition(":")
+        file, _, line = file.rpartition(":")
+        if file != filename or not (line.isdigit() and rest.isdigit()):
+            return (1, 0, 0)
+        return (0, int(line), int(rest))
+    return key
 
 
 def _stack_name(explicit: Optional[str], node: Optional[Node], filename: str, base_dir: str) -> str:

@@ -1,0 +1,43 @@
+"""The text of a deploy plan (``swarmlet deploy --dry-run``), like a Terraform plan.
+
+Owns only formatting: what to create (with a one-line summary), what to update
+(each changed field, old -> new, and whether tasks roll or only rescale), what
+to remove, what is unchanged or kept, then the warnings and a count line.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from .plan import DeployPlan, ServiceChange, format_value, summary
+
+
+def render_plan(plan: DeployPlan) -> str:
+    lines: List[str] = [f"Stack {plan.stack!r}" + (f" from {plan.file}" if plan.file else ""), ""]
+    for change in plan.create:
+        lines.append(f"  + create     {change.name}: " + "; ".join(summary(change.new).values()))
+    for change in plan.update:
+        how = "rolling update" if change.rollout else "settings only, no new containers"
+        lines.append(f"  ~ update     {change.name} ({how})")
+        lines.extend(_field_lines(change))
+    for change in plan.remove:
+        lines.append(f"  - remove     {change.name}")
+    for change in plan.unchanged:
+        lines.append(f"  = unchanged  {change.name}")
+    for change in plan.kept:
+        lines.append(f"  ! keep       {change.name} (not in the file; deploy with --prune to remove)")
+    if not (plan.create or plan.update or plan.remove or plan.unchanged or plan.kept):
+        lines.append("  (no services)")
+    if plan.warnings:
+        lines += ["", f"Warnings ({len(plan.warnings)}):"]
+        lines.extend(f"  {w}" for w in plan.warnings)
+    lines += ["", f"Plan: {len(plan.create)} to create, {len(plan.update)} to update, "
+                  f"{len(plan.remove)} to remove, {len(plan.unchanged)} unchanged."]
+    if not plan.has_changes:
+        lines.append("Nothing to do.")
+    return "\n".join(lines)
+
+
+def _field_lines(change: ServiceChange) -> List[str]:
+    return [f"      {c.path}: {format_value(c.old, c.path)} -> {format_value(c.new, c.path)}"
+            for c in change.changes]
