@@ -146,7 +146,8 @@ def _diff(old: Any, new: Any, path: str, out: List[FieldChange]) -> None:
 def summary(spec: ServiceSpec) -> Dict[str, str]:
     """A few words per aspect of a service, for a plan's "create" lines."""
     out = {"image": spec.image}
-    out["replicas"] = "global" if spec.mode == "global" else f"{spec.replicas} replicas"
+    out["replicas"] = "global" if spec.mode == "global" else \
+        f"{spec.replicas} replica" + ("" if spec.replicas == 1 else "s")
     if spec.ports:
         out["ports"] = ", ".join(format_value(p) for p in spec.ports)
     if spec.volumes:
