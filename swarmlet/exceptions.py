@@ -22,6 +22,7 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     ├── APIError              the master or an agent answered with an error
     │   └── Unreachable       could not reach the master or an agent
     ├── SchedulingError       a task cannot be placed (with an explanation)
+    ├── StoreError            the master's state store failed
     └── ProtocolError         a wire message is malformed (dropped, counted)
         └── AuthError         a packet failed authentication
 """
@@ -121,6 +122,10 @@ class Unreachable(APIError):
 
 class SchedulingError(SwarmletError):
     pass
+
+
+class StoreError(SwarmletError):
+    """The master's state store (SQLite) could not be read or written."""
 
 
 class ProtocolError(SwarmletError):

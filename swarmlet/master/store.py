@@ -1,0 +1,196 @@
+"""The master's embedded store: SQLite in WAL mode, with a schema version.
+
+Holds cluster config (``meta``), services and every revision of their specs,
+tasks (desired and observed), nodes, and a bounded event log. Every change
+goes through ``commit``, one transaction: a crash (even SIGKILL mid-write)
+leaves either all of it or none of it. ``synchronous=FULL`` so a committed
+change also survives power loss.
+
+The store is synchronous and thread-safe (one connection behind a lock); the
+daemon keeps its working state in memory and calls ``commit`` through
+``asyncio.to_thread`` so the event loop never waits on the disk. Records are
+stored as JSON of their wire form (``models.to_wire``) next to a few indexed
+columns, and decoded with the validating ``from_wire``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..exceptions import ConfigError, StoreError
+from ..models import ServiceSpec, from_wire, to_wire
+from .reconcile import Event
+from .state import NodeRecord, Service, Task
+
+SCHEMA_VERSION = 1
+MAX_EVENTS = 10_000
+
+_SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS services (
+        name TEXT PRIMARY KEY, revision INTEGER NOT NULL, template_revision INTEGER NOT NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE IF NOT EXISTS revisions (
+        name TEXT NOT NULL, revision INTEGER NOT NULL, spec TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (name, revision));
+    CREATE TABLE IF NOT EXISTS tasks (
+        task_id TEXT PRIMARY KEY, service TEXT NOT NULL, node TEXT, desired TEXT NOT NULL,
+        data TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS tasks_service ON tasks (service);
+    CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
+        subject TEXT NOT NULL, message TEXT NOT NULL);
+    """,
+]
+
+
+@dataclass
+class Snapshot:
+    services: Dict[str, Service] = field(default_factory=dict)
+    specs: Dict[Tuple[str, int], ServiceSpec] = field(default_factory=dict)
+    tasks: Dict[str, Task] = field(default_factory=dict)
+    nodes: Dict[str, NodeRecord] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+class Store:
+    def __init__(self, path: "str | os.PathLike[str]", max_events: int = MAX_EVENTS) -> None:
+        self.path = Path(path)
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False,
+                                       isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the master store {self.path}: {exc}") from exc
+
+    # --- schema -----------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                have = int(json.loads(row[0])) if row else 0
+                if have > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self.path} has schema version {have}, this master knows up to "
+                        f"{SCHEMA_VERSION}", hint="upgrade swarmlet on the admin host")
+                for version in range(have + 1, SCHEMA_VERSION + 1):
+                    for stmt in _SCHEMA[version - 1].split(";"):
+                        if stmt.strip():
+                            self._db.execute(stmt)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                 (json.dumps(SCHEMA_VERSION),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(json.loads(row[0]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- reads ------------------------------------------------------------
+
+    def load(self) -> Snapshot:
+        snap = Snapshot()
+        with self._lock:
+            db = self._db
+            for key, value in db.execute("SELECT key, value FROM meta"):
+                snap.meta[key] = json.loads(value)
+            for name, rev, spec in db.execute("SELECT name, revision, spec FROM revisions"):
+                snap.specs[(name, rev)] = from_wire(ServiceSpec, json.loads(spec))
+            for name, rev, tmpl, created, updated in db.execute(
+                    "SELECT name, revision, template_revision, created_at, updated_at FROM services"):
+                snap.services[name] = Service(snap.specs[(name, rev)], rev, created, updated, tmpl)
+            for (data,) in db.execute("SELECT data FROM tasks"):
+                t = from_wire(Task, json.loads(data))
+                snap.tasks[t.task_id] = t
+            for (data,) in db.execute("SELECT data FROM nodes"):
+                n = from_wire(NodeRecord, json.loads(data))
+                snap.nodes[n.name] = n
+        return snap
+
+    def revisions(self, name: str) -> List[Tuple[int, ServiceSpec, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT revision, spec, created_at FROM revisions WHERE name=? ORDER BY revision",
+                (name,)).fetchall()
+        return [(r, from_wire(ServiceSpec, json.loads(s)), c) for r, s, c in rows]
+
+    def events(self, limit: int = 100, since_id: int = 0) -> List[Dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ts, kind, subject, message FROM events WHERE id > ? "
+                "ORDER BY id DESC LIMIT ?", (since_id, limit)).fetchall()
+        return [dict(id=i, ts=ts, kind=k, subject=s, message=m) for i, ts, k, s, m in reversed(rows)]
+
+    # --- the one write path -------------------------------------------------
+
+    def commit(self, *, services: Iterable[Service] = (), delete_services: Iterable[str] = (),
+               tasks: Iterable[Task] = (), delete_tasks: Iterable[str] = (),
+               nodes: Iterable[NodeRecord] = (), delete_nodes: Iterable[str] = (),
+               events: Sequence[Event] = (), meta: Optional[Mapping[str, Any]] = None,
+               now: Optional[float] = None) -> None:
+        """Apply every change in one transaction: all of it, or (on any error) none."""
+        ts = time.time() if now is None else now
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for s in services:
+                    db.execute("INSERT OR IGNORE INTO revisions VALUES (?, ?, ?, ?)",
+                               (s.name, s.revision, json.dumps(to_wire(s.spec)), s.updated_at))
+                    db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?)",
+                               (s.name, s.revision, s.current_from, s.created_at, s.updated_at))
+                for name in delete_services:
+                    db.execute("DELETE FROM services WHERE name=?", (name,))
+                    db.execute("DELETE FROM revisions WHERE name=?", (name,))
+                for t in tasks:
+                    db.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)",
+                               (t.task_id, t.service, t.node, t.desired, json.dumps(to_wire(t))))
+                for tid in delete_tasks:
+                    db.execute("DELETE FROM tasks WHERE task_id=?", (tid,))
+                for n in nodes:
+                    db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?)",
+                               (n.name, json.dumps(to_wire(n))))
+                for name in delete_nodes:
+                    db.execute("DELETE FROM nodes WHERE name=?", (name,))
+                for key, value in (meta or {}).items():
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+                if events:
+                    db.executemany("INSERT INTO events (ts, kind, subject, message) VALUES (?, ?, ?, ?)",
+                                   [(ts, e.kind, e.subject, e.message) for e in events])
+                    db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                               (self.max_events,))
+                db.execute("COMMIT")
+            except BaseException as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"master store write failed: {exc}") from exc
+                raise
