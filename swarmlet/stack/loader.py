@@ -94,8 +94,7 @@ def parse_yaml(text: str, filename: str, env: Dict[str, str],
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(filename, mark.line + 1, mark.column + 1) if mark else Mark(filename, 1, 1)
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise StackFileError(str(where), f"invalid YAML: {problem}") from exc
+        raise StackFileError(str(where), _yaml_message(exc)) from exc
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(text, exc.position)
         raise StackFileError(f"{filename}:{line}:{col}",
@@ -107,6 +106,17 @@ def parse_yaml(text: str, filename: str, env: Dict[str, str],
     if root is None:
         return None
     return _Builder(filename, env, warn).build(root, "")
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, worded as what was expected (its own words often are)."""
+    problem = (exc.problem or "").strip()
+    context = (exc.context or "").strip()
+    if problem.startswith("expected"):
+        return f"{problem} (invalid YAML)"
+    if problem.startswith("but ") and context.startswith("expected"):
+        return f"{context}, {problem}"
+    return f"expected valid YAML, but {problem or context or 'it is malformed'}"
 
 
 def _yaml11_only(value: Any, text: str) -> bool:
@@ -164,7 +174,11 @@ class _Builder:
         try:
             value = self.constructor.construct_object(ynode, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            raise self.error(ynode, f"expected a valid {ynode.tag.rsplit(':', 1)[-1]} value") from exc
+            where = f" for {path}" if path else ""
+            if not ynode.tag.startswith("tag:yaml.org,2002:"):
+                raise self.error(ynode, f"expected plain YAML{where}, without the tag {ynode.tag!r}") from exc
+            kind = ynode.tag.rsplit(":", 1)[-1]
+            raise self.error(ynode, f"expected a valid !!{kind} value{where}, got {ynode.value!r}") from exc
         if isinstance(value, (bytes, bytearray)) or not isinstance(
                 value, (str, int, float, bool, type(None))):
             # Timestamps, binary, sets…: Compose has no use for them; keep the text.

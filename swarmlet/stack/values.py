@@ -45,9 +45,9 @@ class Context:
 def show(node: Node) -> str:
     v = node.value
     if isinstance(v, dict):
-        return "a mapping"
+        return "a mapping" if v else "an empty mapping"
     if isinstance(v, list):
-        return "a list"
+        return "a list" if v else "an empty list"
     if v is None:
         return "nothing (null)"
     if isinstance(v, bool):

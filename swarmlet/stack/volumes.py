@@ -17,7 +17,8 @@ from typing import Dict, List, Tuple
 
 from ..models import VolumeMount
 from .loader import Node
-from .values import Context, as_bool, as_map, as_scalar_str, as_str, check_keys, fail
+from .values import (Context, as_bool, as_map, as_scalar_str, as_str, check_keys, fail,
+                     fail_at)
 
 _VOLUME_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -38,7 +39,8 @@ def parse_volume_defs(node: Node, stack: str, ctx: Context) -> Dict[str, VolumeD
     out: Dict[str, VolumeDef] = {}
     for key, vnode in as_map(node).items():
         if not key or not set(key) <= _VOLUME_NAME_OK:
-            fail(vnode, f"a volume name of letters, digits, '_', '.' or '-' (not {key!r})")
+            fail_at(node.key_marks.get(key, vnode.mark),
+                    f"expected a volume name of letters, digits, '_', '.' or '-', got {key!r}")
         if vnode.value is None:
             out[key] = VolumeDef(key, f"{stack}_{key}")
             continue
