@@ -1,0 +1,509 @@
+"""The client side of the proxy: one asyncio Protocol per client connection.
+
+Why a Protocol and not an aiohttp handler: the issue measured aiohttp's web
+handler plus a ClientSession at 0.10× nginx. Here a request costs one parse in
+C (httptools/llhttp), one head rewrite (``headers.py``), one write to a pooled
+keep-alive upstream (``upstream.py``), and the same on the way back, all
+through plain callbacks: no task, future, StreamReader or header multidict per
+request. Tasks appear only on slow paths (a pool miss needs a connect).
+
+One exchange runs at a time per client connection; pipelined requests queue
+(reading pauses) and are answered in order. Life of an exchange:
+
+    head parsed ─▶ pick backend (routing.Router) ─▶ pooled conn? ─▶ write head+body
+                                   │ no                     ▲
+                                   └─▶ connect task ────────┘
+    response head ─▶ rewrite, write ─▶ body pieces ─▶ end ─▶ conn back to pool
+
+Failures before the response head (connect error, reset, timeout, garbage)
+retry on another backend when allowed: always if nothing reached the backend,
+else only idempotent requests whose body is still held (``retry_buffer``).
+After the head has gone to the client nothing can be retried: the client
+connection is closed so the truncation shows. Upgrades (websockets) become a
+byte tunnel after the backend's 101.
+
+Timeouts are deadlines on the connection object, checked by the load
+balancer's sweeper tick, rather than a timer handle per request.
+
+Backpressure: a client that reads slowly pauses reading from its backend, and
+a backend that reads slowly pauses reading from its client (``pause_reading``
+reasons are a bit mask so they can overlap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from .headers import (BODY_CHUNKED, BODY_CLOSE, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
+                      RequestInfo, build_request, build_response, chunk, error_response)
+from .routing import BackendState, Key
+from .upstream import UpstreamConn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .proxy import LoadBalancer
+
+PAUSE_PIPELINE = 1   # a request is queued behind the current one
+PAUSE_UPSTREAM = 2   # the backend is not reading our writes fast enough
+PAUSE_BUFFER = 4     # request body piling up while no backend is attached
+
+
+class Request:
+    """One parsed client request and its progress through attempts."""
+
+    __slots__ = ("method", "url", "headers", "head_size", "info", "keep_alive", "http11",
+                 "t0", "body_done", "pending", "pending_size", "log", "log_size", "sent",
+                 "attempts", "tried", "fresh_only", "last_error", "last_status")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.headers: List[Tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.info: Optional[RequestInfo] = None
+        self.keep_alive = True
+        self.http11 = True
+        self.t0 = 0.0
+        self.body_done = False
+        self.pending: List[bytes] = []      # body bytes not yet written to the current backend
+        self.pending_size = 0
+        self.log: Optional[List[bytes]] = []  # every body byte so far, to replay (None: too big)
+        self.log_size = 0
+        self.sent = False                   # something reached a backend
+        self.attempts = 0
+        self.tried: List[Key] = []          # backends that failed this request
+        self.fresh_only = False             # last failure was on a reused connection
+        self.last_error = ""
+        self.last_status = 502
+
+
+class Downstream(asyncio.Protocol):
+    def __init__(self, lb: "LoadBalancer") -> None:
+        self.lb = lb
+        self.loop = lb.loop
+        self.cfg = lb.config
+        self.router = lb.router
+        self.pool = lb.pool
+        self.metrics = lb.metrics
+        self.transport: Any = None
+        self.client_ip = ""
+        self.parser = HttpRequestParser(self)
+        self.parsing: Optional[Request] = None
+        self.queue: Deque[Request] = deque()
+        self.cur: Optional[Request] = None
+        self.up: Optional[UpstreamConn] = None
+        self.st: Optional[BackendState] = None
+        self.connect_task: Optional[asyncio.Task] = None
+        self.resp_started = False
+        self.resp_status = 0
+        self.resp_down = BODY_NONE
+        self.resp_up = BODY_NONE
+        self.up_keep = False
+        self.interim = False
+        self.tunnel = False
+        self.tunnel_buf: Optional[List[bytes]] = None
+        self.paused = 0
+        self.write_paused = False
+        self.closed = False
+        self.deadline = math.inf
+
+    # --- asyncio ----------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.deadline = self.loop.time() + self.cfg.client_timeout
+        self.lb.clients.add(self)
+        self.metrics.connections += 1
+        self.metrics.open_connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            if self.up is not None:
+                self.up.transport.write(data)
+            self.deadline = self.loop.time() + self.cfg.tunnel_timeout
+            return
+        if self.tunnel_buf is not None:     # upgrade asked, backend has not said 101 yet
+            self.tunnel_buf.append(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self.tunnel_buf = [data[exc.args[0]:]]
+        except HttpParserError as exc:
+            self._bad_request(400, f"malformed request ({exc})")
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.closed = True
+        self.lb.clients.discard(self)
+        self.metrics.open_connections -= 1
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.up is not None:
+            if not self.tunnel:
+                self.metrics.client_aborts += 1
+            self._detach(reuse=False)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.up is not None:
+            self.up.resume_reading()
+
+    def pause_reading(self, why: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= why
+
+    def resume_reading(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    # --- request parsing (httptools callbacks) ------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.parsing = Request()
+
+    def on_url(self, url: bytes) -> None:
+        r = self.parsing
+        r.url += url                        # type: ignore[union-attr]
+        r.head_size += len(url)             # type: ignore[union-attr]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        r = self.parsing
+        r.headers.append((name, value))     # type: ignore[union-attr]
+        r.head_size += len(name) + len(value) + 4   # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        r = self.parsing
+        assert r is not None
+        p = self.parser
+        r.t0 = self.loop.time()
+        r.method = p.get_method()
+        r.http11 = p.get_http_version() == "1.1"
+        r.keep_alive = p.should_keep_alive()
+        r.info = info = build_request(r.method, r.url, r.headers, self.client_ip,
+                                      self.lb.proto, p.should_upgrade(), self.lb.sticky_name)
+        r.body_done = info.body == BODY_NONE
+        if info.upgrade:
+            r.keep_alive = False            # after a tunnel (or a refusal) the connection ends
+        self.queue.append(r)
+        if r.head_size > self.cfg.max_head_size:
+            self._bad_request(431, "request head too large")
+        elif self.cur is None:
+            self._start(r)
+        else:
+            self.pause_reading(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        r = self.parsing
+        assert r is not None and r.info is not None
+        self._body(r, chunk(body) if r.info.body == BODY_CHUNKED else body)
+
+    def on_message_complete(self) -> None:
+        r = self.parsing
+        self.parsing = None
+        if r is None or r.body_done:
+            return
+        r.body_done = True
+        if r.info is not None and r.info.body == BODY_CHUNKED:
+            self._body(r, LAST_CHUNK)
+
+    def _body(self, r: Request, data: bytes) -> None:
+        if r.log is not None:
+            r.log.append(data)
+            r.log_size += len(data)
+            if r.log_size > self.cfg.retry_buffer:
+                r.log = None                # too big to replay: no retry once sent
+        if r is self.cur and self.up is not None:
+            self.up.transport.write(data)
+            if not self.resp_started:
+                self.deadline = self.loop.time() + self.cfg.response_timeout
+        else:
+            r.pending.append(data)
+            r.pending_size += len(data)
+            if r.pending_size > self.cfg.retry_buffer:
+                self.pause_reading(PAUSE_BUFFER)
+
+    # --- attempts -------------------------------------------------------------------------
+
+    def _start(self, r: Request) -> None:
+        self.cur = r
+        self.resp_started = False
+        self.interim = False
+        self.deadline = math.inf
+        self._attempt(r)
+
+    def _next(self) -> None:
+        if self.cur is None and self.queue and not self.closed:
+            self._start(self.queue[0])
+
+    def _attempt(self, r: Request) -> None:
+        now = self.loop.time()
+        st = self.router.pick(now, r.tried, r.info.sticky)   # type: ignore[union-attr]
+        if st is None:
+            if r.attempts:
+                self._error(r, r.last_status, r.last_error)
+            else:
+                self._error(r, 503, "no backend available for this service")
+            return
+        r.attempts += 1
+        self.st = st
+        up = None if r.fresh_only else self.pool.get(st)
+        if up is not None:
+            self._attach(r, st, up, now)
+        else:
+            self.connect_task = self.loop.create_task(self._connect(r, st))
+
+    async def _connect(self, r: Request, st: BackendState) -> None:
+        try:
+            up = await self.pool.connect(st)
+        except asyncio.TimeoutError:
+            self.connect_task = None
+            if self.cur is r and not self.closed:
+                self._failed(r, st, "connect", f"backend did not accept a connection within "
+                             f"{self.cfg.connect_timeout:g}s", eject=True)
+            return
+        except OSError as exc:
+            self.connect_task = None
+            if self.cur is r and not self.closed:
+                reason = exc.strerror or type(exc).__name__
+                self._failed(r, st, "connect", f"could not connect to backend ({reason})",
+                             eject=True)
+            return
+        self.connect_task = None
+        up.reused = False
+        if self.closed or self.cur is not r:
+            self.pool.put(up, self.loop.time())   # fresh and unused: keep it
+            return
+        self._attach(r, st, up, self.loop.time())
+
+    def _attach(self, r: Request, st: BackendState, up: UpstreamConn, now: float) -> None:
+        self.up = up
+        st.active += 1
+        up.begin(self)
+        body = r.log if r.sent and r.log is not None else r.pending
+        if body:
+            up.transport.writelines([r.info.head, *body])   # type: ignore[union-attr]
+        else:
+            up.transport.write(r.info.head)                # type: ignore[union-attr]
+        r.sent = True
+        if r.pending:
+            r.pending = []
+            r.pending_size = 0
+            self.resume_reading(PAUSE_BUFFER)
+        if self.write_paused:
+            up.pause_reading()
+        self.deadline = now + self.cfg.response_timeout
+
+    def _detach(self, reuse: bool) -> None:
+        up, st = self.up, self.st
+        if up is None:
+            return
+        self.up = None
+        up.owner = None
+        if st is not None:
+            st.active -= 1
+            if st.draining and st.active <= 0:
+                self.lb.backend_idle(st)
+        if reuse:
+            self.pool.put(up, self.loop.time())
+        elif not up.closed:
+            up.transport.close()
+        self.resume_reading(PAUSE_UPSTREAM)
+
+    def _failed(self, r: Request, st: BackendState, kind: str, error: str, eject: bool) -> None:
+        """An attempt failed before the response head: retry or answer an error."""
+        now = self.loop.time()
+        self._detach(reuse=False)
+        self.metrics.upstream_error(kind)
+        if self.router.record_failure(st, now, error, eject):
+            self.pool.close_idle(st.key)
+        if eject:
+            r.tried.append(st.key)
+        r.fresh_only = not eject
+        r.last_error = error
+        r.last_status = 504 if kind == "timeout" else 502
+        retry = r.attempts < self.cfg.max_attempts and (
+            not r.sent or (r.method in IDEMPOTENT and r.log is not None))
+        if retry:
+            self.metrics.retries += 1
+            self._attempt(r)
+        else:
+            if r.attempts > 1:
+                error += f" (after {r.attempts} attempts)"
+            self._error(r, r.last_status, error)
+
+    # --- response (called by UpstreamConn) ---------------------------------------------
+
+    def response_head(self, up: UpstreamConn, status: int, reason: bytes,
+                      headers: List[Tuple[bytes, bytes]], up_keep: bool) -> None:
+        r = self.cur
+        if up is not self.up or r is None:
+            return
+        if status < 200 and status != 101:
+            self.interim = True             # e.g. 100 Continue: pass on, wait for the real one
+            if r.http11:
+                self.transport.write(build_response(status, reason, headers, http11=True,
+                                                    keep_alive=True, head_request=False)[0])
+            return
+        info = r.info
+        assert info is not None
+        if status == 101 and not info.upgrade:
+            self.upstream_failed(up, "invalid", "backend switched protocols unasked")
+            return
+        st = self.st
+        set_cookie = None
+        sticky = self.lb.sticky_name
+        if sticky is not None and st is not None and info.sticky != st.sticky_id:
+            set_cookie = sticky + b"=" + st.sticky_id.encode() + b"; Path=/; HttpOnly"
+        head, self.resp_up, self.resp_down, r.keep_alive = build_response(
+            status, reason, headers, http11=r.http11, keep_alive=r.keep_alive and r.body_done,
+            head_request=r.method == b"HEAD", set_cookie=set_cookie)
+        self.resp_started = True
+        self.resp_status = status
+        self.up_keep = up_keep
+        self.transport.write(head)
+        if status == 101:
+            self._become_tunnel(r, up)
+        elif r.method == b"HEAD":
+            self.response_done(up)          # llhttp would wait for a body that never comes
+        else:
+            self.deadline = self.loop.time() + self.cfg.response_timeout
+
+    def response_body(self, body: bytes) -> None:
+        if self.resp_down == BODY_CHUNKED:
+            self.transport.write(chunk(body))
+        else:
+            self.transport.write(body)
+        self.deadline = self.loop.time() + self.cfg.response_timeout
+
+    def response_done(self, up: UpstreamConn) -> None:
+        if up is not self.up or self.tunnel:
+            return
+        if self.interim:
+            self.interim = False
+            return
+        r, st = self.cur, self.st
+        assert r is not None and st is not None
+        now = self.loop.time()
+        if self.resp_down == BODY_CHUNKED:
+            self.transport.write(LAST_CHUNK)
+        # reusable only if the backend said so and saw the whole request body
+        self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE)
+        if self.router.record_response(st, self.resp_status, now):
+            self.pool.close_idle(st.key)
+        self.metrics.answered(self.resp_status, now - r.t0, now)
+        self._finish(r, now)
+
+    def upstream_lost(self, up: UpstreamConn, exc: Optional[BaseException]) -> None:
+        if up is not self.up:
+            return
+        if self.tunnel:
+            self._detach(reuse=False)
+            self.transport.close()
+            return
+        if self.resp_started:
+            if self.resp_up == BODY_CLOSE and exc is None:
+                self.response_done(up)      # the close was the end of the body
+                return
+            self._truncated("backend closed the connection mid-answer")
+            return
+        r, st = self.cur, self.st
+        assert r is not None and st is not None
+        # A reused keep-alive connection may just have been closed by the backend
+        # at the wrong moment: retry on a fresh one, eject only a fresh failure.
+        reason = f"backend reset the connection ({exc})" if exc else "backend closed the connection"
+        self._failed(r, st, "reset", reason, eject=not up.reused)
+
+    def upstream_failed(self, up: UpstreamConn, kind: str, error: str) -> None:
+        if up is not self.up:
+            return
+        if self.resp_started or self.tunnel:
+            self._truncated(error)
+            return
+        r, st = self.cur, self.st
+        assert r is not None and st is not None
+        self._failed(r, st, kind, error, eject=True)
+
+    def _truncated(self, error: str) -> None:
+        st = self.st
+        self.metrics.upstream_error("reset")
+        if st is not None:
+            self.router.record_failure(st, self.loop.time(), error, eject=True)
+        self._detach(reuse=False)
+        self.transport.close()              # the client sees the answer end early
+
+    # --- websockets and other upgrades ---------------------------------------------------
+
+    def _become_tunnel(self, r: Request, up: UpstreamConn) -> None:
+        now = self.loop.time()
+        self.tunnel = True
+        up.tunnel = True
+        self.metrics.tunnels += 1
+        self.metrics.answered(101, now - r.t0, now)
+        if self.st is not None:
+            self.st.requests += 1
+        for data in self.tunnel_buf or ():
+            if data:
+                up.transport.write(data)
+        self.tunnel_buf = None
+        self.deadline = now + self.cfg.tunnel_timeout
+
+    def tunnel_data(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.deadline = self.loop.time() + self.cfg.tunnel_timeout
+
+    # --- endings -------------------------------------------------------------------------
+
+    def _finish(self, r: Request, now: float) -> None:
+        if self.queue and self.queue[0] is r:
+            self.queue.popleft()
+        self.cur = None
+        if not r.keep_alive or not r.body_done:
+            self.transport.close()
+            return
+        self.deadline = now + self.cfg.client_timeout
+        if self.queue:
+            self.loop.call_soon(self._next)   # not from inside a parser callback
+        else:
+            self.resume_reading(PAUSE_PIPELINE)
+
+    def _error(self, r: Request, status: int, detail: str) -> None:
+        now = self.loop.time()
+        self.metrics.answered(status, now - r.t0, now)
+        r.keep_alive = r.keep_alive and r.body_done
+        self.transport.write(error_response(status, detail, r.keep_alive))
+        self._finish(r, now)
+
+    def _bad_request(self, status: int, detail: str) -> None:
+        self.metrics.answered(status, 0.0, self.loop.time())
+        if self.cur is None and not self.closed:
+            self.transport.write(error_response(status, detail, False))
+        self.transport.close()
+
+    def on_deadline(self, now: float) -> None:
+        """The sweeper found this connection past its deadline."""
+        self.deadline = math.inf
+        r = self.cur
+        if self.tunnel or r is None:
+            self.transport.close()          # idle keep-alive, slow head, or quiet tunnel
+        elif self.up is not None and not self.resp_started and self.st is not None:
+            self._failed(r, self.st, "timeout", f"backend did not answer within "
+                         f"{self.cfg.response_timeout:g}s", eject=True)
+        elif self.up is not None:
+            self._truncated("backend stalled mid-answer")
+        else:
+            self.transport.close()

@@ -1,0 +1,215 @@
+"""Pure HTTP/1.1 head rewriting for the proxy, and its own error answers.
+
+Requests going up: hop-by-hop headers (RFC 9110 §7.6.1, plus whatever the
+``Connection`` header names) are dropped; ``X-Forwarded-For`` is appended to
+(as nginx's ``$proxy_add_x_forwarded_for``), ``X-Forwarded-Proto`` and
+``X-Forwarded-Host`` are set, and ``Forwarded`` (RFC 7239) is appended to, so
+the client IP survives (Swarm's routing mesh loses it, moby/moby#25526). The
+client's ``Host`` is passed unchanged. The upstream hop is always HTTP/1.1
+keep-alive; a chunked body is re-framed chunk by chunk (trailers dropped).
+
+Responses going down: hop-by-hop headers dropped; a body with a length keeps
+it; a chunked or close-delimited body is re-chunked for HTTP/1.1 clients and
+close-delimited for HTTP/1.0 ones.
+
+Heads are bytes in, bytes out; names keep the sender's case.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import List, Optional, Tuple
+
+Headers = List[Tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# How a body is framed.
+BODY_NONE = 0      # no body at all
+BODY_LENGTH = 1    # Content-Length: pass bytes through
+BODY_CHUNKED = 2   # chunked: (re)frame each piece
+BODY_CLOSE = 3     # until the connection closes
+
+# Request headers we rewrite or look at; everything else passes untouched.
+_REQ_SPECIAL = HOP_BY_HOP | {
+    b"content-length", b"host", b"cookie", b"x-forwarded-for",
+    b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
+}
+_RESP_SPECIAL = HOP_BY_HOP | {b"content-length"}
+_PLAIN_CONN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+class RequestInfo:
+    """What the proxy needs to know about a request besides its new head."""
+
+    __slots__ = ("head", "body", "sticky", "upgrade")
+
+    def __init__(self, head: bytes, body: int, sticky: Optional[str], upgrade: bool) -> None:
+        self.head = head
+        self.body = body
+        self.sticky = sticky
+        self.upgrade = upgrade
+
+
+def _conn_tokens(value: bytes) -> List[bytes]:
+    return [t.strip().lower() for t in value.split(b",")]
+
+
+def _forwarded_node(ip: str) -> str:
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
+    for part in header.split(b";"):
+        k, sep, v = part.strip().partition(b"=")
+        if sep and k == name:
+            return v.strip().decode("latin-1")
+    return None
+
+
+def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
+                  proto: str = "http", upgrade: bool = False,
+                  sticky_cookie: Optional[bytes] = None) -> RequestInfo:
+    """The head to send upstream, and how the request body is framed."""
+    out = [method, b" ", url, b" HTTP/1.1\r\n"]
+    body = BODY_NONE
+    host = b""
+    xff = b""
+    fwd = b""
+    sticky = None
+    upgrade_value = b""
+    extra_hop: List[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _REQ_SPECIAL:
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"host":
+            host = value
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"content-length":
+            if body != BODY_CHUNKED:
+                body = BODY_LENGTH
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"transfer-encoding":
+            if b"chunked" in value.lower():
+                body = BODY_CHUNKED
+        elif lname == b"cookie":
+            if sticky_cookie is not None and sticky is None:
+                sticky = _cookie_value(value, sticky_cookie)
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"x-forwarded-for":
+            xff = xff + b", " + value if xff else value
+        elif lname == b"forwarded":
+            fwd = fwd + b", " + value if fwd else value
+        elif lname == b"connection":
+            extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
+        elif lname == b"upgrade":
+            upgrade_value = value
+        # other hop-by-hop and X-Forwarded-Proto/-Host: dropped (we set our own)
+    if extra_hop:
+        out = [line for line in out if line.split(b":", 1)[0].lower() not in extra_hop]
+    ip = client_ip.encode()
+    out.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
+    out.append(b"X-Forwarded-Proto: " + proto.encode() + b"\r\n")
+    if host:
+        out.append(b"X-Forwarded-Host: " + host + b"\r\n")
+    element = "for=" + _forwarded_node(client_ip) + ";proto=" + proto
+    if host:
+        element += ";host=" + _quote(host.decode("latin-1"))
+    out.append(b"Forwarded: " + (fwd + b", " if fwd else b"") + element.encode("latin-1") + b"\r\n")
+    if upgrade and upgrade_value:
+        out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+    else:
+        upgrade = False
+    if body == BODY_CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return RequestInfo(b"".join(out), body, sticky, upgrade)
+
+
+def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool,
+                   keep_alive: bool, head_request: bool,
+                   set_cookie: Optional[bytes] = None) -> Tuple[bytes, int, int, bool]:
+    """(head for the client, upstream body framing, client body framing, keep-alive)."""
+    out = [b"HTTP/1.1 %d " % status, reason or _reason(status), b"\r\n"]
+    up_body = BODY_CLOSE
+    upgrade_value = b""
+    extra_hop: List[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _RESP_SPECIAL:
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"content-length":
+            if up_body != BODY_CHUNKED:
+                up_body = BODY_LENGTH
+            out.append(name + b": " + value + b"\r\n")
+        elif lname == b"transfer-encoding":
+            if b"chunked" in value.lower():
+                up_body = BODY_CHUNKED
+        elif lname == b"connection":
+            extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
+        elif lname == b"upgrade":
+            upgrade_value = value
+    if extra_hop:
+        out = out[:3] + [line for line in out[3:]
+                         if line.split(b":", 1)[0].lower() not in extra_hop]
+    if set_cookie is not None:
+        out.append(b"Set-Cookie: " + set_cookie + b"\r\n")
+    if status == 101:
+        out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n\r\n")
+        return b"".join(out), BODY_NONE, BODY_NONE, True
+    if head_request or status < 200 or status in (204, 304):
+        up_body = down_body = BODY_NONE
+    elif up_body == BODY_LENGTH:
+        down_body = BODY_LENGTH
+    elif http11:
+        down_body = BODY_CHUNKED
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        down_body = BODY_CLOSE
+        keep_alive = False
+    if 100 <= status < 200:
+        pass                        # interim: no Connection header of its own
+    elif not keep_alive:
+        out.append(b"Connection: close\r\n")
+    elif not http11:
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"\r\n")
+    return b"".join(out), up_body, down_body, keep_alive
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def error_response(status: int, detail: str, keep_alive: bool) -> bytes:
+    """A complete answer of the proxy's own, with a body saying what went wrong."""
+    body = f"{status} {_reason(status).decode()}: {detail}\n".encode()
+    return b"".join([
+        b"HTTP/1.1 %d " % status, _reason(status), b"\r\n",
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+        b"Cache-Control: no-store\r\n",
+        b"" if keep_alive else b"Connection: close\r\n",
+        b"\r\n", body,
+    ])
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
