@@ -1,0 +1,61 @@
+"""Gossip tunables (``GossipConfig``), defaulting to memberlist's LAN profile.
+
+Owns only numbers and the few formulas derived from them (retransmit limit,
+suspicion bounds, push-pull scaling), so the core and the simulator agree on
+them. Shipped to agents: Python 3.9 compatible, standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_PORT = 7946
+
+
+@dataclass
+class GossipConfig:
+    # Failure detection (SWIM), memberlist LAN defaults.
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    indirect_checks: int = 3
+    # Dissemination: gossip every 200 ms to 3 members, retransmit mult*ceil(log10(N+1)).
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    gossip_to_dead_time: float = 30.0
+    retransmit_mult: int = 4
+    # Lifeguard: suspicion min = mult*max(1, log10 N)*probe_interval, max = max_mult*min;
+    # the local-health multiplier scales probe interval and timeout by (score+1).
+    suspicion_mult: int = 4
+    suspicion_max_timeout_mult: int = 6
+    awareness_max_multiplier: int = 8
+    # Anti-entropy: full state exchange every 30 s (scaled up above 32 nodes, as serf does),
+    # and serf's reconnect: a push-pull with a random dead member so healed partitions merge.
+    push_pull_interval: float = 30.0
+    push_pull_scale: bool = True
+    reconnect_interval: float = 30.0
+    # With no live peer left, push-pull the seeds again this often.
+    rejoin_interval: float = 5.0
+    # Wire.
+    udp_buffer_size: int = 1400
+    # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h).
+    dead_reap_time: float = 3600.0
+    # A sender silent this long loses its anti-replay window (so a restarted peer whose
+    # clock stepped back is accepted again after a while).
+    replay_idle_ttl: float = 120.0
+    # No plaintext unless asked for explicitly.
+    allow_plaintext: bool = False
+
+    def retransmit_limit(self, n: int) -> int:
+        return self.retransmit_mult * int(math.ceil(math.log10(n + 1)))
+
+    def suspicion_bounds(self, n: int) -> "tuple[float, float]":
+        """(min, max) suspicion timeout in seconds for an estimated cluster size ``n``."""
+        lo = self.suspicion_mult * max(1.0, math.log10(max(1, n))) * self.probe_interval
+        return lo, lo * self.suspicion_max_timeout_mult
+
+    def push_pull_period(self, n: int) -> float:
+        """serf's pushPullScale: one more interval per doubling above 32 nodes."""
+        if not self.push_pull_scale or n <= 32:
+            return self.push_pull_interval
+        return self.push_pull_interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
