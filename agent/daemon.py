@@ -59,7 +59,9 @@ class Agent:
         self._stopping = asyncio.Event()
         self._restarts: Dict[str, rc.RestartRecord] = {}
         self._failed: Dict[str, str] = {}
-        self._busy: Set[str] = set()
+        self._failed_rev: Dict[str, int] = {}
+        self._restarts_rev: Dict[str, int] = {}
+        self._busy: Dict[str, int] = {}  # key -> actions in flight
         self._touched: Set[str] = set()
         self._trackers: Dict[str, HealthTracker] = {}
         self._next_probe: Dict[str, float] = {}
@@ -132,13 +134,16 @@ class Agent:
             applied = await asyncio.to_thread(self.store.offer, assignment)
         if applied:
             now = self.clock()
-            want = {t.task_id for t in assignment.tasks}
+            want = {t.task_id: t.revision for t in assignment.tasks}
             for t in assignment.tasks:
                 self.book.ensure(t, now)
-            # A failure belongs to a task id; a task that is gone takes it along.
+            # Failures and restart counts belong to one revision of one task.
             for tid in list(self._failed):
-                if tid not in want:
+                if want.get(tid) != self._failed_rev.get(tid):
                     del self._failed[tid]
+            for tid in list(self._restarts):
+                if want.get(tid) != self._restarts_rev.get(tid):
+                    del self._restarts[tid]
             self._wake.set()
         return applied
 
@@ -187,14 +192,17 @@ class Agent:
         desired = self.desired()
         now = self.clock()
         p = rc.plan(self.config.name, None if desired is None else list(desired.values()), observed,
-                    now, self._restarts, self._failed, frozenset(self._busy | self._touched),
+                    now, self._restarts, self._failed, frozenset(set(self._busy) | self._touched),
                     self.policy)
         self._restarts = p.restarts
+        for tid in p.restarts:
+            if desired and tid in desired:
+                self._restarts_rev[tid] = desired[tid].revision
         self._apply_verdicts(desired or {}, p.verdicts, now)
         for action in p.actions:
             self._launch(action)
         if desired is not None:
-            live = set(desired) | self._busy | {o.task_id for o in observed}
+            live = set(desired) | set(self._busy) | {o.task_id for o in observed}
             self.book.retain([t for t in live if t in desired])
             for tid in list(self._restarts):
                 if tid not in desired:
@@ -227,7 +235,7 @@ class Agent:
 
     def _launch(self, action: rc.Action) -> None:
         key = action.key if isinstance(action, rc.Remove) else action.task.task_id
-        self._busy.add(key)
+        self._busy[key] = self._busy.get(key, 0) + 1
         self.counters["actions"] += 1
         t = asyncio.get_running_loop().create_task(self._run_action(action, key))
         self._actions.add(t)
@@ -250,7 +258,11 @@ class Agent:
         except Exception:  # a bug in one action must not kill the loop
             log.exception("action %r crashed", action)
         finally:
-            self._busy.discard(key)
+            left = self._busy.get(key, 1) - 1
+            if left:
+                self._busy[key] = left
+            else:
+                self._busy.pop(key, None)
             self._touched.add(key)
             self._wake.set()
 
@@ -272,6 +284,7 @@ class Agent:
         except DockerError as exc:
             reason = str(exc) if step == "image" else f"{step}: {exc}"
             self._failed[task.task_id] = reason
+            self._failed_rev[task.task_id] = task.revision
             self.book.update(task, self.clock(), TaskState.FAILED, reason=reason)
             raise
 

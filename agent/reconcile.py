@@ -10,6 +10,8 @@ applies the actions through the runtime. Rules:
   (running first, then newest) is kept and the rest removed: no duplicates.
 - A desired task without a container is created, unless it already failed
   for good (pull error, bad spec) or an action on it is in flight ("busy").
+  A container of an older revision is removed first, the new one created
+  in a later pass: one task id never has two live containers.
 - A container that never started is started. One that exited is restarted
   per the task's restart policy with exponential backoff: ``delay * 2**streak``
   (capped) after it finished; a run longer than ``reset_after`` resets the
@@ -168,10 +170,12 @@ def plan(
             continue
         cs = by_task.get(tid, [])
         current = [c for c in cs if c.revision == task.revision and c.status not in ("dead", "removing")]
-        for c in cs:
-            if c not in current and c.status != "removing":
-                actions.append(Remove(c.container_id, tid, "stale revision or dead"))
+        stale = [c for c in cs if c not in current and c.status != "removing"]
+        for c in stale:
+            actions.append(Remove(c.container_id, tid, "stale revision or dead"))
         if not current:
+            if stale or any(c.status == "removing" for c in cs):
+                continue  # replace stop-first: create once the old container is gone
             if tid in failed:
                 verdicts[tid] = Verdict(TaskState.FAILED, failed[tid])
             else:

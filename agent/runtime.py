@@ -298,6 +298,9 @@ class DockerRuntime:
                 self.api.remove_container(container_id, force=True)  # named volumes are kept
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:
+                if "already in progress" not in str(exc.explanation or ""):
+                    raise
         self.forget(container_id)
         await self._call(f"remove {container_id[:12]}", run)
 

@@ -24,7 +24,7 @@ class StatusBook:
 
     def ensure(self, task: TaskSpec, now: float) -> TaskStatus:
         row = self._rows.get(task.task_id)
-        if row is None:
+        if row is None or row.revision != task.revision:  # a new revision starts afresh
             row = TaskStatus(task.task_id, task.service, task.revision, TaskState.ASSIGNED,
                              updated_at=now)
             self._rows[task.task_id] = row

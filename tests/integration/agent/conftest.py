@@ -174,3 +174,19 @@ def web_task(image: str, tid: str = "", service: str = "web", revision: int = 1,
 
 def assignment(node: str, version: int, *tasks: TaskSpec) -> Dict[str, Any]:
     return to_wire(Assignment(node=node, version=version, tasks=tuple(tasks)))
+
+
+async def wait_for(api: Api, pred, timeout: float = 15.0, what: str = "condition"):
+    """Poll ``GET /v1/tasks`` until ``pred(tasks_by_id)`` holds; returns the tasks."""
+    import asyncio
+    import time
+    deadline = time.monotonic() + timeout
+    tasks: Dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, body = await api.request("GET", "/v1/tasks")
+        assert status == 200, body
+        tasks = {t["task_id"]: t for t in body["tasks"]}
+        if pred(tasks):
+            return tasks
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; tasks: {tasks}")
