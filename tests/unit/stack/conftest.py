@@ -22,6 +22,6 @@ def _parse(text: str, env: Optional[Dict[str, str]] = None,
                        read_text=read_text)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def parse():
     return _parse
