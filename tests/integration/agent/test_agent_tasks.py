@@ -84,7 +84,7 @@ async def test_crashed_task_restarts_with_backoff(make_agent, api_for, agent_ima
                        ts[t.task_id]["health"] != "unhealthy", timeout=10, what=f"restart {n}")
         gaps.append(time.monotonic() - killed)
     # reacts to the event stream (the resync poll is 5 s) and the backoff doubles: 0.3, 0.6, 1.2
-    assert gaps[0] < 2.0, gaps
+    assert gaps[0] < 0.3 + 1.0, gaps
     assert gaps[1] >= 0.6 and gaps[2] >= 1.2, gaps
     row = (await api.request("GET", "/v1/tasks"))[1]["tasks"][0]
     assert row["state"] == RUNNING and row["container_id"] == cid  # the same container, restarted
