@@ -1,0 +1,63 @@
+"""``python3 -m swarmlet.master --home DIR [--foreground]``: run the master.
+
+Reads the cluster files in DIR (see ``swarmlet.cluster``), opens
+``master/state.db``, serves the API on the cluster's master port and runs
+the loops until SIGTERM or SIGINT. Logs go to stderr (``swarmlet master
+start`` sends them to ``master/master.log``). ``--foreground`` is accepted for
+symmetry with ``swarmlet init --foreground``; the process never daemonizes
+itself (``swarmlet.master_process`` does that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .. import __version__
+from ..exceptions import SwarmletError
+from .daemon import MasterConfig
+from .runner import run_master
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m swarmlet.master", description=__doc__)
+    ap.add_argument("--home", required=True, help="the cluster home ($SWARMLET_HOME)")
+    ap.add_argument("--foreground", action="store_true", help="(the default) stay attached")
+    ap.add_argument("--bind", default=None, help="listen address (default 127.0.0.1, or 0.0.0.0 "
+                    "when the cluster has an advertise address)")
+    ap.add_argument("--port", type=int, default=None, help="API port (default from cluster.json)")
+    ap.add_argument("--verbose", "-v", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log = logging.getLogger("swarmlet.master")
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        running = await run_master(Path(args.home), bind=args.bind, port=args.port,
+                                   config=MasterConfig())
+        log.info("swarmlet master %s listening on %s", __version__, running.url)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await running.close()
+
+    try:
+        asyncio.run(go())
+    except SwarmletError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The master API: aiohttp over HTTPS with client certificates (role ``cli``).
+
+Owns the routes of docs/internal-apis.md ("Master API") and error mapping:
+``UsageError``/``ProtocolError`` -> 400, ``APIError`` -> its status (404, 409),
+any other ``SwarmletError`` -> 500, all as ``{"error": "..."}``. The TLS
+handshake already requires a certificate of the cluster CA; only the ``cli``
+and ``master`` roles may call (an agent's certificate gets 403). Handlers are
+thin: they decode JSON and call ``Master``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, Awaitable, Callable, Optional
+
+from aiohttp import web
+
+from ..exceptions import APIError, ProtocolError, SwarmletError, UsageError
+from ..models import ServiceSpec, from_wire, to_wire
+from ..tlsutil import peer_name, peer_role
+
+ALLOWED_ROLES = ("cli", "master")
+MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    role = peer_role(ssl_object)
+    if role not in ALLOWED_ROLES:
+        return _error(403, f"role {role!r} ({peer_name(ssl_object)}) may not use the master API")
+    try:
+        return await handler(request)
+    except (UsageError, ProtocolError) as exc:
+        return _error(400, str(exc))
+    except APIError as exc:
+        return _error(exc.status or 500, str(exc))
+    except SwarmletError as exc:
+        return _error(500, str(exc))
+
+
+def _m(request: web.Request) -> Any:
+    return request.app[MASTER_KEY]
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise UsageError(f"request body is not JSON: {exc}") from exc
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "") in ("1", "true", "yes")
+
+
+async def get_nodes(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).nodes_view())
+
+
+async def post_nodes(request: web.Request) -> web.Response:
+    b = await _body(request)
+    if not isinstance(b, dict):
+        raise UsageError("expected a JSON object")
+    try:
+        out = await _m(request).register_node(str(b["name"]), str(b["address"]),
+                                              int(b.get("api_port", 7443)), b.get("labels"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"bad node registration: {exc}") from exc
+    return web.json_response(out, status=201 if out["registered"] else 200)
+
+
+async def delete_node(request: web.Request) -> web.Response:
+    await _m(request).remove_node(request.match_info["name"])
+    return web.json_response({"removed": request.match_info["name"]})
+
+
+async def post_node_action(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    avail = {"drain": "drain", "activate": "active"}.get(action)
+    if avail is None:
+        return _error(404, f"no node action {action!r}")
+    return web.json_response(await _m(request).set_availability(request.match_info["name"], avail))
+
+
+async def get_services(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).services_view())
+
+
+async def post_services(request: web.Request) -> web.Response:
+    spec = from_wire(ServiceSpec, await _body(request))
+    out = await _m(request).put_service(spec, create_only=_flag(request, "create"))
+    return web.json_response(out, status=201 if out.get("created") else 200)
+
+
+async def get_service(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).service_view(request.match_info["name"]))
+
+
+async def patch_service(request: web.Request) -> web.Response:
+    b = await _body(request)
+    if not isinstance(b, dict):
+        raise UsageError("expected a JSON object of spec fields")
+    return web.json_response(await _m(request).patch_service(request.match_info["name"], b))
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    return web.json_response(await _m(request).delete_service(request.match_info["name"]))
+
+
+async def get_revisions(request: web.Request) -> web.Response:
+    m = _m(request)
+    m._service(request.match_info["name"])
+    revs = await asyncio.to_thread(m.store.revisions, request.match_info["name"])
+    return web.json_response([{"revision": r, "created_at": c, "spec": to_wire(s)} for r, s, c in revs])
+
+
+async def get_tasks(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).tasks_view(request.query.get("service") or None,
+                                                    _flag(request, "all")))
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).status_view())
+
+
+async def post_rebalance(request: web.Request) -> web.Response:
+    return web.json_response(await _m(request).rebalance())
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response(await _m(request).set_config())
+
+
+async def patch_config(request: web.Request) -> web.Response:
+    b = await _body(request)
+    if not isinstance(b, dict) or not isinstance(b.get("auto_rebalance", False), bool):
+        raise UsageError('expected {"auto_rebalance": true|false}')
+    return web.json_response(await _m(request).set_config(b.get("auto_rebalance")))
+
+
+async def get_events(request: web.Request) -> web.Response:
+    try:
+        limit, since = int(request.query.get("limit", 100)), int(request.query.get("since", 0))
+    except ValueError as exc:
+        raise UsageError("limit and since are integers") from exc
+    return web.json_response(await _m(request).events_view(limit, since))
+
+
+def make_app(master: Any) -> web.Application:
+    app = web.Application(middlewares=[guard])
+    app[MASTER_KEY] = master
+    app.add_routes([
+        web.get("/v1/nodes", get_nodes), web.post("/v1/nodes", post_nodes),
+        web.delete("/v1/nodes/{name}", delete_node),
+        web.post("/v1/nodes/{name}/{action}", post_node_action),
+        web.get("/v1/services", get_services), web.post("/v1/services", post_services),
+        web.get("/v1/services/{name}", get_service), web.patch("/v1/services/{name}", patch_service),
+        web.delete("/v1/services/{name}", delete_service),
+        web.get("/v1/services/{name}/revisions", get_revisions),
+        web.get("/v1/tasks", get_tasks), web.get("/v1/status", get_status),
+        web.post("/v1/rebalance", post_rebalance),
+        web.get("/v1/config", get_config), web.patch("/v1/config", patch_config),
+        web.get("/v1/events", get_events),
+    ])
+    return app
+
+
+async def serve(master: Any, host: str, port: int, ssl_ctx: Optional[ssl.SSLContext]) -> web.AppRunner:
+    """Start the API; returns the runner (``await runner.cleanup()`` to stop)."""
+    runner = web.AppRunner(make_app(master), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise APIError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return runner

@@ -1,0 +1,556 @@
+"""The master daemon: in-memory state, the store journal, and the loops.
+
+Owns the working state (services, specs by revision, tasks, node records,
+each node's liveness) and keeps the store in step: every change is committed
+(through ``asyncio.to_thread``) before it is applied in memory or pushed.
+Decisions are delegated to the pure ``reconcile``, ``scheduler`` and
+``liveness``; the agent API is reached through ``agents.AgentClient``.
+
+Loops:
+- one poll loop per node: ``GET /v1/tasks`` every ``poll_interval`` (folded
+  in with ``state.merge_observed``), ``GET /v1/stats`` every ``stats_interval``;
+- a tick: liveness from reachability plus the gossip view (``/v1/members``
+  of two reachable agents, merged), status changes become events;
+- reconcile: on every event (API change, node status change, a task that
+  started, failed or turned healthy) and at least every ``reconcile_interval``.
+  After each pass every node whose desired task set changed gets its full
+  assignment with a higher version. An agent that reports an older version
+  (it was down, or a push was lost) gets it again.
+
+After a restart the master reloads the store and bumps and re-pushes every
+node's assignment with the same tasks, so agents keep (adopt) the containers
+they run: nothing is duplicated or lost. Until a node is polled it counts as
+suspect: its tasks are kept and nothing new lands on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+from ..exceptions import APIError, ProtocolError, SwarmletError, UsageError
+from ..models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
+from . import views
+from .agents import AgentClient, StaleAssignment, base_url
+from .constraints import parse_all
+from .liveness import LivenessConfig, gossip_views, liveness
+from .reconcile import Changes, Event, reconcile
+from .scheduler import STRATEGIES
+from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task, assignment_tasks,
+                    merge_observed, next_revision, node_status, replace)
+from .store import Store
+
+log = logging.getLogger("swarmlet.master")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_LOST = (NodeStatus.DOWN, NodeStatus.LEFT)
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    poll_interval: float = 0.5
+    stats_interval: float = 5.0
+    tick_interval: float = 0.5
+    reconcile_interval: float = 5.0
+    gc_after: float = 60.0
+    rebalance_window: float = 60.0
+    request_timeout: float = 1.5
+    liveness: LivenessConfig = LivenessConfig()
+
+
+@dataclass
+class _Live:
+    """What the master currently knows about one node (not persisted)."""
+
+    status: NodeStatus = NodeStatus.SUSPECT
+    reachable: bool = False
+    failing_since: Optional[float] = None
+    last_ok: Optional[float] = None
+    ever_ready: bool = False
+    stats: Dict[str, Any] = field(default_factory=dict)
+    stats_at: float = 0.0
+    info: Dict[str, Any] = field(default_factory=dict)
+    agent_version: int = -1
+    content: Optional[Tuple[TaskSpec, ...]] = None
+    pushing: bool = False
+    repush: bool = False
+
+
+class Master:
+    def __init__(self, store: Store, client: AgentClient, cluster: Optional[Mapping[str, Any]] = None,
+                 config: MasterConfig = MasterConfig(), clock: Callable[[], float] = time.time,
+                 seed_nodes: Optional[List[Mapping[str, Any]]] = None) -> None:
+        self.store = store
+        self.client = client
+        self.cluster = dict(cluster or {})
+        self.cfg = config
+        self.clock = clock
+        self.services: Dict[str, Service] = {}
+        self.specs: Dict[Tuple[str, int], ServiceSpec] = {}
+        self.tasks: Dict[str, Task] = {}
+        self.nodes: Dict[str, NodeRecord] = {}
+        self.live: Dict[str, _Live] = {}
+        self.gossip: Dict[str, str] = {}
+        self.auto_rebalance = True
+        self.started_at = clock()
+        self._seed_nodes = list(seed_nodes or [])
+        self._by_node: Dict[Optional[str], Set[str]] = {}
+        self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._rebalance_until = 0.0
+        self._loops: List["asyncio.Task[Any]"] = []
+        self._node_loops: Dict[str, "asyncio.Task[Any]"] = {}
+        self._bg: Set["asyncio.Task[Any]"] = set()
+        self._members_rr = 0
+        self.counters = {"reconcile_passes": 0, "pushes": 0, "push_failures": 0, "polls": 0,
+                         "poll_failures": 0}
+
+    # --- life cycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        snap = await asyncio.to_thread(self.store.load)
+        self.services, self.specs, self.nodes = snap.services, snap.specs, snap.nodes
+        for t in snap.tasks.values():
+            self._index(t)
+        self.auto_rebalance = bool(snap.meta.get("auto_rebalance", True))
+        if self.cluster:
+            await asyncio.to_thread(self.store.commit, meta={"cluster": self.cluster})
+        for name in self.nodes:
+            self.live[name] = _Live()
+        for n in self._seed_nodes:   # nodes joined while the master was not running
+            if n.get("name") and n["name"] not in self.nodes:
+                await self.register_node(n["name"], n["address"], int(n.get("api_port", 7443)),
+                                         dict(n.get("labels") or {}))
+        for name in list(self.nodes):
+            self._start_node_loop(name)
+        self._loops = [asyncio.create_task(self._tick_loop(), name="master-tick"),
+                       asyncio.create_task(self._reconcile_loop(), name="master-reconcile")]
+        self.kick()
+
+    async def close(self) -> None:
+        loops = self._loops + list(self._node_loops.values()) + list(self._bg)
+        for t in loops:
+            t.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await self.client.close()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    # --- in-memory task index ---------------------------------------------------
+
+    def _index(self, t: Task) -> None:
+        old = self.tasks.get(t.task_id)
+        if old is not None:
+            self._by_node.get(old.node, set()).discard(t.task_id)
+        self.tasks[t.task_id] = t
+        self._by_node.setdefault(t.node, set()).add(t.task_id)
+
+    def _unindex(self, task_id: str) -> None:
+        old = self.tasks.pop(task_id, None)
+        if old is not None:
+            self._by_node.get(old.node, set()).discard(task_id)
+
+    def tasks_on(self, node: str) -> List[Task]:
+        return [self.tasks[i] for i in self._by_node.get(node, ())]
+
+    async def _commit(self, changes: Changes, **more: Any) -> None:
+        await asyncio.to_thread(self.store.commit, tasks=changes.create + changes.update,
+                                delete_tasks=changes.delete, events=changes.events, **more)
+        for t in changes.create + changes.update:
+            self._index(t)
+        for tid in changes.delete:
+            self._unindex(tid)
+        for e in changes.events:
+            log.info("%s %s: %s", e.kind, e.subject, e.message)
+
+    # --- views ------------------------------------------------------------------
+
+    def node_infos(self) -> List[NodeInfo]:
+        out = []
+        for name, rec in sorted(self.nodes.items()):
+            live = self.live.get(name) or _Live()
+            s = live.stats.get("node", {}) if isinstance(live.stats, dict) else {}
+            out.append(NodeInfo(
+                name=name, address=rec.address, api_port=rec.api_port,
+                status=node_status(rec, live.status), labels=dict(rec.labels),
+                version=str(live.info.get("version", "")),
+                cpus=_num(s.get("cpus"), 1.0), cpu_percent=_num(s.get("cpu_percent"), 0.0),
+                mem_used=int(_num(s.get("mem_used"), 0)), mem_total=int(_num(s.get("mem_total"), 0)),
+                load1=_num(s.get("load1"), 0.0),
+                tasks=sum(1 for t in self.tasks_on(name) if t.desired == RUNNING)))
+        return out
+
+    def nodes_view(self) -> List[Dict[str, Any]]:
+        out = []
+        for info in self.node_infos():
+            live = self.live.get(info.name) or _Live()
+            out.append(views.node_row(self.nodes[info.name], info, info.tasks, live.last_ok))
+        return out
+
+    def services_view(self) -> List[Dict[str, Any]]:
+        tasks = list(self.tasks.values())
+        return [views.service_row(self.services[n], tasks) for n in sorted(self.services)]
+
+    def service_view(self, name: str) -> Dict[str, Any]:
+        return views.service_row(self._service(name), self.tasks.values())
+
+    def tasks_view(self, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
+        if service is not None and service not in self.services and not any(
+                t.service == service for t in self.tasks.values()):
+            raise APIError(f"no service {service!r}", status=404)
+        rows = [t for t in self.tasks.values()
+                if (service is None or t.service == service)
+                and (all_tasks or t.desired == RUNNING or not t.state.terminal)]
+        rows.sort(key=lambda t: (t.service, t.slot, t.desired != RUNNING, -t.created_at))
+        return [views.task_row(t) for t in rows]
+
+    def status_view(self) -> Dict[str, Any]:
+        return views.status_summary(self.cluster, self.node_infos(), self.services,
+                                    self.tasks.values(),
+                                    {"auto_rebalance": self.auto_rebalance,
+                                     "uptime": round(self.clock() - self.started_at, 1),
+                                     "counters": dict(self.counters)})
+
+    async def events_view(self, limit: int = 100, since: int = 0) -> List[Dict[str, Any]]:
+        return await asyncio.to_thread(self.store.events, limit, since)
+
+    # --- API mutations --------------------------------------------------------
+
+    def _service(self, name: str) -> Service:
+        svc = self.services.get(name)
+        if svc is None:
+            raise APIError(f"no service {name!r}", status=404)
+        return svc
+
+    def _node(self, name: str) -> NodeRecord:
+        rec = self.nodes.get(name)
+        if rec is None:
+            raise APIError(f"no node {name!r}", status=404)
+        return rec
+
+    async def register_node(self, name: str, address: str, api_port: int = 7443,
+                            labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+        if not name or not address:
+            raise UsageError("a node needs a name and an address")
+        async with self._lock:
+            old = self.nodes.get(name)
+            if old is None:
+                rec = NodeRecord(name, address, api_port, dict(labels or {}),
+                                 registered_at=self.clock())
+                msg = f"registered at {address}:{api_port}"
+            else:
+                rec = replace(old, address=address, api_port=api_port,
+                              labels=dict(labels if labels is not None else old.labels))
+                msg = f"updated: {address}:{api_port}"
+            await asyncio.to_thread(self.store.commit, nodes=[rec],
+                                    events=[Event("node", name, msg)], now=self.clock())
+            self.nodes[name] = rec
+            self.live.setdefault(name, _Live())
+        if self._loops:
+            self._start_node_loop(name)
+        self.kick()
+        return {"name": name, "address": address, "api_port": api_port, "registered": old is None}
+
+    async def remove_node(self, name: str) -> None:
+        async with self._lock:
+            self._node(name)
+            await asyncio.to_thread(self.store.commit, delete_nodes=[name],
+                                    events=[Event("node", name, "removed")], now=self.clock())
+            del self.nodes[name]
+            self.live.pop(name, None)
+            loop = self._node_loops.pop(name, None)
+            if loop is not None:
+                loop.cancel()
+        self.kick()
+
+    async def set_availability(self, name: str, availability: str) -> Dict[str, Any]:
+        if availability not in (ACTIVE, DRAIN):
+            raise UsageError(f"availability must be {ACTIVE} or {DRAIN}")
+        async with self._lock:
+            rec = self._node(name)
+            if rec.availability != availability:
+                rec = replace(rec, availability=availability)
+                word = "draining" if availability == DRAIN else "active again"
+                await asyncio.to_thread(self.store.commit, nodes=[rec],
+                                        events=[Event("node", name, word)], now=self.clock())
+                self.nodes[name] = rec
+                if availability == ACTIVE and self.auto_rebalance:
+                    self._rebalance_until = self.clock() + self.cfg.rebalance_window
+        self.kick()
+        return {"name": name, "availability": availability,
+                "tasks": sum(1 for t in self.tasks_on(name) if t.desired == RUNNING)}
+
+    async def put_service(self, spec: ServiceSpec, create_only: bool = False) -> Dict[str, Any]:
+        validate_spec(spec)
+        async with self._lock:
+            old = self.services.get(spec.name)
+            if old is not None and create_only:
+                raise APIError(f"service {spec.name!r} exists", status=409)
+            if old is not None and old.spec == spec:
+                return {"name": spec.name, "revision": old.revision, "changed": False}
+            svc = next_revision(old, spec, self.clock())
+            what = "created" if old is None else f"revision {svc.revision}"
+            await asyncio.to_thread(self.store.commit, services=[svc],
+                                    events=[Event("service", spec.name, what)], now=self.clock())
+            self.services[spec.name] = svc
+            self.specs[(spec.name, svc.revision)] = spec
+        self.kick()
+        return {"name": spec.name, "revision": svc.revision, "changed": True, "created": old is None}
+
+    async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
+        if "name" in changes and changes["name"] != name:
+            raise UsageError("a service cannot be renamed")
+        data = to_wire(self._service(name).spec)
+        data.update(changes)
+        try:
+            spec = from_wire(ServiceSpec, data)
+        except ProtocolError as exc:
+            raise UsageError(f"bad service change: {exc}") from exc
+        return await self.put_service(spec)
+
+    async def delete_service(self, name: str) -> Dict[str, Any]:
+        async with self._lock:
+            self._service(name)
+            now = self.clock()
+            stopped = [replace(t, desired=SHUTDOWN, reason="service removed", updated_at=now)
+                       for t in self.tasks.values() if t.service == name and t.desired == RUNNING]
+            await self._commit(Changes(update=stopped, events=[Event("service", name, "removed")]),
+                               delete_services=[name], now=now)
+            del self.services[name]
+            for key in [k for k in self.specs if k[0] == name]:
+                del self.specs[key]
+        self.kick()
+        return {"name": name, "stopping": len(stopped)}
+
+    async def rebalance(self) -> Dict[str, Any]:
+        self._rebalance_until = self.clock() + self.cfg.rebalance_window
+        moves = await self.reconcile_once(rebalance=True)
+        return {"moving": moves}
+
+    async def set_config(self, auto_rebalance: Optional[bool] = None) -> Dict[str, Any]:
+        if auto_rebalance is not None:
+            await asyncio.to_thread(self.store.commit, meta={"auto_rebalance": bool(auto_rebalance)})
+            self.auto_rebalance = bool(auto_rebalance)
+        return {"auto_rebalance": self.auto_rebalance}
+
+    # --- reconcile ------------------------------------------------------------
+
+    def _new_id(self, service: str, slot: int) -> str:
+        return f"{service}.{slot}.{secrets.token_hex(3)}"
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.cfg.reconcile_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+            try:
+                await self.reconcile_once()
+            except SwarmletError as exc:
+                log.error("reconcile failed: %s", exc)
+            except Exception:  # a bug: log it, keep the control loop alive
+                log.exception("reconcile crashed")
+                await asyncio.sleep(1.0)
+
+    async def reconcile_once(self, rebalance: bool = False) -> int:
+        """One pass; returns the number of rebalance moves started."""
+        async with self._lock:
+            now = self.clock()
+            rebalance = rebalance or now < self._rebalance_until
+            ch = reconcile(self.services, list(self.tasks.values()), self.node_infos(), now,
+                           self._new_id, rebalance=rebalance, gc_after=self.cfg.gc_after)
+            self.counters["reconcile_passes"] += 1
+            if not ch.empty or ch.events:
+                await self._commit(ch, now=now)
+            await self._sync_assignments()
+            return sum(1 for e in ch.events if "rebalancing" in e.message)
+
+    async def _sync_assignments(self) -> None:
+        """Bump and push every node whose desired task set changed (lock held)."""
+        bumped: List[NodeRecord] = []
+        for name, rec in self.nodes.items():
+            live = self.live[name]
+            content = assignment_tasks(name, self.tasks_on(name), self.specs)
+            if content != live.content:
+                live.content = content
+                bumped.append(replace(rec, assignment_version=rec.assignment_version + 1))
+        if not bumped:
+            return
+        await asyncio.to_thread(self.store.commit, nodes=bumped)
+        for rec in bumped:
+            self.nodes[rec.name] = rec
+            if self.live[rec.name].status not in _LOST:
+                self._push(rec.name)
+
+    def _push(self, name: str) -> None:
+        live = self.live.get(name)
+        if live is None:
+            return
+        if live.pushing:
+            live.repush = True
+            return
+        live.pushing = True
+        self._spawn(self._push_task(name))
+
+    async def _push_task(self, name: str) -> None:
+        try:
+            for _ in range(3):
+                rec, live = self.nodes.get(name), self.live.get(name)
+                if rec is None or live is None or live.content is None:
+                    return
+                live.repush = False
+                a = Assignment(name, rec.assignment_version, live.content)
+                try:
+                    await self.client.put_assignment(base_url(rec.address, rec.api_port), a)
+                    self.counters["pushes"] += 1
+                    live.agent_version = max(live.agent_version, a.version)
+                except StaleAssignment as exc:
+                    # The agent holds a newer version (e.g. a store restored from backup): leapfrog.
+                    async with self._lock:
+                        rec = replace(self.nodes[name], assignment_version=exc.current + 1)
+                        await asyncio.to_thread(self.store.commit, nodes=[rec])
+                        self.nodes[name] = rec
+                    live.repush = True
+                except SwarmletError as exc:
+                    self.counters["push_failures"] += 1
+                    log.debug("push to %s failed: %s", name, exc)
+                    return   # the poll loop re-pushes once the agent answers again
+                if not live.repush:
+                    return
+        finally:
+            live = self.live.get(name)
+            if live is not None:
+                live.pushing = False
+
+    # --- polling and liveness ---------------------------------------------------
+
+    def _start_node_loop(self, name: str) -> None:
+        if name not in self._node_loops or self._node_loops[name].done():
+            self._node_loops[name] = asyncio.create_task(self._node_loop(name), name=f"poll-{name}")
+
+    async def _node_loop(self, name: str) -> None:
+        while name in self.nodes:
+            rec, live = self.nodes[name], self.live[name]
+            base = base_url(rec.address, rec.api_port)
+            now = self.clock()
+            self.counters["polls"] += 1
+            try:
+                version, reported = await self.client.tasks(base)
+                if not live.info:
+                    live.info = await self.client.info(base)
+                if now - live.stats_at >= self.cfg.stats_interval:
+                    live.stats = await self.client.stats(base)
+                    live.stats_at = now
+            except SwarmletError as exc:
+                self.counters["poll_failures"] += 1
+                if live.reachable or live.failing_since is None:
+                    log.info("node %s unreachable: %s", name, exc)
+                live.reachable = False
+                if live.failing_since is None:
+                    live.failing_since = now
+            else:
+                live.reachable, live.failing_since, live.last_ok = True, None, now
+                live.agent_version = version
+                await self._observe(name, reported)
+                if live.content is not None and version < rec.assignment_version:
+                    self._push(name)
+            self._update_status(name)
+            await asyncio.sleep(self.cfg.poll_interval)
+
+    async def _observe(self, name: str, reported: List[Any]) -> None:
+        async with self._lock:
+            changed = merge_observed(name, self.tasks_on(name), reported, self.clock())
+            if not changed:
+                return
+            await self._commit(Changes(update=changed))
+        self.kick()   # a task started, stopped, failed or changed health: reconcile reacts
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await self._poll_members()
+            except Exception:  # never let the liveness loop die
+                log.exception("members poll crashed")
+            for name in list(self.nodes):
+                self._update_status(name)
+            await asyncio.sleep(self.cfg.tick_interval)
+
+    async def _poll_members(self) -> None:
+        up = [n for n, l in self.live.items() if l.reachable and n in self.nodes]
+        if not up:
+            self.gossip = {}
+            return
+        self._members_rr += 1
+        picks = [up[(self._members_rr + i) % len(up)] for i in range(min(2, len(up)))]
+        results = await asyncio.gather(
+            *(self.client.members(base_url(self.nodes[n].address, self.nodes[n].api_port))
+              for n in picks if n in self.nodes), return_exceptions=True)
+        lists = [r for r in results if isinstance(r, list)]
+        if lists:
+            self.gossip = gossip_views(lists)
+            await self._learn_members(lists)
+
+    async def _learn_members(self, lists: List[List[Dict[str, Any]]]) -> None:
+        """Register alive gossip members the master does not know (joined while it was down)."""
+        for members in lists:
+            for m in members:
+                name, meta = m.get("name"), m.get("meta") or {}
+                if (name and name not in self.nodes and str(m.get("state")) == "alive"
+                        and meta.get("address") and meta.get("api_port")):
+                    await self.register_node(str(name), str(meta["address"]), int(meta["api_port"]),
+                                             dict(meta.get("labels") or {}))
+
+    def _update_status(self, name: str) -> None:
+        rec, live = self.nodes.get(name), self.live.get(name)
+        if rec is None or live is None:
+            return
+        new = liveness(self.clock(), live.reachable, live.failing_since, self.gossip.get(name),
+                       rec.registered_at, self.cfg.liveness)
+        if new == live.status:
+            return
+        old, live.status = live.status, new
+        recovered = new == NodeStatus.READY and old in _LOST
+        joined = (new == NodeStatus.READY and not live.ever_ready
+                  and rec.registered_at >= self.started_at)   # not the first poll after a restart
+        if new == NodeStatus.READY:
+            live.ever_ready = True
+        if (recovered or joined) and self.auto_rebalance:
+            self._rebalance_until = self.clock() + self.cfg.rebalance_window
+        msg = f"{old.value} -> {new.value}"
+        log.info("node %s: %s", name, msg)
+        self._spawn(asyncio.to_thread(self.store.commit, events=[Event("node", name, msg)]))
+        if new == NodeStatus.READY and live.content is not None:
+            self._push(name)
+        self.kick()
+
+
+def _num(v: Any, default: float) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+def validate_spec(spec: ServiceSpec) -> None:
+    if not _NAME.match(spec.name):
+        raise UsageError(f"bad service name {spec.name!r}: use a-z, 0-9, '-', '_', '.'")
+    if not spec.image:
+        raise UsageError("a service needs an image")
+    if spec.replicas < 0:
+        raise UsageError("replicas must be 0 or more")
+    if spec.mode not in ("replicated", "global"):
+        raise UsageError(f"mode must be replicated or global, not {spec.mode!r}")
+    if spec.placement not in STRATEGIES:
+        raise UsageError(f"placement must be one of {', '.join(STRATEGIES)}")
+    if spec.max_per_node is not None and spec.max_per_node < 1:
+        raise UsageError("max_per_node must be at least 1")
+    parse_all(spec.constraints)

@@ -1,0 +1,63 @@
+"""Wire a running master from a cluster home: files -> store -> daemon -> API.
+
+``run_master(home)`` loads ``cluster.json`` and the certificates through
+``swarmlet.cluster`` (the module ``swarmlet init`` writes them with, so both
+sides agree), opens ``master/state.db``, starts the daemon with the nodes of
+``nodes.json`` as seeds (nodes joined while the master was down), and serves
+the API with the ``master`` certificate. Tests call it on a temp home.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import cluster as clusterlib
+from .. import tlsutil
+from ..exceptions import ConfigError
+from .agents import AgentClient
+from .api import serve
+from .daemon import Master, MasterConfig
+from .store import Store
+
+
+@dataclass
+class RunningMaster:
+    master: Master
+    runner: Any
+    url: str
+    store: Store
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.master.close()
+        self.store.close()
+
+
+async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int] = None,
+                     config: MasterConfig = MasterConfig()) -> RunningMaster:
+    c = clusterlib.load(home)
+    try:
+        server_ctx = tlsutil.server_context(str(c.path("master.crt")), str(c.path("master.key")),
+                                            str(c.path("ca.crt")))
+        client_ctx = c.client_ssl("master")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
+    store = Store(c.master_dir / "state.db")
+    seeds = [asdict(r) for r in clusterlib.nodes(c)]
+    master = Master(store, AgentClient(client_ctx, config.request_timeout),
+                    cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds)
+    await master.start()
+    host = bind or ("0.0.0.0" if c.advertise_addr else "127.0.0.1")
+    listen_port = c.master_port if port is None else port
+    try:
+        runner = await serve(master, host, listen_port, server_ctx)
+    except BaseException:
+        await master.close()
+        store.close()
+        raise
+    if listen_port == 0:   # tests: an ephemeral port
+        listen_port = runner.addresses[0][1]
+    shown = "127.0.0.1" if host == "0.0.0.0" else host
+    return RunningMaster(master, runner, f"https://{shown}:{listen_port}", store)

@@ -1,0 +1,74 @@
+"""JSON views of the master's state for the API (and so for ``-o json``). Pure.
+
+The keys here are the CLI's contract: ``ps`` rows carry ``service``, ``task``,
+``node``, ``state``, ``health``, ``reason`` and ``revision`` (plus ``slot``,
+``desired`` and details).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping
+
+from ..models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
+from .state import RUNNING, NodeRecord, Service, Task
+
+
+def task_row(t: Task) -> Dict[str, Any]:
+    state = t.state.name.lower()
+    if t.desired != RUNNING and not t.state.terminal:
+        state = "stopping" if t.node else "stopped"
+    return {
+        "service": t.service, "task": t.task_id, "node": t.node, "state": state,
+        "health": t.health.value, "reason": t.reason, "revision": t.revision, "slot": t.slot,
+        "desired": t.desired, "container_id": t.container_id, "host_ports": dict(t.host_ports),
+        "restarts": t.restarts, "created_at": t.created_at, "updated_at": t.updated_at,
+    }
+
+
+def ports_text(spec: ServiceSpec) -> str:
+    out = []
+    for p in spec.ports:
+        left = p.published if p.published else (f"host:{p.host_port}" if p.host_port else "")
+        out.append(f"{left}:{p.target}/{p.protocol}" if left else f"{p.target}/{p.protocol}")
+    return ",".join(out)
+
+
+def service_row(svc: Service, tasks: Iterable[Task]) -> Dict[str, Any]:
+    live = [t for t in tasks if t.service == svc.name and t.desired == RUNNING]
+    spec = svc.spec
+    return {
+        "name": svc.name, "revision": svc.revision, "image": spec.image, "mode": spec.mode,
+        "replicas": spec.replicas, "running": sum(1 for t in live if t.serving),
+        "pending": sum(1 for t in live if t.node is None), "tasks": len(live),
+        "ports": ports_text(spec), "placement": spec.placement,
+        "constraints": list(spec.constraints), "created_at": svc.created_at,
+        "updated_at": svc.updated_at, "spec": to_wire(spec),
+    }
+
+
+def node_row(rec: NodeRecord, info: NodeInfo, tasks: int, last_seen: Any) -> Dict[str, Any]:
+    return {
+        "name": rec.name, "address": rec.address, "api_port": rec.api_port,
+        "status": info.status.value, "availability": rec.availability, "labels": dict(rec.labels),
+        "version": info.version, "cpus": info.cpus, "cpu_percent": info.cpu_percent,
+        "mem_used": info.mem_used, "mem_total": info.mem_total, "load1": info.load1,
+        "tasks": tasks, "assignment_version": rec.assignment_version, "last_seen": last_seen,
+    }
+
+
+def status_summary(cluster: Mapping[str, Any], infos: List[NodeInfo], services: Mapping[str, Service],
+                   tasks: Iterable[Task], extra: Mapping[str, Any]) -> Dict[str, Any]:
+    nodes: Dict[str, int] = {"total": len(infos)}
+    for s in NodeStatus:
+        nodes[s.value] = sum(1 for i in infos if i.status == s)
+    live = [t for t in tasks if t.desired == RUNNING]
+    desired = sum(s.spec.replicas for s in services.values() if s.spec.mode != "global")
+    return {
+        "cluster": dict(cluster), "nodes": nodes,
+        "services": len(services),
+        "tasks": {"desired": desired, "total": len(live),
+                  "running": sum(1 for t in live if t.state == TaskState.RUNNING),
+                  "healthy": sum(1 for t in live if t.serving),
+                  "pending": sum(1 for t in live if t.node is None)},
+        **extra,
+    }
