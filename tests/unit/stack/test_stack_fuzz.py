@@ -56,6 +56,24 @@ def test_any_json_document_under_a_service(parse, doc):
     check(parse, text)
 
 
+KEYS = st.sampled_from([
+    "image", "ports", "volumes", "deploy", "healthcheck", "environment", "labels", "command",
+    "x-swarmlet", "replicas", "resources", "limits", "test", "health", "lb", "autoscale", "restart",
+    "env_file", "mode", "update_config", "placement", "constraints", "target", "published", "source",
+    "type", "path", "port", "min", "max", "cpus", "memory", "interval", "external", "name"])
+LEAVES = (st.none() | st.booleans() | st.integers(-5, 70000) | st.floats() | st.text(max_size=6)
+          | st.sampled_from(["80:80", "a", "/x", "data:/d", "1s", "512M", "CMD", "${X}", "$", "x=y",
+                             "node.labels.a==b", "", "e.env", "global", "/health"]))
+
+
+@_settings()
+@given(st.recursive(LEAVES, lambda kids: st.lists(kids, max_size=4)
+                    | st.dictionaries(KEYS | st.text(max_size=4), kids, max_size=5), max_leaves=30))
+def test_compose_shaped_documents(parse, doc):
+    import json
+    check(parse, "volumes: {data: }\nservices:\n  web: " + json.dumps(doc) + "\n")
+
+
 def test_deep_nesting_is_an_error_not_a_crash(parse):
     with pytest.raises(StackFileError):
         parse("services: " + "[" * 5000)

@@ -1,0 +1,128 @@
+"""Dry-run plans: what a deploy would create, update (field by field) and remove."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from swarmlet.models import PortSpec, ServiceSpec, UpdateConfig
+from swarmlet.stack import diff_specs, plan_deploy, render_plan
+from swarmlet.stack.plan import ABSENT, FieldChange
+
+pytestmark = pytest.mark.unit
+
+STACK = """\
+services:
+  web:
+    image: swarmlet-hello:2
+    ports: ["8080:8080"]
+    environment: {GREETING: hi}
+    deploy: {replicas: 3}
+    x-swarmlet: {health: /health}
+  worker:
+    image: swarmlet-hello:1
+    deploy: {replicas: 4}
+  db:
+    image: swarmlet-hello:1
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(parse):
+    return parse(STACK)
+
+
+def owned(spec: ServiceSpec, stack: str = "demo", **changes) -> ServiceSpec:
+    return dataclasses.replace(spec, labels={**spec.labels, "io.swarmlet.stack": stack}, **changes)
+
+
+def test_everything_new_is_created(stack):
+    plan = plan_deploy({}, stack, prune=False)
+    assert [c.name for c in plan.create] == ["db", "web", "worker"]
+    assert plan.create[1].new == stack.service("web")
+    assert not plan.update and not plan.remove and plan.has_changes
+
+
+def test_the_same_specs_are_unchanged(stack):
+    current = {s.name: s for s in stack.services}
+    plan = plan_deploy(current, stack, prune=True)
+    assert [c.name for c in plan.unchanged] == ["db", "web", "worker"]
+    assert not plan.has_changes and "Nothing to do." in render_plan(plan)
+
+
+def test_updates_list_each_changed_field(stack):
+    web = stack.service("web")
+    old_web = dataclasses.replace(web, image="swarmlet-hello:1", env={"GREETING": "hello", "OLD": "x"},
+                                  ports=(PortSpec(8080, published=9090),))
+    old_worker = dataclasses.replace(stack.service("worker"), replicas=2,
+                                     update=UpdateConfig(order="stop-first"))
+    plan = plan_deploy({"web": old_web, "worker": old_worker, "db": stack.service("db")}, stack)
+    web_change, worker_change = plan.update
+    assert web_change.changes == (
+        FieldChange("image", "swarmlet-hello:1", "swarmlet-hello:2"),
+        FieldChange("env.GREETING", "hello", "hi"),
+        FieldChange("env.OLD", "x", ABSENT),
+        FieldChange("ports[0].published", 9090, 8080),
+    )
+    assert web_change.rollout
+    assert worker_change.changes == (FieldChange("replicas", 2, 4),
+                                     FieldChange("update.order", "stop-first", "start-first"))
+    assert not worker_change.rollout       # rescale and new settings, no new containers
+    assert [c.name for c in plan.unchanged] == ["db"]
+
+
+def test_prune_removes_only_this_stacks_services(stack):
+    base = ServiceSpec(name="x", image="i")
+    current = {
+        "old": owned(dataclasses.replace(base, name="old")),                 # this stack, dropped
+        "theirs": owned(dataclasses.replace(base, name="theirs"), "other"),  # another stack
+        "adhoc": dataclasses.replace(base, name="adhoc"),                    # `swarmlet run`
+    }
+    kept = plan_deploy(current, stack, prune=False)
+    assert [c.name for c in kept.kept] == ["old"] and not kept.remove
+    pruned = plan_deploy(current, stack, prune=True)
+    assert [c.name for c in pruned.remove] == ["old"] and not pruned.kept
+    assert pruned.remove[0].old == current["old"]
+
+
+def test_taking_over_a_service_from_elsewhere_warns(stack):
+    adhoc = dataclasses.replace(stack.service("db"), labels={})
+    plan = plan_deploy({"db": adhoc}, stack)
+    assert plan.update[0].changes == (FieldChange("labels.io.swarmlet.stack", ABSENT, "demo"),)
+    assert [w.message for w in plan.warnings] == [
+        "service 'db' exists outside any stack; this deploy takes it into stack 'demo'"]
+
+
+def test_stack_warnings_are_part_of_the_plan(parse):
+    stack = parse("services:\n  w:\n    image: a\n    build: .\n")
+    plan = plan_deploy({}, stack)
+    assert [w.key for w in plan.warnings] == ["build"]
+    assert "stack.yml:4:5: unsupported key 'build'" in render_plan(plan)
+
+
+def test_diff_of_equal_specs_is_empty(stack):
+    for spec in stack.services:
+        assert diff_specs(spec, dataclasses.replace(spec)) == ()
+
+
+def test_rendered_plan(stack):
+    web = stack.service("web")
+    current = {
+        "web": dataclasses.replace(web, image="swarmlet-hello:1",
+                                   limits=dataclasses.replace(web.limits, memory=256 * 2 ** 20)),
+        "db": stack.service("db"),
+        "gone": owned(ServiceSpec(name="gone", image="i")),
+    }
+    text = render_plan(plan_deploy(current, stack, prune=True))
+    assert text == """\
+Stack 'demo' from stack.yml
+
+  + create     worker: swarmlet-hello:1; 4 replicas
+  ~ update     web (rolling update)
+      image: 'swarmlet-hello:1' -> 'swarmlet-hello:2'
+      limits.memory: 256MiB -> None
+  - remove     gone
+  = unchanged  db
+
+Plan: 1 to create, 1 to update, 1 to remove, 1 unchanged."""
