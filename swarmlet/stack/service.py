@@ -134,6 +134,9 @@ def _environment(node: Node, ctx: Context) -> Dict[str, str]:
                 out[key] = ctx.env[key]   # bare KEY: passed through from the environment
         return out
     for key, vnode in as_map(node).items():
+        if not key or "=" in key:
+            fail_at(node.key_marks.get(key, node.mark),
+                    f"expected an environment variable name without '=', got {key!r}")
         if vnode.value is None:
             if key in ctx.env:
                 out[key] = ctx.env[key]

@@ -39,7 +39,9 @@ class Context:
     warnings: List[StackWarning] = field(default_factory=list)
 
     def warn(self, mark: Mark, message: str, key: str = "") -> None:
-        self.warnings.append(StackWarning(str(mark), message, key))
+        warning = StackWarning(str(mark), message, key)
+        if warning not in self.warnings:   # an alias used twice says it once
+            self.warnings.append(warning)
 
 
 def show(node: Node) -> str:

@@ -10,6 +10,9 @@ from swarmlet.stack import load_stack
 pytestmark = pytest.mark.unit
 
 CASES = [
+    pytest.param('services:\n  w:\n    image: a\n    environment: {"A=B": 1}\n',
+                 "stack.yml:4:19: expected an environment variable name without '=', got 'A=B'",
+                 id='env_key'),
     pytest.param('',
                  "stack.yml:1:1: expected a mapping with 'services', got an empty file",
                  id='empty'),

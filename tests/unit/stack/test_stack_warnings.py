@@ -76,3 +76,10 @@ def test_unset_variables_warn_and_become_empty(parse):
 
 def test_clean_file_has_no_warnings(parse):
     assert parse("services:\n  w:\n    image: a\n    x-swarmlet: {max_per_node: 1}\n").warnings == ()
+
+
+def test_a_warning_repeated_through_an_alias_is_given_once(parse):
+    stack = parse("x-e: &e {A: $NOPE}\nservices:\n  a: {image: a, environment: *e}\n"
+                  "  b: {image: b, environment: *e}\n")
+    assert [(w.location, w.message) for w in stack.warnings] == [
+        ("stack.yml:1:13", "variable NOPE is not set, using an empty string")]
