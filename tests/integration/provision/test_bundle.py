@@ -1,0 +1,86 @@
+"""The agent bundle, built for real (pip download from PyPI) for this machine's platform.
+
+Unpacked, it must run the agent's imports on a bare python3 (``-S``: no
+site-packages, so nothing installed here helps), and must not carry or pull in
+click or asyncssh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from swarmlet.provision import plan
+from swarmlet.provision.bundle import BundleCache
+from swarmlet.provision.probes import HostFacts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    lib, ver = platform.libc_ver()
+    facts = HostFacts(system="Linux", arch=platform.machine(), libc=lib, libc_version=ver,
+                      python=tuple(sys.version_info[:3]), python_state="ok")
+    key, tags = plan.wheel_platforms("local", facts)
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+    async def build():
+        cache = BundleCache(root)
+        # Many hosts asking at once share one build.
+        a, b = await asyncio.gather(cache.get(key, py, tags), cache.get(key, py, tags))
+        assert a == b
+        return a
+
+    bundle = asyncio.run(build())
+    out = tmp_path_factory.mktemp("unpacked")
+    with tarfile.open(bundle.path) as tar:
+        tar.extractall(out)
+    return bundle, out
+
+
+def test_bundle_contents(built):
+    bundle, out = built
+    assert (out / "swarmlet_agent" / "__main__.py").exists()
+    for mod in ("exceptions.py", "models.py", "tlsutil.py", "__init__.py"):
+        assert (out / "swarmlet" / mod).exists(), mod
+    for admin_only in ("cli", "provision", "pki.py", "cluster.py", "lab"):
+        assert not (out / "swarmlet" / admin_only).exists(), admin_only
+    for dep in ("aiohttp", "msgpack", "docker", "cryptography", "yarl", "multidict"):
+        assert (out / dep).is_dir(), dep
+    assert not (out / "click").exists() and not (out / "asyncssh").exists()
+    assert bundle.size < 30_000_000
+
+
+def test_agent_imports_on_a_bare_python(built):
+    _, out = built
+    code = (
+        "import sys, pkgutil, importlib\n"
+        f"sys.path.insert(0, {str(out)!r})\n"
+        "import swarmlet_agent\n"
+        "for m in pkgutil.iter_modules(swarmlet_agent.__path__):\n"
+        "    importlib.import_module('swarmlet_agent.' + m.name)\n"
+        "import aiohttp, msgpack, docker, cryptography.hazmat.primitives.ciphers.aead\n"
+        "assert 'click' not in sys.modules and 'asyncssh' not in sys.modules, 'admin-only import'\n"
+        "assert all(not (getattr(m, '__file__', '') or '').startswith('/work') or m.__file__.startswith("
+        f"{str(out)!r}) for m in list(sys.modules.values())), 'leaked import'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-S", "-E", "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_same_sources_same_bundle_id(built, tmp_path):
+    bundle, _ = built
+    facts_key = bundle.platform
+    again = asyncio.run(BundleCache(bundle.path.parent.parent).get(facts_key, bundle.python, []))
+    assert again.id == bundle.id and again.path == bundle.path
