@@ -27,6 +27,7 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
 # Aliases let a tiny file expand exponentially; no real stack file comes near this.
 MAX_NODES = 100_000
+TOO_DEEP = "expected YAML nested at most a few hundred levels deep"
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,15 @@ def parse_yaml(text: str, filename: str, env: Dict[str, str],
         raise StackFileError(f"{filename}:{line}:{col}",
                              "expected printable UTF-8 text, found a control character") from exc
     except yaml.YAMLError as exc:
-        raise StackFileError(f"{filename}:1:1", f"invalid YAML: {exc}") from exc
+        raise StackFileError(f"{filename}:1:1", f"expected valid YAML: {exc}") from exc
     except RecursionError as exc:
-        raise StackFileError(f"{filename}:1:1", "invalid YAML: nested too deeply") from exc
+        raise StackFileError(f"{filename}:1:1", TOO_DEEP) from exc
     if root is None:
         return None
-    return _Builder(filename, env, warn).build(root, "")
+    try:
+        return _Builder(filename, env, warn).build(root, "")
+    except RecursionError as exc:
+        raise StackFileError(f"{filename}:1:1", TOO_DEEP) from exc
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
