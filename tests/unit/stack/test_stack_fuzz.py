@@ -75,7 +75,7 @@ def test_compose_shaped_documents(parse, doc):
 
 
 def test_deep_nesting_is_an_error_not_a_crash(parse):
-    with pytest.raises(StackFileError):
+    with pytest.raises(StackFileError, match=r"^stack.yml:1:1: expected YAML nested at most"):
         parse("services: " + "[" * 5000)
 
 
