@@ -40,6 +40,7 @@ class AgentConfig:
     max_backoff: float = 30.0           # cap of the crash-restart backoff
     backoff_reset: float = 10.0         # a run this long resets the backoff
     stop_timeout: int = 10              # seconds Docker waits before SIGKILL
+    lag_probe_interval: float = 0.1     # loop-lag probe period (finer costs idle CPU)
 
     def seed_addrs(self) -> List[Tuple[str, int]]:
         out = []
@@ -52,7 +53,7 @@ class AgentConfig:
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
         "api_bind", "gossip_bind")
 _INT = ("api_port", "gossip_port", "stop_timeout")
-_FLOAT = ("resync_interval", "stats_interval", "max_backoff", "backoff_reset")
+_FLOAT = ("resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
 
 def parse(data: Any, where: str = "agent.json") -> AgentConfig:

@@ -48,7 +48,7 @@ class Agent:
         self.store = AssignmentStore(config.state_dir)
         self.book = StatusBook()
         self.policy = rc.BackoffPolicy(config.max_backoff, config.backoff_reset)
-        self.lag = LagProbe()
+        self.lag = LagProbe(config.lag_probe_interval)
         self.sampler = Sampler()
         self.members: Any = membership.LocalOnly(config.name, config.address, config.gossip_port, {})
         self.api_port = config.api_port
