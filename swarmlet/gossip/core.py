@@ -63,7 +63,7 @@ _T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PUSH_PULL, _T_SUSPICION, _T_RELAY, _T_
 _RELAY_FRACTION = 0.8
 
 STAT_KEYS = (
-    "packets_in", "packets_out", "bytes_in", "bytes_out",
+    "packets_in", "packets_ok", "packets_out", "bytes_in", "bytes_out",
     "dropped_auth", "dropped_malformed", "dropped_replay", "unknown_messages",
     "misdirected_pings", "probes", "probe_failures", "indirect_probes", "acks_relayed",
     "suspicions", "refutes", "deaths", "leaves", "joins", "updates",
@@ -136,7 +136,8 @@ class GossipCore:
         }
         # Stagger the periodic timers so members do not act in lockstep.
         self._schedule(now + self.rng.uniform(0, cfg.probe_interval), _T_PROBE)
-        self._schedule(now + self.rng.uniform(0, cfg.push_pull_interval), _T_PUSH_PULL)
+        self._pp_token = 0
+        self._schedule(now + self.rng.uniform(0, cfg.push_pull_interval), _T_PUSH_PULL, 0)
         self._schedule(now + self.rng.uniform(0.5, 1.0) * cfg.reconnect_interval, _T_RECONNECT)
         self._schedule(now + cfg.rejoin_interval, _T_REJOIN)
 
@@ -160,6 +161,7 @@ class GossipCore:
         if pkt.sender == self.name or not self._replay.accept(pkt.sender, pkt.epoch, pkt.seq, now):
             st["dropped_replay"] += 1
             return self._flush()
+        st["packets_ok"] += 1
         st["unknown_messages"] += pkt.unknown
         try:
             for msg in pkt.messages:
@@ -241,6 +243,10 @@ class GossipCore:
         for name, (host, port), inc, meta in members:
             if name != self.name and name not in self._nodes:
                 self._add_node(Alive(inc, name, host, port, meta))
+        # Spread push-pulls over the period for this size, as a long-running cluster would.
+        self._pp_token += 1
+        period = self.config.push_pull_period(self._live + 1)
+        self._schedule(self._now + self.rng.uniform(0, period), _T_PUSH_PULL, self._pp_token)
 
     # --- output ----------------------------------------------------------------------
 
@@ -301,7 +307,8 @@ class GossipCore:
         elif kind == _T_SUSPICION:
             self._suspicion_timeout(arg)
         elif kind == _T_PUSH_PULL:
-            self._push_pull()
+            if arg == self._pp_token:
+                self._push_pull()
         elif kind == _T_RECONNECT:
             self._reconnect()
         elif kind == _T_REJOIN:
@@ -621,7 +628,8 @@ class GossipCore:
             self._send_state(addr, join=False, reply=True)
 
     def _push_pull(self) -> None:
-        self._schedule(self._now + self.config.push_pull_period(self._live + 1), _T_PUSH_PULL)
+        self._schedule(self._now + self.config.push_pull_period(self._live + 1), _T_PUSH_PULL,
+                       self._pp_token)
         if self.left:
             return
         peers = self._random_nodes(1, lambda n: n.state == ST_ALIVE)
