@@ -58,11 +58,13 @@ def _plain(value: Any) -> Any:
 
 def member_wire(m: Any) -> Dict[str, Any]:
     """A gossip member (dataclass, object or dict) as ``{"name", "address", ...}``."""
-    d = _plain(m) if not isinstance(m, dict) else _plain(m)
+    if hasattr(m, "to_dict"):  # swarmlet.gossip.members.Member knows the wire shape
+        m = m.to_dict()
+    d = _plain(m)
     if not isinstance(d, dict):
         d = {k: _plain(getattr(m, k, None)) for k in ("name", "address", "port", "state",
                                                       "incarnation", "meta")}
-    addr = d.get("address")
+    addr = d.get("address", d.get("host"))
     port = d.get("port")
     if isinstance(addr, (list, tuple)) and len(addr) == 2:  # (host, port) pairs
         addr, port = addr[0], addr[1] if port is None else port
@@ -115,7 +117,9 @@ async def start(name: str, address: str, bind: Tuple[str, int], keys: Optional[L
             log.warning("gossip is not available in this bundle; running without the mesh")
         else:
             try:
-                node = await start_gossip(name, bind=bind, keys=keys, meta=meta, seeds=seeds)
+                advertise = (address, bind[1]) if bind[1] else None
+                node = await start_gossip(name, bind=bind, keys=keys, meta=meta, seeds=seeds,
+                                          advertise=advertise)
                 return Gossip(node)
             except Exception as exc:  # a bad seed or port must not stop the tasks
                 log.error("gossip failed to start (%s); running without the mesh", exc)
