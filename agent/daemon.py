@@ -82,9 +82,9 @@ class Agent:
         for coro, name in ((self._reconcile_loop(), "reconcile"), (self._health_loop(), "health"),
                            (self._stats_loop(), "stats")):
             self._tasks.append(loop.create_task(coro, name=name))
-        await self._start_gossip()
         from .api import start_api  # aiohttp is imported only with the API
         self._api_runner, self.api_port = await start_api(self)
+        await self._start_gossip()  # after the API: the meta carries the bound port
         log.info("agent %s up: api port %s, assignment version %s", self.config.name,
                  self.api_port, self.version)
 
