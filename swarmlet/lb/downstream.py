@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
 
@@ -81,6 +82,10 @@ class Request:
         self.last_status = 502
 
 
+def _after(r: Request) -> str:
+    return r.last_error + (f" (after {r.attempts} attempts)" if r.attempts > 1 else "")
+
+
 class Downstream(asyncio.Protocol):
     def __init__(self, lb: "LoadBalancer") -> None:
         self.lb = lb
@@ -91,6 +96,7 @@ class Downstream(asyncio.Protocol):
         self.metrics = lb.metrics
         self.transport: Any = None
         self.client_ip = ""
+        self.local_host = b""
         self.parser = HttpRequestParser(self)
         self.parsing: Optional[Request] = None
         self.queue: Deque[Request] = deque()
@@ -106,6 +112,7 @@ class Downstream(asyncio.Protocol):
         self.interim = False
         self.tunnel = False
         self.tunnel_buf: Optional[List[bytes]] = None
+        self.wbuf: List[bytes] = []         # response bytes from one upstream read, sent as one
         self.paused = 0
         self.write_paused = False
         self.closed = False
@@ -117,6 +124,10 @@ class Downstream(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            h = f"[{local[0]}]" if ":" in local[0] else local[0]
+            self.local_host = f"{h}:{local[1]}".encode()
         self.deadline = self.loop.time() + self.cfg.client_timeout
         self.lb.clients.add(self)
         self.metrics.connections += 1
@@ -195,7 +206,8 @@ class Downstream(asyncio.Protocol):
         r.http11 = p.get_http_version() == "1.1"
         r.keep_alive = p.should_keep_alive()
         r.info = info = build_request(r.method, r.url, r.headers, self.client_ip,
-                                      self.lb.proto, p.should_upgrade(), self.lb.sticky_name)
+                                      self.lb.proto, p.should_upgrade(), self.lb.sticky_name,
+                                      self.local_host)
         r.body_done = info.body == BODY_NONE
         if info.upgrade:
             r.keep_alive = False            # after a tunnel (or a refusal) the connection ends
@@ -255,7 +267,7 @@ class Downstream(asyncio.Protocol):
         st = self.router.pick(now, r.tried, r.info.sticky)   # type: ignore[union-attr]
         if st is None:
             if r.attempts:
-                self._error(r, r.last_status, r.last_error)
+                self._error(r, r.last_status, _after(r))
             else:
                 self._error(r, 503, "no backend available for this service")
             return
@@ -279,7 +291,7 @@ class Downstream(asyncio.Protocol):
         except OSError as exc:
             self.connect_task = None
             if self.cur is r and not self.closed:
-                reason = exc.strerror or type(exc).__name__
+                reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
                 self._failed(r, st, "connect", f"could not connect to backend ({reason})",
                              eject=True)
             return
@@ -342,9 +354,7 @@ class Downstream(asyncio.Protocol):
             self.metrics.retries += 1
             self._attempt(r)
         else:
-            if r.attempts > 1:
-                error += f" (after {r.attempts} attempts)"
-            self._error(r, r.last_status, error)
+            self._error(r, r.last_status, _after(r))
 
     # --- response (called by UpstreamConn) ---------------------------------------------
 
@@ -356,8 +366,8 @@ class Downstream(asyncio.Protocol):
         if status < 200 and status != 101:
             self.interim = True             # e.g. 100 Continue: pass on, wait for the real one
             if r.http11:
-                self.transport.write(build_response(status, reason, headers, http11=True,
-                                                    keep_alive=True, head_request=False)[0])
+                self.wbuf.append(build_response(status, reason, headers, http11=True,
+                                                keep_alive=True, head_request=False)[0])
             return
         info = r.info
         assert info is not None
@@ -375,7 +385,7 @@ class Downstream(asyncio.Protocol):
         self.resp_started = True
         self.resp_status = status
         self.up_keep = up_keep
-        self.transport.write(head)
+        self.wbuf.append(head)
         if status == 101:
             self._become_tunnel(r, up)
         elif r.method == b"HEAD":
@@ -384,10 +394,7 @@ class Downstream(asyncio.Protocol):
             self.deadline = self.loop.time() + self.cfg.response_timeout
 
     def response_body(self, body: bytes) -> None:
-        if self.resp_down == BODY_CHUNKED:
-            self.transport.write(chunk(body))
-        else:
-            self.transport.write(body)
+        self.wbuf.append(chunk(body) if self.resp_down == BODY_CHUNKED else body)
         self.deadline = self.loop.time() + self.cfg.response_timeout
 
     def response_done(self, up: UpstreamConn) -> None:
@@ -400,7 +407,7 @@ class Downstream(asyncio.Protocol):
         assert r is not None and st is not None
         now = self.loop.time()
         if self.resp_down == BODY_CHUNKED:
-            self.transport.write(LAST_CHUNK)
+            self.wbuf.append(LAST_CHUNK)
         # reusable only if the backend said so and saw the whole request body
         self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE)
         if self.router.record_response(st, self.resp_status, now):
@@ -413,7 +420,7 @@ class Downstream(asyncio.Protocol):
             return
         if self.tunnel:
             self._detach(reuse=False)
-            self.transport.close()
+            self._close()
             return
         if self.resp_started:
             if self.resp_up == BODY_CLOSE and exc is None:
@@ -444,7 +451,7 @@ class Downstream(asyncio.Protocol):
         if st is not None:
             self.router.record_failure(st, self.loop.time(), error, eject=True)
         self._detach(reuse=False)
-        self.transport.close()              # the client sees the answer end early
+        self._close()              # the client sees the answer end early
 
     # --- websockets and other upgrades ---------------------------------------------------
 
@@ -463,17 +470,32 @@ class Downstream(asyncio.Protocol):
         self.deadline = now + self.cfg.tunnel_timeout
 
     def tunnel_data(self, data: bytes) -> None:
+        self.flush()
         self.transport.write(data)
         self.deadline = self.loop.time() + self.cfg.tunnel_timeout
 
     # --- endings -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send what one upstream read produced in one syscall (head + body + end)."""
+        buf = self.wbuf
+        if buf:
+            if len(buf) == 1:
+                self.transport.write(buf[0])
+            else:
+                self.transport.writelines(buf)
+            self.wbuf = []
+
+    def _close(self) -> None:
+        self.flush()
+        self.transport.close()
 
     def _finish(self, r: Request, now: float) -> None:
         if self.queue and self.queue[0] is r:
             self.queue.popleft()
         self.cur = None
         if not r.keep_alive or not r.body_done:
-            self.transport.close()
+            self._close()
             return
         self.deadline = now + self.cfg.client_timeout
         if self.queue:
@@ -485,25 +507,27 @@ class Downstream(asyncio.Protocol):
         now = self.loop.time()
         self.metrics.answered(status, now - r.t0, now)
         r.keep_alive = r.keep_alive and r.body_done
+        self.flush()
         self.transport.write(error_response(status, detail, r.keep_alive))
         self._finish(r, now)
 
     def _bad_request(self, status: int, detail: str) -> None:
         self.metrics.answered(status, 0.0, self.loop.time())
         if self.cur is None and not self.closed:
+            self.flush()
             self.transport.write(error_response(status, detail, False))
-        self.transport.close()
+        self._close()
 
     def on_deadline(self, now: float) -> None:
         """The sweeper found this connection past its deadline."""
         self.deadline = math.inf
         r = self.cur
         if self.tunnel or r is None:
-            self.transport.close()          # idle keep-alive, slow head, or quiet tunnel
+            self._close()          # idle keep-alive, slow head, or quiet tunnel
         elif self.up is not None and not self.resp_started and self.st is not None:
             self._failed(r, self.st, "timeout", f"backend did not answer within "
                          f"{self.cfg.response_timeout:g}s", eject=True)
         elif self.up is not None:
             self._truncated("backend stalled mid-answer")
         else:
-            self.transport.close()
+            self._close()

@@ -18,7 +18,7 @@ Heads are bytes in, bytes out; names keep the sender's case.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -69,6 +69,30 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Forwarded elements are built once per client IP / Host (a handful in practice);
+# the caches are dropped wholesale when they grow, so they stay bounded.
+_FOR_CACHE: Dict[Tuple[str, str], bytes] = {}
+_HOST_CACHE: Dict[bytes, bytes] = {}
+
+
+def _cached(cache: Dict[Any, bytes], key: Any, make: Callable[[Any], bytes]) -> bytes:
+    value = cache.get(key)
+    if value is None:
+        if len(cache) > 4096:
+            cache.clear()
+        value = cache[key] = make(key)
+    return value
+
+
+def _for_element(key: Tuple[str, str]) -> bytes:
+    ip, proto = key
+    return ("for=" + _forwarded_node(ip) + ";proto=" + proto).encode("latin-1")
+
+
+def _host_element(host: bytes) -> bytes:
+    return (";host=" + _quote(host.decode("latin-1"))).encode("latin-1")
+
+
 def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
     for part in header.split(b";"):
         k, sep, v = part.strip().partition(b"=")
@@ -79,8 +103,12 @@ def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
 
 def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
                   proto: str = "http", upgrade: bool = False,
-                  sticky_cookie: Optional[bytes] = None) -> RequestInfo:
-    """The head to send upstream, and how the request body is framed."""
+                  sticky_cookie: Optional[bytes] = None, default_host: bytes = b"") -> RequestInfo:
+    """The head to send upstream, and how the request body is framed.
+
+    ``default_host`` (the address the client connected to) fills in ``Host``
+    for HTTP/1.0 clients that sent none: the upstream hop is HTTP/1.1, which
+    requires it."""
     out = [method, b" ", url, b" HTTP/1.1\r\n"]
     body = BODY_NONE
     host = b""
@@ -118,15 +146,17 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
         # other hop-by-hop and X-Forwarded-Proto/-Host: dropped (we set our own)
     if extra_hop:
         out = [line for line in out if line.split(b":", 1)[0].lower() not in extra_hop]
+    if not host and default_host:
+        out.append(b"Host: " + default_host + b"\r\n")
     ip = client_ip.encode()
     out.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
     out.append(b"X-Forwarded-Proto: " + proto.encode() + b"\r\n")
     if host:
         out.append(b"X-Forwarded-Host: " + host + b"\r\n")
-    element = "for=" + _forwarded_node(client_ip) + ";proto=" + proto
+    element = _cached(_FOR_CACHE, (client_ip, proto), _for_element)
     if host:
-        element += ";host=" + _quote(host.decode("latin-1"))
-    out.append(b"Forwarded: " + (fwd + b", " if fwd else b"") + element.encode("latin-1") + b"\r\n")
+        element += _cached(_HOST_CACHE, host, _host_element)
+    out.append(b"Forwarded: " + (fwd + b", " if fwd else b"") + element + b"\r\n")
     if upgrade and upgrade_value:
         out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
     else:

@@ -84,6 +84,7 @@ class UpstreamConn(asyncio.Protocol):
         except HttpParserError as exc:
             if self.owner is not None:
                 self.owner.upstream_failed(self, "invalid", f"invalid answer from backend ({exc})")
+        owner.flush()                   # the owner may have let go of us meanwhile
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
