@@ -146,10 +146,6 @@ def _good(t: Task, rev: int, status: Mapping[str, NodeStatus]) -> bool:
     return t.revision >= rev and (t.node is None or status.get(t.node) in _KEEP)
 
 
-def _newest(ts: Sequence[Task]) -> Task:
-    return max(ts, key=lambda t: (t.created_at, t.task_id))
-
-
 def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
                 ) -> List[Tuple[Service, int, Optional[Task]]]:
     spec, rev = svc.spec, svc.current_from
@@ -174,10 +170,12 @@ def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
             out.append((svc, slot, None))
             continue
         if good:
-            keeper = _newest(good)
+            # A placed task beats a pending one (e.g. a drained node activated again
+            # before the successor found room); among placed ones the newest wins.
+            keeper = max(good, key=lambda t: (t.node is not None, t.created_at, t.task_id))
             for t in good:
                 if t is not keeper and t.node is None:
-                    w.stop(t, "duplicate pending task")
+                    w.stop(t, "not needed any more")
             if keeper.node is None:
                 out.append((svc, slot, keeper))
             elif keeper.serving:

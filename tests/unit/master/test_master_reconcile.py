@@ -232,3 +232,17 @@ def test_global_service_one_per_eligible_node():
     ch = w.step()
     assert [t.node for t in ch.update if t.desired == SHUTDOWN] == ["node-1"]
     assert not ch.create
+
+
+def test_activate_before_successor_placed_keeps_the_old_task():
+    w = World(nodes=1)
+    w.run(ServiceSpec("web", "img", replicas=1))
+    w.settle()
+    (old,) = w.live()
+    w.set_status("node-1", NodeStatus.DRAINING)
+    ch = w.step()
+    assert len(ch.create) == 1 and ch.create[0].node is None   # nowhere to go
+    w.set_status("node-1", NodeStatus.READY)
+    ch = w.step()
+    assert [(t.task_id, t.reason) for t in ch.update] == [(ch.update[0].task_id, "not needed any more")]
+    assert [t.task_id for t in w.live()] == [old.task_id]
