@@ -132,3 +132,21 @@ async def test_stats_members_metrics_leave(make_agent, api_for, agent_image):
     assert status == 200 and "swarmlet_agent_assignment_version 1" in text
     assert 'swarmlet_agent_tasks{state="running"} 1' in text
     assert (await api.request("POST", "/v1/leave"))[1] == {"left": True}
+
+
+async def test_agent_serves_and_keeps_assignments_while_docker_is_unreachable(make_agent, api_for,
+                                                                              tmp_path, agent_image):
+    agent = await make_agent(docker_url=f"unix://{tmp_path}/no-docker.sock")
+    api = api_for(agent)
+    t = web_task(agent_image)
+    status, body = await api.request("PUT", "/v1/assignment", json=assignment(agent.config.name, 1, t))
+    assert (status, body["applied"]) == (200, True)
+    for _ in range(50):
+        text = (await api.request("GET", "/metrics"))[1]
+        if "swarmlet_agent_docker_errors_total 0" not in text:
+            break
+        await asyncio.sleep(0.1)
+    assert "swarmlet_agent_docker_up 0" in text
+    assert "swarmlet_agent_docker_errors_total 0" not in text
+    assert (await api.request("GET", "/v1/info"))[0] == 200
+    assert agent.store.current.version == 1
