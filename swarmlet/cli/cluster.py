@@ -60,7 +60,7 @@ def _render(p: joinlib.Progress) -> None:
         return
     mark = {"ok": "ok", "fail": "FAILED", "note": "note"}[p.state]
     line = f"{p.target:<24} {p.step:<8} {mark}"
-    click.echo(line + (f"  {p.detail}" if p.detail else ""), err=p.state == "fail")
+    click.echo(line + (f"  {p.detail}" if p.detail else ""))
 
 
 @click.command("join", epilog="Example: swarmlet join -i ~/.ssh/id_ed25519 --accept-new-host-key "
@@ -102,10 +102,12 @@ def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, ac
                      "" if r.ok else r.error])
     click.echo("")
     click.echo(table(rows, ["HOST", "NAME", "ADDRESS", "RESULT", "TIME", "DETAIL"]))
-    for r in results:
-        if not r.ok and r.hint:
-            click.echo(f"hint ({r.target}): {r.hint}", err=True)
     failed = [r for r in results if not r.ok]
+    # One line per failed host on stderr (and its hint), after the table.
+    for r in failed:
+        click.echo(f"error: {r.target}: {r.error}", err=True)
+        if r.hint:
+            click.echo(f"hint: {r.hint}", err=True)
     click.echo(f"\n{len(results) - len(failed)} joined, {len(failed)} failed in {elapsed:.1f}s")
     if failed:
         sys.exit(1)

@@ -144,8 +144,7 @@ async def _join_one(
             cmd = f"{'' if facts.is_root else 'sudo -n '}sh -c {ssh.sh_quote(plan.unpack_script(bundle.id))}"
             r = await session.run(cmd, input=data, timeout=300)
             if r.exit_status != 0:
-                why = _last_line(r.stderr) or f"exit status {r.exit_status}"
-                raise ProvisionError(res.target, f"upload failed: {why}")
+                raise ProvisionError(res.target, f"upload failed: {upload_failure_reason(r.stderr, r.exit_status)}")
             done(f"bundle {bundle.id} ({bundle.size / 1e6:.1f} MB)")
 
         step("install")
@@ -226,6 +225,20 @@ async def _register(cluster: clusterlib.Cluster, res: JoinResult, ctx, emit: Emi
 def _labels_of(cluster: clusterlib.Cluster, name: str) -> Dict[str, str]:
     rec = clusterlib.find_node(cluster, name)
     return rec.labels if rec else {}
+
+
+# errno texts worth surfacing as the whole reason (tar repeats them per file).
+_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+            "Permission denied", "Input/output error")
+
+
+def upload_failure_reason(stderr: str, status: int) -> str:
+    """One line for a failed unpack: the errno text if tar gave one, else its first complaint."""
+    for reason in _REASONS:
+        if reason in stderr:
+            return reason
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "Exiting with failure" not in ln]
+    return lines[0] if lines else f"exit status {status}"
 
 
 def _last_line(text: str) -> str:

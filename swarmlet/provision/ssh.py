@@ -16,6 +16,7 @@ socket error becomes one ``SSHError`` subclass with a one-line reason.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import socket
 from dataclasses import dataclass
@@ -185,7 +186,9 @@ async def connect(
     except ConnectionRefusedError as exc:
         raise HostUnreachable(host, f"unreachable: connection refused on port {target.port}") from exc
     except OSError as exc:
-        raise HostUnreachable(host, f"unreachable: {_reason(exc)}") from exc
+        # asyncio words these "Connect call failed (addr)"; the errno says why.
+        why = os.strerror(exc.errno) if exc.errno else _reason(exc)
+        raise HostUnreachable(host, f"unreachable: {why} (port {target.port})") from exc
     except asyncssh.Error as exc:
         raise SSHError(host, f"SSH failed: {_reason(exc)}") from exc
     new_fp = None

@@ -1,0 +1,191 @@
+"""join, leave and their errors on the lab: real sshd, systemd as PID 1, real dockerd.
+
+This module has its own lab (``swt-join-<pid>``) and $SWARMLET_HOME, because it
+breaks nodes on purpose (stops dockerd, changes a host key, fills a disk).
+The tests run in order and share the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Dict, List
+
+import pytest
+
+from tests.support import CLI, ssh
+
+pytestmark = pytest.mark.e2e
+
+# A container the agent does not manage: join and leave must leave it running.
+SLEEPER = ("docker image inspect sleeper:1 >/dev/null 2>&1 || tar -ch -C / usr/bin/sleep "
+           "lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2 | docker import - sleeper:1 >/dev/null; ")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, docker_client) -> Dict[str, str]:
+    e = dict(os.environ)
+    e["SWARMLET_HOME"] = str(tmp_path_factory.mktemp("join-home"))
+    e["SWARMLET_LAB"] = f"swt-join-{os.getpid()}"
+    return e
+
+
+@pytest.fixture(scope="module")
+def cli(env) -> CLI:
+    return CLI(env)
+
+
+@pytest.fixture(scope="module")
+def nodes(cli) -> List[dict]:
+    cli("lab", "up", "--nodes", "3", check=True, timeout=600)
+    cli("init", "--no-master", "--name", "e2e", check=True)
+    yield cli.json("lab", "ls")
+    cli("lab", "down", timeout=300)
+
+
+def run(node: dict, command: str) -> str:
+    r = ssh(node, command)
+    assert r.returncode == 0, f"{command}: {r.stderr}"
+    return r.stdout.strip()
+
+
+def join(cli: CLI, nodes: List[dict], *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    r = cli("join", "-i", nodes[0]["key"], *extra, *[n["ssh"] for n in nodes], timeout=timeout)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    return r
+
+
+def node_rows(cli: CLI) -> Dict[str, dict]:
+    return {r["name"]: r for r in cli.json("nodes")}
+
+
+def test_unknown_host_keys_need_the_flag(cli, nodes):
+    r = join(cli, nodes)
+    assert r.returncode == 1
+    assert r.stderr.count("unknown host key SHA256:") == 3
+    assert "--accept-new-host-key" in r.stderr
+
+
+def test_join_three_nodes(cli, nodes, env):
+    r = join(cli, nodes, "--accept-new-host-key", "--label", "zone=a")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 joined, 0 failed" in r.stdout
+    for step in ("connect", "probe", "upload", "install", "start", "healthy"):
+        assert r.stdout.count(f" {step} ") >= 3, step
+    for n in nodes:
+        assert run(n, "systemctl is-active swarmlet-agent.service") == "active"
+        assert run(n, "stat -c %a /etc/swarmlet/agent.key /etc/swarmlet/gossip.keys /etc/swarmlet") == "600\n600\n700"
+        cfg = json.loads(run(n, "cat /etc/swarmlet/agent.json"))
+        assert cfg["address"] == n["address"] and cfg["labels"] == {"zone": "a"}
+    rows = node_rows(cli)
+    assert sorted(rows) == sorted(n["name"] for n in nodes)
+    assert all(r["status"] == "ready" and r["labels"] == {"zone": "a"} for r in rows.values())
+    kh = open(os.path.join(env["SWARMLET_HOME"], "known_hosts")).read()
+    assert all(n["address"] in kh for n in nodes)
+
+
+def test_join_again_upgrades_in_place_and_containers_keep_running(cli, nodes):
+    n1 = nodes[0]
+    cid = run(n1, SLEEPER + "docker run -d --name keepme sleeper:1 /usr/bin/sleep 3600")
+    pid_before = run(n1, "systemctl show -p MainPID --value swarmlet-agent.service")
+    old_bundle = run(n1, "readlink /opt/swarmlet/current").rsplit("/", 1)[-1]
+    r = join(cli, nodes, "--label", "zone=a")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("upgraded") == 3
+    uploads = [ln for ln in r.stdout.splitlines() if " upload " in ln]
+    assert len(uploads) == 3
+    # The same bundle is never sent twice (other sessions editing agent/ make a new one).
+    for ln in uploads:
+        assert ("already on host" in ln) == (old_bundle in ln), ln
+    assert run(n1, "docker inspect -f '{{.State.Running}} {{.Id}}' keepme") == f"true {cid}"
+    assert run(n1, "systemctl show -p MainPID --value swarmlet-agent.service") != pid_before
+    assert len(node_rows(cli)) == 3
+
+
+def test_wrong_key_and_unreachable(cli, nodes, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    r = cli("join", "-i", str(other), nodes[0]["ssh"], timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{nodes[0]['ssh']}: authentication failed for user root" in r.stderr
+    unused = nodes[0]["address"].rsplit(".", 1)[0] + ".250"
+    r = cli("join", "-i", nodes[0]["key"], f"root@{nodes[0]['address']}:2", f"root@{unused}", timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "unreachable: connection refused on port 2" in r.stderr
+    # No such machine: "No route to host" (ARP fails) or a connect timeout, depending on the network.
+    assert f"root@{unused}: unreachable: " in r.stderr
+    assert "0 joined, 2 failed" in r.stdout
+
+
+def test_node_without_running_dockerd(cli, nodes):
+    n3 = nodes[2]
+    run(n3, "systemctl stop docker.socket docker.service")
+    try:
+        r = join(cli, [n3])
+        assert r.returncode == 1
+        assert f"{n3['ssh']}: the Docker daemon is not running" in r.stderr
+        assert "failed at probe" in r.stdout
+    finally:
+        run(n3, "systemctl start docker.service")
+
+
+def test_changed_host_key_is_refused(cli, nodes):
+    n3 = nodes[2]
+    run(n3, "rm -f /etc/ssh/ssh_host_*; ssh-keygen -A >/dev/null; systemctl restart ssh")
+    r = join(cli, [n3], "--accept-new-host-key")
+    assert r.returncode == 1
+    assert f"{n3['ssh']}: host key has CHANGED" in r.stderr
+    assert "failed at connect" in r.stdout
+
+
+def test_leave_purges_and_peers_see_left(cli, nodes):
+    n2 = nodes[1]
+    run(n2, SLEEPER + "docker run -d --name ghost --label io.swarmlet.managed=1 --label io.swarmlet.node=ghost "
+        "sleeper:1 /usr/bin/sleep 3600 >/dev/null; docker run -d --name plain sleeper:1 /usr/bin/sleep 3600")
+    r = cli("leave", n2["name"], "--purge", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "left the gossip mesh" in r.stdout
+    assert run(n2, "systemctl list-unit-files swarmlet-agent.service | grep -c swarmlet || true") == "0"
+    assert run(n2, "ls -d /etc/swarmlet /opt/swarmlet /var/lib/swarmlet 2>/dev/null | wc -l") == "0"
+    assert run(n2, "docker ps -a --format '{{.Names}}' | sort") == "plain"
+    deadline = time.monotonic() + 20
+    while node_rows(cli).get(n2["name"], {}).get("status") != "left" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node_rows(cli)[n2["name"]]["status"] == "left"
+
+
+def test_upload_fails_cleanly_on_a_full_disk(cli, nodes):
+    n2 = nodes[1]
+    run(n2, "mkdir -p /opt/swarmlet && mount -t tmpfs -o size=1m tmpfs /opt/swarmlet")
+    try:
+        r = join(cli, [n2])
+        assert r.returncode == 1
+        assert "failed at upload" in r.stdout
+        assert f"{n2['ssh']}: upload failed:" in r.stderr and "No space left on device" in r.stderr
+        assert run(n2, "ls /opt/swarmlet/bundles") == ""  # no half bundle left behind
+    finally:
+        run(n2, "umount /opt/swarmlet; rm -rf /opt/swarmlet")
+
+
+def test_supervised_agent_without_systemd_restarts_on_crash(cli, nodes):
+    n2 = nodes[1]
+    r = join(cli, [n2], "--supervised")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "will not survive a reboot" in r.stdout
+    assert run(n2, "test -f /etc/systemd/system/swarmlet-agent.service && echo unit || echo none") == "none"
+    sup = run(n2, "cat /run/swarmlet-agent.pid")
+    agent = run(n2, f"pgrep -P {sup} -f swarmlet_agent")
+    run(n2, f"kill -9 {agent}")
+    deadline = time.monotonic() + 20
+    new = ""
+    while time.monotonic() < deadline:
+        new = ssh(n2, f"pgrep -P {sup} -f swarmlet_agent").stdout.strip()
+        if new and new != agent:
+            break
+        time.sleep(0.3)
+    assert new and new != agent
+    r = cli("leave", n2["name"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ssh(n2, f"kill -0 {sup}").returncode != 0
