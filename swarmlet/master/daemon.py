@@ -45,6 +45,7 @@ from .scheduler import STRATEGIES
 from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task, assignment_tasks,
                     merge_observed, next_revision, node_status, replace)
 from .store import Store
+from ..routes import ReplicaView, Route, build_routes
 
 log = logging.getLogger("swarmlet.master")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -61,6 +62,8 @@ class MasterConfig:
     rebalance_window: float = 60.0
     request_timeout: float = 1.5
     liveness: LivenessConfig = LivenessConfig()
+    ingress: bool = True            # run a load balancer for every published port
+    ingress_bind: str = "0.0.0.0"
 
 
 @dataclass
@@ -84,8 +87,11 @@ class _Live:
 class Master:
     def __init__(self, store: Store, client: AgentClient, cluster: Optional[Mapping[str, Any]] = None,
                  config: MasterConfig = MasterConfig(), clock: Callable[[], float] = time.time,
-                 seed_nodes: Optional[List[Mapping[str, Any]]] = None) -> None:
+                 seed_nodes: Optional[List[Mapping[str, Any]]] = None,
+                 ingress: Optional[Any] = None) -> None:
         self.store = store
+        self.ingress = ingress          # swarmlet.ingress.Ingress, fed from routes()
+        self._routes_dirty = asyncio.Event()
         self.client = client
         self.cluster = dict(cluster or {})
         self.cfg = config
@@ -130,6 +136,8 @@ class Master:
             self._start_node_loop(name)
         self._loops = [asyncio.create_task(self._tick_loop(), name="master-tick"),
                        asyncio.create_task(self._reconcile_loop(), name="master-reconcile")]
+        if self.ingress is not None:
+            self._loops.append(asyncio.create_task(self._ingress_loop(), name="master-ingress"))
         self.kick()
 
     async def close(self) -> None:
@@ -137,6 +145,8 @@ class Master:
         for t in loops:
             t.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        if self.ingress is not None:
+            await self.ingress.close()
         await self.client.close()
 
     def kick(self) -> None:
@@ -374,6 +384,7 @@ class Master:
             self.counters["reconcile_passes"] += 1
             if not ch.empty or ch.events:
                 await self._commit(ch, now=now)
+            self._routes_dirty.set()   # before the push: the LB stops routing to stopped tasks first
             await self._sync_assignments()
             return sum(1 for e in ch.events if "rebalancing" in e.message)
 
@@ -434,6 +445,33 @@ class Master:
             if live is not None:
                 live.pushing = False
 
+    # --- routing ----------------------------------------------------------------
+
+    def routes(self) -> Tuple[Route, ...]:
+        """The routing table: healthy replicas behind every published port."""
+        addr = {n: rec.address for n, rec in self.nodes.items()
+                if (self.live.get(n) or _Live()).status not in _LOST}
+        reps = [ReplicaView(t.task_id, t.service, t.node, t.state, t.health, t.host_ports,
+                            t.desired == RUNNING) for t in self.tasks.values()]
+        return build_routes([svc.spec for svc in self.services.values()], reps, addr)
+
+    def _graceful(self) -> Set[str]:
+        """Tasks leaving the routes on purpose while still running: let them drain."""
+        return {t.task_id for t in self.tasks.values()
+                if t.desired == SHUTDOWN and t.state == TaskState.RUNNING
+                and (self.live.get(t.node or "") or _Live()).status not in _LOST}
+
+    async def _ingress_loop(self) -> None:
+        """Apply the latest routes to the master's load balancers, one change at a time."""
+        while True:
+            await self._routes_dirty.wait()
+            self._routes_dirty.clear()
+            try:
+                await self.ingress.apply(self.routes(), self._graceful())
+            except Exception:  # never let the front door's loop die
+                log.exception("ingress update failed")
+                await asyncio.sleep(1.0)
+
     # --- polling and liveness ---------------------------------------------------
 
     def _start_node_loop(self, name: str) -> None:
@@ -475,6 +513,7 @@ class Master:
             if not changed:
                 return
             await self._commit(Changes(update=changed))
+        self._routes_dirty.set()
         self.kick()   # a task started, stopped, failed or changed health: reconcile reacts
 
     async def _tick_loop(self) -> None:
@@ -533,6 +572,7 @@ class Master:
         self._spawn(asyncio.to_thread(self.store.commit, events=[Event("node", name, msg)]))
         if new == NodeStatus.READY and live.content is not None:
             self._push(name)
+        self._routes_dirty.set()
         self.kick()
 
 

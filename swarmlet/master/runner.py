@@ -20,6 +20,7 @@ from .agents import AgentClient
 from .api import serve
 from .daemon import Master, MasterConfig
 from .store import Store
+from ..ingress import Ingress
 
 
 @dataclass
@@ -46,8 +47,10 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
     store = Store(c.master_dir / "state.db")
     seeds = [asdict(r) for r in clusterlib.nodes(c)]
+    ingress = Ingress(config.ingress_bind) if config.ingress else None
     master = Master(store, AgentClient(client_ctx, config.request_timeout),
-                    cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds)
+                    cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds,
+                    ingress=ingress)
     await master.start()
     host = bind or ("0.0.0.0" if c.advertise_addr else "127.0.0.1")
     listen_port = c.master_port if port is None else port
