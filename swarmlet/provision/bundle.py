@@ -34,10 +34,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..exceptions import SwarmletError
 
 # What the agent imports from PyPI. Versions follow what swarmlet itself is tested with.
-REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41")
+REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6")
 # The part of `swarmlet` that runs on servers: stdlib-only or needing only REQUIREMENTS.
 SHIPPED = ("__init__.py", "exceptions.py", "models.py", "tlsutil.py", "wire.py", "clock.py",
-           "gossip", "lb")
+           "gossip", "lb", "routes.py", "ingress.py")
 # Never shipped, even if the agent names them: they need click/asyncssh or are admin-only.
 NEVER_SHIPPED = {"cli", "provision", "pki", "lab", "cluster", "master_process", "home"}
 PIP_TIMEOUT = 600.0
