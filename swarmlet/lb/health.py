@@ -75,6 +75,7 @@ class HealthChecker:
         self.on_change = on_change
         self.tasks: Dict[Key, asyncio.Task] = {}
         self.checks = 0
+        self.closed = False
 
     def sync(self) -> None:
         """Check every live backend, and only those."""
@@ -91,7 +92,8 @@ class HealthChecker:
         loop = asyncio.get_running_loop()
         interval = self.config.interval
         await asyncio.sleep(random.uniform(0, interval))
-        while True:
+        # checked each round too: Python 3.11's wait_for can swallow a cancel
+        while not self.closed:
             st = self.router.states.get(key)
             if st is None:
                 return
@@ -105,8 +107,10 @@ class HealthChecker:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
+        self.closed = True
         tasks = list(self.tasks.values())
         self.tasks.clear()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.timeout + 1.0)

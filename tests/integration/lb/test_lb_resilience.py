@@ -1,0 +1,187 @@
+"""Failures on loopback: ejection and retry, rise and fall, panic mode, 5xx
+ejection, and a backend process SIGKILLed under load with no failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.lb.lb_support import free_port, wait_until
+from swarmlet.lb import Backend, HealthConfig, LBConfig, OutlierConfig
+
+pytestmark = pytest.mark.integration
+
+NO_CHECKS = HealthConfig(enabled=False)
+FAST_CHECKS = HealthConfig(interval=0.05, timeout=0.5, rise=2, fall=3)
+
+
+def url(lb, path="/"):
+    return f"http://127.0.0.1:{lb.port}{path}"
+
+
+async def texts(session, u, n, method="GET"):
+    out = []
+    for _ in range(n):
+        async with session.request(method, u, data=b"payload" if method == "POST" else None) as r:
+            out.append((r.status, await r.text()))
+    return out
+
+
+class SilentCloser:
+    """A backend that reads a request and hangs up without answering."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.server = None
+
+    async def start(self) -> Backend:
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            writer.close()
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return Backend("127.0.0.1", self.server.sockets[0].getsockname()[1], "/up")
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_connect_error_ejects_and_retries(backends, make_lb):
+    (good,) = await backends(1)
+    dead = Backend("127.0.0.1", free_port(), "/up", name="dead")
+    lb = await make_lb(LBConfig(health=NO_CHECKS), [dead, good.backend])
+    async with aiohttp.ClientSession() as s:
+        answers = await texts(s, url(lb), 10)
+    assert answers == [(200, "b0")] * 10          # no client saw the dead one
+    st = lb.router.states[dead.key]
+    assert st.ejected(lb.loop.time()) and st.eject_kind == "network"
+    assert st.ejections_total == 1 and lb.metrics.retries == 1
+    assert lb.metrics.upstream_errors == {"connect": 1}
+
+
+async def test_idempotent_retried_after_send_but_post_is_not(backends, make_lb):
+    (good,) = await backends(1)
+    bad = SilentCloser()
+    bad_backend = await bad.start()
+    try:
+        lb = await make_lb(LBConfig(health=NO_CHECKS), [bad_backend, good.backend])
+        async with aiohttp.ClientSession() as s:
+            gets = await texts(s, url(lb), 4)
+        assert gets == [(200, "b0")] * 4 and bad.requests == 1   # GET replayed elsewhere
+
+        lb2 = await make_lb(LBConfig(health=NO_CHECKS), [bad_backend, good.backend])
+        async with aiohttp.ClientSession() as s:
+            posts = await texts(s, url(lb2), 4, method="POST")
+        statuses = Counter(status for status, _ in posts)
+        # the POST that reached the silent backend is answered 502, never replayed
+        assert statuses == {200: 3, 502: 1} and bad.requests == 2
+        assert [t for st, t in posts if st == 502] == [
+            "502 Bad Gateway: backend closed the connection\n"]
+    finally:
+        await bad.stop()
+
+
+async def test_fall_then_rise_with_thresholds(backends, make_lb):
+    a, b = await backends(2)
+    lb = await make_lb(LBConfig(health=FAST_CHECKS), [a.backend, b.backend])
+    st = lb.router.states[a.backend.key]
+    await wait_until(lambda: a.health_hits >= 2)   # checks run
+    a.healthy = False
+    hits_when_sick = a.health_hits
+    await wait_until(lambda: not st.healthy)
+    assert a.health_hits - hits_when_sick >= 3       # fall=3: not on the first failure
+    async with aiohttp.ClientSession() as s:
+        assert await texts(s, url(lb), 6) == [(200, "b1")] * 6
+    a.healthy = True
+    hits_when_well = a.health_hits
+    await wait_until(lambda: st.healthy)
+    assert a.health_hits - hits_when_well >= 2       # rise=2
+    async with aiohttp.ClientSession() as s:
+        assert {t for _, t in await texts(s, url(lb), 6)} == {"b0", "b1"}
+
+
+async def test_checks_run_with_a_single_backend(backends, make_lb):
+    (a,) = await backends(1)
+    lb = await make_lb(LBConfig(health=FAST_CHECKS), [a.backend])
+    a.healthy = False
+    await wait_until(lambda: not lb.router.states[a.backend.key].healthy)
+    a.healthy = True
+    await wait_until(lambda: lb.router.states[a.backend.key].healthy)
+
+
+async def test_panic_mode_routes_to_all_when_none_is_healthy(backends, make_lb):
+    a, b = await backends(2)
+    a.healthy = b.healthy = False                    # health says no, but they serve
+    lb = await make_lb(LBConfig(health=FAST_CHECKS), [a.backend, b.backend])
+    await wait_until(lambda: not any(st.healthy for st in lb.router.states.values()))
+    async with aiohttp.ClientSession() as s:
+        answers = await texts(s, url(lb), 6)
+    assert {st for st, _ in answers} == {200}
+    assert {t for _, t in answers} == {"b0", "b1"}
+    assert lb.router.panic and lb.router.panics >= 6
+    assert "swarmlet_lb_panic_routes_total" in lb.metrics_text()
+
+
+async def test_consecutive_5xx_eject_for_a_growing_time(backends, make_lb):
+    a, b = await backends(2)
+    a.fail_status = 500
+    cfg = LBConfig(health=NO_CHECKS,
+                   outlier=OutlierConfig(consecutive_5xx=3, base_ejection=0.3, max_ejection=10))
+    lb = await make_lb(cfg, [a.backend, b.backend])
+    st = lb.router.states[a.backend.key]
+    async with aiohttp.ClientSession() as s:
+        first = await texts(s, url(lb), 6)           # a answers 500 three times: out
+        assert Counter(first) == {(500, "b0 failing"): 3, (200, "b1"): 3}
+        assert st.ejected(lb.loop.time()) and st.eject_kind == "5xx"
+        assert await texts(s, url(lb), 4) == [(200, "b1")] * 4
+        await wait_until(lambda: not st.ejected(lb.loop.time()))
+        await texts(s, url(lb), 6)                   # back in, fails again: ejected longer
+        assert st.ejections == 2
+        assert st.ejected_until - lb.loop.time() > 0.35
+
+
+async def test_no_failed_request_when_a_backend_is_killed_under_load(make_lb):
+    script = Path(__file__).with_name("lb_backend_proc.py")
+    procs = [subprocess.Popen([sys.executable, str(script), f"r{i}"], stdout=subprocess.PIPE)
+             for i in range(3)]
+    try:
+        ports = [int(p.stdout.readline()) for p in procs]
+        cfg = LBConfig(health=HealthConfig(interval=0.2, timeout=0.5))
+        lb = await make_lb(cfg, [Backend("127.0.0.1", port, None, name=f"r{i}")
+                                 for i, port in enumerate(ports)])
+        results: Counter = Counter()
+        stop = asyncio.Event()
+
+        async def worker(s):
+            for _ in range(2000):                    # bounded
+                if stop.is_set():
+                    return
+                async with s.get(url(lb)) as r:
+                    results[(r.status, await r.text())] += 1
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=20)) as s:
+            workers = [asyncio.ensure_future(worker(s)) for _ in range(20)]
+            await wait_until(lambda: sum(results.values()) >= 300)
+            procs[1].send_signal(signal.SIGKILL)     # a replica crashes mid-load
+            killed_at = sum(results.values())
+            await wait_until(lambda: sum(results.values()) >= killed_at + 600, timeout=20)
+            stop.set()
+            await asyncio.gather(*workers)
+        assert {status for status, _ in results} == {200}, results
+        after = sum(results.values()) - killed_at
+        assert after >= 600 and results[(200, "r0")] and results[(200, "r2")]
+        assert lb.router.states[("127.0.0.1", ports[1])].ejections_total >= 1
+        assert lb.metrics.retries >= 1                # the failure path was really taken
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
