@@ -34,6 +34,8 @@ class AgentConfig:
     api_bind: str = "0.0.0.0"
     gossip_bind: str = "0.0.0.0"
     gossip: bool = True                 # false: run without the mesh (tests, single node)
+    ingress: bool = True                # run a proxy for every published port (routes)
+    ingress_bind: str = "0.0.0.0"
     docker_url: Optional[str] = None    # None: DOCKER_HOST or the local socket
     resync_interval: float = 10.0       # full re-list even without Docker events
     stats_interval: float = 5.0         # utilization sampling and gossip meta refresh
@@ -51,7 +53,7 @@ class AgentConfig:
 
 
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
-        "api_bind", "gossip_bind")
+        "api_bind", "gossip_bind", "ingress_bind")
 _INT = ("api_port", "gossip_port", "stop_timeout")
 _FLOAT = ("resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
@@ -86,7 +88,7 @@ def parse(data: Any, where: str = "agent.json") -> AgentConfig:
             if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
                 raise ConfigError(f"{where}: 'seeds' must be a list of 'host:port' strings")
             kw[k] = tuple(v)
-        elif k == "gossip":
+        elif k in ("gossip", "ingress"):
             kw[k] = bool(v)
         elif k == "docker_url":
             kw[k] = v if isinstance(v, str) and v else None

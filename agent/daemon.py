@@ -9,6 +9,9 @@ the pure ``reconcile.plan`` and every Docker call to ``runtime``. Loops:
   independent tasks, so a slow ``docker stop`` never delays a restart.
 - health: HTTP probes for tasks with an ``http`` check.
 - stats: node and task utilization, pushed into the gossip meta.
+- ingress: a proxy for every published port, fed the routing table that
+  comes with each assignment, so this node answers on every published port
+  and keeps routing with the master gone.
 
 The master is never needed: with it gone the agent keeps the stored
 assignment and keeps restarting crashed tasks (static stability). Stopping
@@ -71,6 +74,8 @@ class Agent:
         self._assign_lock = asyncio.Lock()
         self._api_runner: Any = None
         self.docker_ok = False
+        self.ingress: Any = None
+        self._routes_dirty = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------
 
@@ -82,6 +87,11 @@ class Agent:
         for coro, name in ((self._reconcile_loop(), "reconcile"), (self._health_loop(), "health"),
                            (self._stats_loop(), "stats")):
             self._tasks.append(loop.create_task(coro, name=name))
+        if self.config.ingress:
+            from swarmlet.ingress import Ingress  # the LB is imported only when it runs
+            self.ingress = Ingress(self.config.ingress_bind)
+            self._tasks.append(loop.create_task(self._ingress_loop(), name="ingress"))
+            self._routes_dirty.set()
         from .api import start_api  # aiohttp is imported only with the API
         self._api_runner, self.api_port = await start_api(self)
         await self._start_gossip()  # after the API: the meta carries the bound port
@@ -107,6 +117,8 @@ class Agent:
         for t in self._tasks + list(self._actions):
             t.cancel()
         await asyncio.gather(*self._tasks, *self._actions, return_exceptions=True)
+        if self.ingress is not None:
+            await self.ingress.close()
         await self.members.close()
         await self.lag.stop()
         await asyncio.to_thread(self.runtime.close)
@@ -145,7 +157,22 @@ class Agent:
                 if want.get(tid) != self._restarts_rev.get(tid):
                     del self._restarts[tid]
             self._wake.set()
+            self._routes_dirty.set()
         return applied
+
+    async def _ingress_loop(self) -> None:
+        """Keep the ingress proxies on the stored assignment's routes (one change at a time)."""
+        while True:
+            await self._routes_dirty.wait()
+            self._routes_dirty.clear()
+            cur = self.store.current
+            if cur is None:
+                continue
+            try:
+                await self.ingress.apply(cur.routes, frozenset(cur.draining))
+            except Exception:  # a bug: keep the rest of the agent alive
+                log.exception("ingress update failed")
+                await asyncio.sleep(1.0)
 
     def desired(self) -> Optional[Dict[str, TaskSpec]]:
         cur = self.store.current

@@ -180,12 +180,38 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class RouteBackend:
+    task_id: str
+    node: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """One published port: the service behind it and its serving replicas (see ``routes``)."""
+
+    service: str
+    published: int
+    target: int
+    health_path: Optional[str] = "/"     # None: TCP connect checks
+    lb: LBOptions = LBOptions()
+    backends: Tuple[RouteBackend, ...] = ()
+
+
+@dataclass(frozen=True)
 class Assignment:
-    """A node's full desired task set. Versioned: older never overwrites newer."""
+    """A node's full desired task set. Versioned: older never overwrites newer.
+
+    ``routes`` is the cluster's routing table, so the node's ingress proxies
+    keep routing while the master is down; ``draining`` names tasks leaving
+    the routes on purpose (their in-flight requests may finish)."""
 
     node: str
     version: int
     tasks: Tuple[TaskSpec, ...] = ()
+    routes: Tuple[Route, ...] = ()
+    draining: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

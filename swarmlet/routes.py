@@ -16,25 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .models import Health, LBOptions, ServiceSpec, TaskState
+from .models import Health, Route, RouteBackend, ServiceSpec, TaskState
 
-
-@dataclass(frozen=True)
-class RouteBackend:
-    task_id: str
-    node: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class Route:
-    service: str
-    published: int
-    target: int
-    health_path: Optional[str] = "/"     # None: TCP connect checks
-    lb: LBOptions = LBOptions()
-    backends: Tuple[RouteBackend, ...] = ()
+__all__ = ["Route", "RouteBackend", "ReplicaView", "build_routes", "by_port", "health_path", "serving"]
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class _Live:
     info: Dict[str, Any] = field(default_factory=dict)
     agent_version: int = -1
     content: Optional[Tuple[TaskSpec, ...]] = None
+    routing: Tuple[Tuple[Route, ...], Tuple[str, ...]] = ((), ())   # shipped routes, draining
     pushing: bool = False
     repush: bool = False
 
@@ -391,11 +392,12 @@ class Master:
     async def _sync_assignments(self) -> None:
         """Bump and push every node whose desired task set changed (lock held)."""
         bumped: List[NodeRecord] = []
+        routing = (self.routes(), tuple(sorted(self._graceful())))
         for name, rec in self.nodes.items():
             live = self.live[name]
             content = assignment_tasks(name, self.tasks_on(name), self.specs)
-            if content != live.content:
-                live.content = content
+            if content != live.content or routing != live.routing:
+                live.content, live.routing = content, routing
                 bumped.append(replace(rec, assignment_version=rec.assignment_version + 1))
         if not bumped:
             return
@@ -422,7 +424,7 @@ class Master:
                 if rec is None or live is None or live.content is None:
                     return
                 live.repush = False
-                a = Assignment(name, rec.assignment_version, live.content)
+                a = Assignment(name, rec.assignment_version, live.content, *live.routing)
                 try:
                     await self.client.put_assignment(base_url(rec.address, rec.api_port), a)
                     self.counters["pushes"] += 1
