@@ -34,8 +34,9 @@ class GossipConfig:
     push_pull_interval: float = 30.0
     push_pull_scale: bool = True
     reconnect_interval: float = 30.0
-    # With no live peer left, push-pull the seeds again this often.
-    rejoin_interval: float = 5.0
+    # With no live peer known, push-pull the seeds again this often (a lost join packet
+    # costs one interval).
+    rejoin_interval: float = 1.0
     # Wire.
     udp_buffer_size: int = 1400
     # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h).

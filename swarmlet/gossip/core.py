@@ -17,8 +17,9 @@ What it does (memberlist's design, which serf and Consul run in production):
 - Dissemination: changes are queued (``BroadcastQueue``) and piggybacked on every
   packet, and gossiped every ``gossip_interval`` to ``gossip_nodes`` random members,
   each at most retransmit_mult*ceil(log10(N+1)) times.
-- Anti-entropy: full-state push-pull with a random member every push-pull period
-  (remote dead/suspect entries are merged as suspicions so they can be refuted);
+- Anti-entropy: push-pull of state digests with a random member every push-pull
+  period; each side pulls the full alive messages (with metadata) it is behind on,
+  and merges remote dead/suspect entries as suspicions so they can be refuted;
   with a random dead member every ``reconnect_interval`` (serf's reconnect), which
   merges healed partitions; with the seeds while no live peer is known.
 - Lifeguard: (1) a local-health score (0..awareness_max_multiplier-1) raised by failed
@@ -50,7 +51,7 @@ from .crypto import OVERHEAD, Keyring
 from .members import EventKind, Member, MemberEvent, MemberState, Node, Suspicion
 from .replay import ReplayGuard
 from .wire import (ST_ALIVE, ST_DEAD, ST_LEFT, ST_SUSPECT, Ack, Alive, Dead, Entry,
-                   IndirectPing, Item, Nack, Ping, PushPull, Suspect)
+                   IndirectPing, Item, Nack, Ping, Pull, PushPull, Suspect)
 
 Addr = Tuple[str, int]
 
@@ -132,7 +133,7 @@ class GossipCore:
         self._handlers: Dict[type, Callable[[Any, str, Addr], None]] = {
             Ping: self._h_ping, IndirectPing: self._h_indirect, Ack: self._h_ack,
             Nack: self._h_nack, Alive: self._on_alive_msg, Suspect: self._on_suspect_msg,
-            Dead: self._on_dead_msg, PushPull: self._h_push_pull,
+            Dead: self._on_dead_msg, PushPull: self._h_push_pull, Pull: self._h_pull,
         }
         # Stagger the periodic timers so members do not act in lockstep.
         self._schedule(now + self.rng.uniform(0, cfg.probe_interval), _T_PROBE)
@@ -140,6 +141,8 @@ class GossipCore:
         self._schedule(now + self.rng.uniform(0, cfg.push_pull_interval), _T_PUSH_PULL, 0)
         self._schedule(now + self.rng.uniform(0.5, 1.0) * cfg.reconnect_interval, _T_RECONNECT)
         self._schedule(now + cfg.rejoin_interval, _T_REJOIN)
+        # Announce ourselves: rides on the first packets once we know anyone.
+        self._broadcast_self()
 
     # --- public, sans-I/O ----------------------------------------------------------
 
@@ -365,6 +368,9 @@ class GossipCore:
         target = self._nodes.get(p.target)
         if target is None:
             return
+        # A second direct ping alongside the indirect ones: memberlist sends its TCP
+        # fallback ping here; over lossy UDP a retry alone cuts false suspicions ~5x.
+        self._send(target.addr, [wire.item(Ping(seq, target.name))])
         relays = self._random_nodes(self.config.indirect_checks,
                                     lambda n: n.state == ST_ALIVE and n.name != p.target)
         for r in relays:
@@ -604,9 +610,11 @@ class GossipCore:
         return out
 
     def _entries(self) -> List[Entry]:
+        """Digests of every member (no metadata: peers pull what they lack)."""
+        # Our own entry carries our metadata, so a join needs no extra round trip.
         own = Entry(self.name, self.host, self.port, self.inc,
-                    ST_LEFT if self.left else ST_ALIVE, self.meta)
-        return [own] + [Entry(n.name, n.host, n.port, n.inc, n.state, n.meta)
+                    ST_LEFT if self.left else ST_ALIVE, None if self.left else self.meta)
+        return [own] + [Entry(n.name, n.host, n.port, n.inc, n.state)
                         for n in self._nodes.values()]
 
     def _send_state(self, addr: Addr, join: bool, reply: bool) -> None:
@@ -616,16 +624,49 @@ class GossipCore:
         self.stats["push_pulls"] += 1
 
     def _h_push_pull(self, m: PushPull, sender: str, addr: Addr) -> None:
+        want: List[str] = []
         for e in m.entries:
             if e.state == ST_ALIVE:
-                self._on_alive(Alive(e.inc, e.name, e.host, e.port, e.meta))
+                if e.meta is not None:
+                    self._on_alive(Alive(e.inc, e.name, e.host, e.port, e.meta))
+                elif e.name == self.name:
+                    if not self.left and e.inc > self.inc:
+                        self._refute(e.inc)   # the cluster knew a newer us (we restarted)
+                else:
+                    node = self._nodes.get(e.name)
+                    if node is None or e.inc > node.inc:
+                        want.append(e.name)
             elif e.state == ST_LEFT:
                 self._on_dead(Dead(e.inc, e.name, e.name))
             else:
                 # A remote "dead" is only a suspicion here: the member may refute it.
                 self._on_suspect(Suspect(e.inc, e.name, sender))
+        for chunk in wire.chunk_names(want, self._room - wire.ITEM_OVERHEAD - 8):
+            self._emit(addr, [wire.item(Pull(chunk))])
         if not m.reply and m.part == 0 and not self.left:
             self._send_state(addr, join=False, reply=True)
+
+    def _h_pull(self, m: Pull, sender: str, addr: Addr) -> None:
+        batch: List[Item] = []
+        used = 0
+        for name in m.names:
+            if name == self.name:
+                if self.left:
+                    continue
+                a = Alive(self.inc, self.name, self.host, self.port, self.meta)
+            else:
+                node = self._nodes.get(name)
+                if node is None or node.state > ST_SUSPECT:
+                    continue
+                a = Alive(node.inc, node.name, node.host, node.port, node.meta)
+            it = wire.item(a)
+            if batch and used + it.cost > self._room:
+                self._emit(addr, batch)
+                batch, used = [], 0
+            batch.append(it)
+            used += it.cost
+        if batch:
+            self._emit(addr, batch)
 
     def _push_pull(self) -> None:
         self._schedule(self._now + self.config.push_pull_period(self._live + 1), _T_PUSH_PULL,

@@ -12,6 +12,10 @@ positional lists (smaller than maps). Every field is type- and range-checked;
 anything off raises ``ProtocolError`` (the caller drops and counts the packet).
 Unknown message types are skipped, not errors, so newer peers can add messages.
 
+Push-pull carries digests ``[name, host, port, inc, state]``; a receiver that is
+behind answers with ``PULL [names]`` and gets full ``ALIVE`` messages back, so
+anti-entropy does not resend every member's metadata each period.
+
 Broadcasts are pre-encoded once as ``Item``s (type + packed fields) and spliced
 into packets without re-encoding; ``pack_items`` knows the exact byte cost.
 """
@@ -36,10 +40,11 @@ ALIVE = 6
 DEAD = 7
 PUSH_PULL = 8
 COMPOUND = 9
+PULL = 10
 
 TYPE_NAMES = {PING: "ping", INDIRECT_PING: "indirect_ping", ACK: "ack", NACK: "nack",
               SUSPECT: "suspect", ALIVE: "alive", DEAD: "dead", PUSH_PULL: "push_pull",
-              COMPOUND: "compound"}
+              COMPOUND: "compound", PULL: "pull"}
 
 # Member states as sent in push-pull entries.
 ST_ALIVE, ST_SUSPECT, ST_DEAD, ST_LEFT = 0, 1, 2, 3
@@ -99,12 +104,15 @@ class Dead(NamedTuple):
 
 
 class Entry(NamedTuple):
+    """A push-pull entry. Push-pull sends digests (``meta`` None); the receiver
+    pulls the full ``Alive`` of members it is behind on."""
+
     name: str
     host: str
     port: int
     inc: int
     state: int
-    meta: Dict[str, Any]
+    meta: Optional[Dict[str, Any]] = None
 
 
 class PushPull(NamedTuple):
@@ -112,6 +120,12 @@ class PushPull(NamedTuple):
     reply: bool
     part: int
     entries: List[Entry]
+
+
+class Pull(NamedTuple):
+    """Ask for the full ``Alive`` (with metadata) of these members."""
+
+    names: List[str]
 
 
 class Item(NamedTuple):
@@ -142,14 +156,20 @@ def item(msg: Any) -> Item:
     """Encode one message (a NamedTuple above) as an ``Item``."""
     t = _TYPE_OF[type(msg)]
     if t == PUSH_PULL:
-        fields = [msg.join, msg.reply, msg.part, [list(e) for e in msg.entries]]
+        fields = [msg.join, msg.reply, msg.part, [_entry_fields(e) for e in msg.entries]]
+    elif t == PULL:
+        fields = [list(msg.names)]
     else:
         fields = list(msg)
     return Item(t, _packb(fields))
 
 
+def _entry_fields(e: Entry) -> List[Any]:
+    return list(e) if e.meta is not None else list(e[:5])
+
+
 def entry_cost(e: Entry) -> int:
-    return len(_packb(list(e)))
+    return len(_packb(_entry_fields(e)))
 
 
 class Header:
@@ -356,19 +376,45 @@ def _push_pull(f: List[Any]) -> PushPull:
         raise ProtocolError("push_pull.entries: bad list")
     entries = []
     for e in raw:
-        if type(e) is not list or len(e) < 6:
+        if type(e) is not list or len(e) < 5:
             raise ProtocolError("push_pull entry: bad shape")
+        meta = None if len(e) == 5 or e[5] is None else check_meta(e[5], "entry.meta")
         entries.append(Entry(_name(e[0], "entry.name"), _host(e[1], "entry.host"),
                              _port(e[2], "entry.port"), _int(e[3], "entry.inc"),
-                             _int(e[4], "entry.state", 0, ST_LEFT), check_meta(e[5], "entry.meta")))
+                             _int(e[4], "entry.state", 0, ST_LEFT), meta))
     return PushPull(_bool(f[0], "join"), _bool(f[1], "reply"), _int(f[2], "part", 0, 1 << 20),
                     entries)
 
 
+def _pull(f: List[Any]) -> Pull:
+    _arity(f, 1, "pull")
+    raw = f[0]
+    if type(raw) is not list or len(raw) > MAX_ENTRIES:
+        raise ProtocolError("pull.names: bad list")
+    return Pull([_name(n, "pull.name") for n in raw])
+
+
 _DECODERS = {PING: _ping, INDIRECT_PING: _indirect, ACK: _ack, NACK: _nack, SUSPECT: _suspect,
-             ALIVE: _alive, DEAD: _dead, PUSH_PULL: _push_pull}
+             ALIVE: _alive, DEAD: _dead, PUSH_PULL: _push_pull, PULL: _pull}
 _TYPE_OF = {Ping: PING, IndirectPing: INDIRECT_PING, Ack: ACK, Nack: NACK, Suspect: SUSPECT,
-            Alive: ALIVE, Dead: DEAD, PushPull: PUSH_PULL}
+            Alive: ALIVE, Dead: DEAD, PushPull: PUSH_PULL, Pull: PULL}
+
+
+def chunk_names(names: List[str], room: int) -> List[List[str]]:
+    """Split pull names into groups whose encoding fits ``room`` bytes."""
+    chunks: List[List[str]] = []
+    cur: List[str] = []
+    used = 8
+    for n in names:
+        c = len(n.encode("utf-8")) + 3
+        if cur and (used + c > room or len(cur) >= MAX_ENTRIES):
+            chunks.append(cur)
+            cur, used = [], 8
+        cur.append(n)
+        used += c
+    if cur:
+        chunks.append(cur)
+    return chunks
 
 
 def chunk_entries(entries: List[Entry], room: int) -> List[List[Entry]]:

@@ -148,7 +148,8 @@ def _slow_member_run(awareness_max: int):
 def test_slow_member_causes_no_false_deaths_and_lifeguard_quiets_it():
     net, log = _slow_member_run(awareness_max=8)
     assert not deaths(log)
-    assert net.converged()
+    assert all(n.core.state_of(m) in (MemberState.ALIVE, MemberState.SUSPECT)
+               for n in net.live() for m in net.nodes)
     slow = net.nodes["n3"].core
     assert slow.stats["refutes"] > 0            # others did suspect it; it refuted in time
     # Without the local-health multiplier the slow member accuses healthy ones over and over.
