@@ -133,6 +133,12 @@ class LoadBalancer:
             self.health.sync()
         self._collect()
 
+    def cut_backend(self, host: str, port: int) -> None:
+        """Cut every connection to a backend now (it is dead, not draining):
+        requests in flight to it are retried elsewhere where the rules allow,
+        instead of hanging until a timeout."""
+        self.pool.abort_backend((host, port))
+
     def backend_idle(self, st: BackendState) -> None:
         """A draining backend has no request in flight any more."""
         self.loop.call_soon(self._collect)
