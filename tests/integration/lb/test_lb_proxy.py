@@ -164,7 +164,7 @@ async def test_504_for_a_slow_backend(backends, make_lb):
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     async with aiohttp.ClientSession() as s:
-        status, text = await get_text(s, url(lb, "/slow?s=5"))
+        status, text = await get_text(s, url(lb, "/slow?s=1"))
     assert status == 504
     assert text == "504 Gateway Timeout: backend did not answer within 0.3s\n"
     assert loop.time() - t0 < 2.0
