@@ -9,6 +9,7 @@ summary table; the exit code is 1 if any host failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from typing import List, Optional
@@ -63,6 +64,12 @@ def _render(p: joinlib.Progress) -> None:
     click.echo(line + (f"  {p.detail}" if p.detail else ""))
 
 
+def _render_err(p: joinlib.Progress) -> None:
+    """Progress on stderr, so stdout stays pure JSON."""
+    if p.state != "start":
+        click.echo(f"{p.target:<24} {p.step:<8} {p.state}" + (f"  {p.detail}" if p.detail else ""), err=True)
+
+
 @click.command("join", epilog="Example: swarmlet join -i ~/.ssh/id_ed25519 --accept-new-host-key "
                "--label zone=a root@10.0.0.5 root@10.0.0.6")
 @click.argument("hosts", nargs=-1, required=True, metavar="USER@HOST[:PORT]...")
@@ -74,10 +81,12 @@ def _render(p: joinlib.Progress) -> None:
               help="known_hosts file to check (default: the cluster's).")
 @click.option("--timeout", type=float, default=joinlib.HEALTHY_TIMEOUT, show_default=True,
               help="Seconds to wait for each agent to become healthy.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Summary format (json: one object per host, with per-step seconds).")
 @click.option("--supervised", is_flag=True, hidden=True,
               help="Run the agent without systemd even where systemd is PID 1 (testing).")
 def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, accept_new_host_key: bool,
-             known_hosts: Optional[str], timeout: float, supervised: bool) -> None:
+             known_hosts: Optional[str], timeout: float, output: str, supervised: bool) -> None:
     """Install the agent on servers over SSH, all at once, and join them to the cluster.
 
     Each host goes connect → probe → upload → install → start → healthy. Running it
@@ -93,8 +102,13 @@ def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, ac
         accept_new=accept_new_host_key, identity=identity, labels=plan.parse_labels(labels),
         healthy_timeout=timeout, force_supervised=supervised)
     t0 = time.monotonic()
-    results = asyncio.run(joinlib.join_all(c, targets, opts, _render))
+    results = asyncio.run(joinlib.join_all(c, targets, opts, _render if output == "table" else _render_err))
     elapsed = time.monotonic() - t0
+    if output == "json":
+        emit_json([dataclasses.asdict(r) for r in results])
+        if any(not r.ok for r in results):
+            sys.exit(1)
+        return
     rows = []
     for r in results:
         state = ("upgraded" if r.upgraded else "joined") if r.ok else f"failed at {r.step}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import time
 from typing import Any, Dict, List, Optional
@@ -38,9 +39,21 @@ async def call(method: str, url: str, ctx: ssl.SSLContext, body: Any = None,
                                    status=resp.status)
                 return json.loads(text) if text.strip() else None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
-        raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        raise Unreachable(f"{method} {url}: {_describe(exc)}") from exc
     except ValueError as exc:
         raise APIError(f"{method} {url}: answer is not JSON") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason without aiohttp's repr noise."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed ({getattr(exc, 'os_error', exc)})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        return "cannot connect: " + (os.strerror(err.errno) if err.errno else str(err))
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 def agent_url(address: str, port: int, path: str) -> str:

@@ -9,7 +9,7 @@ server ``PYTHONPATH=<bundle dir>`` is all the agent needs (wheels are zip
 files of importable trees; none of these needs install-time hooks).
 
 Cache layout under ``$SWARMLET_HOME/bundles/``:
-``<platform>-py<X.Y>/deps/`` (unzipped wheels, downloaded once per platform and
+``<platform>-py<X.Y>/deps-<hash of requirements>/`` (unzipped wheels, downloaded once per platform and
 Python) and ``<platform>-py<X.Y>/<id>.tar.gz`` where ``id`` hashes the wheel
 list and our sources, so a code change makes a new bundle without a new
 download. ``BundleCache`` builds each key once even when many hosts ask at once.
@@ -33,8 +33,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..exceptions import SwarmletError
 
-# What the agent imports from PyPI. Versions follow what swarmlet itself is tested with.
+# What the shipped code imports from PyPI (the load balancer needs httptools). ``requirements()``
+# adds whatever else swarmlet's own metadata declares, minus the admin-only packages.
 REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6")
+ADMIN_ONLY = {"asyncssh", "click", "pyyaml"}
 # The part of `swarmlet` that runs on servers: stdlib-only or needing only REQUIREMENTS.
 SHIPPED = ("__init__.py", "exceptions.py", "models.py", "tlsutil.py", "wire.py", "clock.py",
            "gossip", "lb", "routes.py", "ingress.py")
@@ -54,6 +56,28 @@ class Bundle:
     size: int
     platform: str
     python: str
+
+
+def requirements() -> List[str]:
+    """``REQUIREMENTS`` plus swarmlet's declared install requirements that agents may need."""
+    out = {re.split(r"[<>=!~ ;\[]", r, 1)[0].lower(): r for r in REQUIREMENTS}
+    try:
+        from importlib.metadata import PackageNotFoundError, requires
+        declared = requires("swarmlet") or []
+    except (ImportError, PackageNotFoundError):
+        declared = []
+    for req in declared:
+        if "extra ==" in req:
+            continue
+        name = re.split(r"[<>=!~ ;\[]", req, 1)[0].lower()
+        if name not in ADMIN_ONLY and name not in out:
+            out[name] = req.split(";")[0].strip()
+    return sorted(out.values())
+
+
+def deps_dirname() -> str:
+    """The cache folder of unzipped wheels: named by the requirement set, so adding one re-downloads."""
+    return "deps-" + hashlib.sha256("\n".join(requirements()).encode()).hexdigest()[:12]
 
 
 def _pkg_dir(name: str) -> Path:
@@ -105,7 +129,7 @@ async def _pip_download(dest: Path, python: str, platforms: Sequence[str]) -> No
            "--dest", str(dest)]
     for tag in platforms:
         cmd += ["--platform", tag]
-    cmd += list(REQUIREMENTS)
+    cmd += requirements()
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
@@ -159,7 +183,7 @@ class BundleCache:
         return await asyncio.shield(fut)
 
     async def _deps(self, base: Path, python: str, tags: Sequence[str]) -> Path:
-        deps = base / "deps"
+        deps = base / deps_dirname()
         if (deps / ".wheels").exists():
             return deps
         base.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ class JoinResult:
     bundle: str = ""
     upgraded: bool = False
     notes: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)   # step -> seconds
 
 
 Emit = Callable[[Progress], None]
@@ -99,11 +100,15 @@ async def _join_one(
     t0 = time.monotonic()
     session: Optional[ssh.Session] = None
 
+    started = [t0]
+
     def step(name: str) -> None:
         res.step = name
+        started[0] = time.monotonic()
         emit(Progress(res.target, name, "start"))
 
     def done(detail: str = "") -> None:
+        res.timings[res.step] = round(time.monotonic() - started[0], 3)
         emit(Progress(res.target, res.step, "ok", detail))
 
     try:

@@ -19,6 +19,7 @@ import asyncssh
 import pytest
 
 from swarmlet import cluster as clusterlib
+from swarmlet.provision.bundle import deps_dirname
 from swarmlet.provision.probes import PROBE_SCRIPT
 
 GOOD_PROBE = """\
@@ -135,7 +136,7 @@ def cluster(tmp_path) -> clusterlib.Cluster:
 @pytest.fixture
 def prebuilt_deps(cluster) -> Path:
     """A dependency folder already in the bundle cache, so no test downloads wheels."""
-    deps = cluster.bundles_dir / "manylinux_2_36_x86_64-py3.11" / "deps"
+    deps = cluster.bundles_dir / "manylinux_2_36_x86_64-py3.11" / deps_dirname()
     deps.mkdir(parents=True)
     (deps / "placeholder_dep").mkdir()
     (deps / "placeholder_dep" / "__init__.py").write_text("")
