@@ -273,6 +273,7 @@ class Downstream(asyncio.Protocol):
             return
         r.attempts += 1
         self.st = st
+        self.deadline = math.inf            # a connect has its own timeout
         up = None if r.fresh_only else self.pool.get(st)
         if up is not None:
             self._attach(r, st, up, now)

@@ -23,6 +23,7 @@ class TestBackend:
         self.name = name
         self.healthy = True
         self.fail_status: Optional[int] = None   # answer every / with this status
+        self.delay = 0.0                          # seconds before answering /
         self.health_hits = 0
         self.hits = 0
         self.release = asyncio.Event()            # /hold waits on it
@@ -65,6 +66,8 @@ class TestBackend:
     async def root(self, request: web.Request) -> web.Response:
         self.hits += 1
         await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.fail_status:
             return web.Response(status=self.fail_status, text=f"{self.name} failing")
         return web.Response(text=self.name)

@@ -90,6 +90,32 @@ async def test_idempotent_retried_after_send_but_post_is_not(backends, make_lb):
         await bad.stop()
 
 
+async def test_timeout_ejects_and_retries_idempotent_requests(backends, make_lb):
+    slow, fast = await backends(2)
+    slow.delay = 1.0
+    cfg = LBConfig(health=NO_CHECKS, response_timeout=0.3)
+    lb = await make_lb(cfg, [slow.backend, fast.backend])
+    async with aiohttp.ClientSession() as s:
+        assert await texts(s, url(lb), 4) == [(200, "b1")] * 4
+    st = lb.router.states[slow.backend.key]
+    assert st.ejections_total == 1 and lb.metrics.upstream_errors["timeout"] == 1
+
+
+async def test_timeouts_give_504_and_post_is_sent_once(backends, make_lb):
+    a, b = await backends(2)
+    a.delay = b.delay = 1.0
+    cfg = LBConfig(health=NO_CHECKS, response_timeout=0.3)
+    lb = await make_lb(cfg, [a.backend, b.backend])
+    async with aiohttp.ClientSession() as s:
+        assert await texts(s, url(lb), 1, method="POST") == [
+            (504, "504 Gateway Timeout: backend did not answer within 0.3s\n")]
+        assert a.hits + b.hits == 1                 # not replayed: it may have had effects
+        lb2 = await make_lb(cfg, [a.backend, b.backend])   # no ejections yet
+        assert await texts(s, url(lb2), 1) == [
+            (504, "504 Gateway Timeout: backend did not answer within 0.3s (after 2 attempts)\n")]
+        assert a.hits + b.hits == 3                 # the GET went to both
+
+
 async def test_fall_then_rise_with_thresholds(backends, make_lb):
     a, b = await backends(2)
     lb = await make_lb(LBConfig(health=FAST_CHECKS), [a.backend, b.backend])
