@@ -63,6 +63,9 @@ _T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PUSH_PULL, _T_SUSPICION, _T_RELAY, _T_
 # nack arrives in time to count (the requester waits interval - timeout after asking).
 _RELAY_FRACTION = 0.8
 
+# Seconds (each stretched by a random 1-2x) after a join for extra push-pulls.
+_JOIN_FOLLOW_UPS = (1.0, 4.0)
+
 STAT_KEYS = (
     "packets_in", "packets_ok", "packets_out", "bytes_in", "bytes_out",
     "dropped_auth", "dropped_malformed", "dropped_replay", "unknown_messages",
@@ -193,6 +196,10 @@ class GossipCore:
             if s not in self._seeds:
                 self._seeds.append(s)
             self._send_state(s, join=True, reply=False)
+        # Members started together each learn of the others mostly by gossip, which
+        # can miss one; two early push-pulls settle it instead of the 30 s one.
+        for delay in _JOIN_FOLLOW_UPS:
+            self._schedule(now + delay * (1 + self.rng.random()), _T_PUSH_PULL, None)
         return self._flush()
 
     def leave(self, now: float) -> Output:
@@ -310,7 +317,9 @@ class GossipCore:
         elif kind == _T_SUSPICION:
             self._suspicion_timeout(arg)
         elif kind == _T_PUSH_PULL:
-            if arg == self._pp_token:
+            if arg is None:
+                self._push_pull_once()
+            elif arg == self._pp_token:
                 self._push_pull()
         elif kind == _T_RECONNECT:
             self._reconnect()
@@ -676,6 +685,12 @@ class GossipCore:
         peers = self._random_nodes(1, lambda n: n.state == ST_ALIVE)
         if peers:
             self._send_state(peers[0].addr, join=False, reply=False)
+
+    def _push_pull_once(self) -> None:
+        if not self.left:
+            peers = self._random_nodes(1, lambda n: n.state == ST_ALIVE)
+            if peers:
+                self._send_state(peers[0].addr, join=False, reply=False)
 
     def _reconnect(self) -> None:
         self._schedule(self._now + self.config.reconnect_interval, _T_RECONNECT)

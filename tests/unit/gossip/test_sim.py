@@ -49,6 +49,18 @@ def test_members_joining_one_by_one_converge(n):
     assert m["n5" if n > 5 else "n2"].meta["api_port"] == 7443
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_members_started_together_converge(seed):
+    # `swarmlet join` starts many agents at once, all seeded with the same member.
+    net = SimNetwork(seed=seed, loss=0.05)
+    net.add("n0")
+    for i in range(1, 30):
+        net.add(f"n{i}", seeds=["n0"])
+    t = net.run_until_true(net.converged, timeout=15)
+    assert t is not None and t < 10
+    assert_healthy(net)
+
+
 def test_a_new_member_reaches_all_of_1000_quickly():
     net = SimNetwork(seed=7)
     net.add_converged(1000)
