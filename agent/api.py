@@ -17,6 +17,7 @@ from swarmlet.exceptions import DockerError, ProtocolError
 from swarmlet.models import Assignment, from_wire, to_wire
 from swarmlet.tlsutil import peer_name, peer_role, server_context
 
+from .images import routes as image_routes
 from .reconcile import Observed
 from .state import StaleAssignment
 
@@ -160,6 +161,7 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/members", get_members),
         web.post("/v1/leave", post_leave),
         web.get("/metrics", get_metrics),
+        *image_routes(_agent),
     ])
     return app
 
