@@ -42,6 +42,7 @@ class AgentConfig:
     max_backoff: float = 30.0           # cap of the crash-restart backoff
     backoff_reset: float = 10.0         # a run this long resets the backoff
     stop_timeout: int = 10              # seconds Docker waits before SIGKILL
+    drain_delay: float = 2.0            # an unassigned task keeps running this long (LB drain)
     lag_probe_interval: float = 0.1     # loop-lag probe period (finer costs idle CPU)
 
     def seed_addrs(self) -> List[Tuple[str, int]]:
@@ -55,7 +56,7 @@ class AgentConfig:
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
         "api_bind", "gossip_bind", "ingress_bind")
 _INT = ("api_port", "gossip_port", "stop_timeout")
-_FLOAT = ("resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
+_FLOAT = ("drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
 
 def parse(data: Any, where: str = "agent.json") -> AgentConfig:

@@ -278,6 +278,10 @@ class Agent:
                     self.book.bump_restarts(action.task, self.clock())
                 await self._guard(action.task, "start", self.runtime.start(action.container_id))
             elif isinstance(action, rc.Remove):
+                if action.reason == "not assigned to this node" and self.config.drain_delay > 0:
+                    # Load balancers stop routing to it as this assignment lands;
+                    # give them and its in-flight requests a moment before SIGTERM.
+                    await asyncio.sleep(self.config.drain_delay)
                 log.info("removing %s (%s)", action.container_id[:12], action.reason)
                 await self.runtime.remove(action.container_id, self.config.stop_timeout)
         except DockerError as exc:

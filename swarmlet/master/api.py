@@ -120,6 +120,14 @@ async def get_revisions(request: web.Request) -> web.Response:
     return web.json_response([{"revision": r, "created_at": c, "spec": to_wire(s)} for r, s, c in revs])
 
 
+async def post_rollback(request: web.Request) -> web.Response:
+    b = await _body(request) if request.can_read_body else {}
+    to = b.get("to") if isinstance(b, dict) else None
+    if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+        raise UsageError('expected {"to": REVISION} with an integer revision')
+    return web.json_response(await _m(request).rollback(request.match_info["name"], to))
+
+
 async def get_tasks(request: web.Request) -> web.Response:
     return web.json_response(_m(request).tasks_view(request.query.get("service") or None,
                                                     _flag(request, "all")))
@@ -163,6 +171,7 @@ def make_app(master: Any) -> web.Application:
         web.get("/v1/services/{name}", get_service), web.patch("/v1/services/{name}", patch_service),
         web.delete("/v1/services/{name}", delete_service),
         web.get("/v1/services/{name}/revisions", get_revisions),
+        web.post("/v1/services/{name}/rollback", post_rollback),
         web.get("/v1/tasks", get_tasks), web.get("/v1/status", get_status),
         web.post("/v1/rebalance", post_rebalance),
         web.get("/v1/config", get_config), web.patch("/v1/config", patch_config),

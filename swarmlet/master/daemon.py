@@ -43,8 +43,9 @@ from .liveness import LivenessConfig, gossip_views, liveness
 from .reconcile import Changes, Event, reconcile
 from .scheduler import STRATEGIES
 from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task, assignment_tasks,
-                    merge_observed, next_revision, node_status, replace)
+                    merge_observed, next_revision, node_status, replace, same_template)
 from .store import Store
+from . import rollout as ro
 from ..routes import ReplicaView, Route, build_routes
 
 log = logging.getLogger("swarmlet.master")
@@ -114,6 +115,7 @@ class Master:
         self._node_loops: Dict[str, "asyncio.Task[Any]"] = {}
         self._bg: Set["asyncio.Task[Any]"] = set()
         self._members_rr = 0
+        self.rollouts: Dict[str, ro.Rollout] = {}
         self.counters = {"reconcile_passes": 0, "pushes": 0, "push_failures": 0, "polls": 0,
                          "poll_failures": 0}
 
@@ -129,6 +131,7 @@ class Master:
             await asyncio.to_thread(self.store.commit, meta={"cluster": self.cluster})
         for name in self.nodes:
             self.live[name] = _Live()
+        self._recover_rollouts()
         for n in self._seed_nodes:   # nodes joined while the master was not running
             if n.get("name") and n["name"] not in self.nodes:
                 await self.register_node(n["name"], n["address"], int(n.get("api_port", 7443)),
@@ -140,6 +143,15 @@ class Master:
         if self.ingress is not None:
             self._loops.append(asyncio.create_task(self._ingress_loop(), name="master-ingress"))
         self.kick()
+
+    def _recover_rollouts(self) -> None:
+        """After a restart: a service with tasks older than its template is mid-update."""
+        now = self.clock()
+        for name, svc in self.services.items():
+            old = [t.revision for t in self.tasks.values()
+                   if t.service == name and t.desired == RUNNING and t.revision < svc.current_from]
+            if old:
+                self.rollouts[name] = ro.Rollout(name, svc.revision, max(old), now)
 
     async def close(self) -> None:
         loops = self._loops + list(self._node_loops.values()) + list(self._bg)
@@ -211,10 +223,13 @@ class Master:
 
     def services_view(self) -> List[Dict[str, Any]]:
         tasks = list(self.tasks.values())
-        return [views.service_row(self.services[n], tasks) for n in sorted(self.services)]
+        return [{**views.service_row(self.services[n], tasks), "update": self.rollout_view(n)}
+                for n in sorted(self.services)]
 
     def service_view(self, name: str) -> Dict[str, Any]:
-        return views.service_row(self._service(name), self.tasks.values())
+        row = views.service_row(self._service(name), self.tasks.values())
+        row["update"] = self.rollout_view(name)
+        return row
 
     def tasks_view(self, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
         if service is not None and service not in self.services and not any(
@@ -302,7 +317,8 @@ class Master:
         return {"name": name, "availability": availability,
                 "tasks": sum(1 for t in self.tasks_on(name) if t.desired == RUNNING)}
 
-    async def put_service(self, spec: ServiceSpec, create_only: bool = False) -> Dict[str, Any]:
+    async def put_service(self, spec: ServiceSpec, create_only: bool = False,
+                          rollback_of: Optional[int] = None) -> Dict[str, Any]:
         validate_spec(spec)
         async with self._lock:
             old = self.services.get(spec.name)
@@ -312,10 +328,18 @@ class Master:
                 return {"name": spec.name, "revision": old.revision, "changed": False}
             svc = next_revision(old, spec, self.clock())
             what = "created" if old is None else f"revision {svc.revision}"
+            if old is not None and svc.template_revision == svc.revision:
+                what += (f": rolling back to revision {svc.revision} (the spec of an earlier one)"
+                         if rollback_of is not None else ": rolling update started")
             await asyncio.to_thread(self.store.commit, services=[svc],
                                     events=[Event("service", spec.name, what)], now=self.clock())
             self.services[spec.name] = svc
             self.specs[(spec.name, svc.revision)] = spec
+            if old is not None and svc.template_revision == svc.revision:
+                self.rollouts[spec.name] = ro.Rollout(
+                    spec.name, svc.revision, old.revision, self.clock(),
+                    status=ro.ROLLING_BACK if rollback_of is not None else ro.UPDATING,
+                    rollback_of=rollback_of)
         self.kick()
         return {"name": spec.name, "revision": svc.revision, "changed": True, "created": old is None}
 
@@ -344,6 +368,57 @@ class Master:
         self.kick()
         return {"name": name, "stopping": len(stopped)}
 
+    async def rollback(self, name: str, to: Optional[int] = None) -> Dict[str, Any]:
+        """Store an earlier revision's spec as the newest revision (``to``: which one;
+        default the one before the current update, else the previous distinct spec)."""
+        svc = self._service(name)
+        if to is None:
+            r = self.rollouts.get(name)
+            if r is not None and r.revision == svc.revision and r.rollback_of is None:
+                to = r.previous
+            else:
+                earlier = sorted((rev for (n, rev) in self.specs if n == name and rev < svc.current_from),
+                                 reverse=True)
+                to = next((rev for rev in earlier
+                           if not same_template(self.specs[(name, rev)], svc.spec)), None)
+            if to is None:
+                raise UsageError(f"service {name!r} has no earlier revision to roll back to")
+        spec = self.specs.get((name, to))
+        if spec is None:
+            raise APIError(f"service {name!r} has no revision {to}", status=404)
+        out = await self.put_service(spec, rollback_of=svc.revision)
+        return {**out, "to": to}
+
+    def rollout_view(self, name: str) -> Optional[Dict[str, Any]]:
+        r = self.rollouts.get(name)
+        return r.view() if r is not None else None
+
+    async def _check_rollouts(self) -> None:
+        """Judge every rollout in progress; roll back a failed one (see ``rollout``)."""
+        now = self.clock()
+        for name, r in list(self.rollouts.items()):
+            svc = self.services.get(name)
+            if svc is None or svc.revision != r.revision:
+                if svc is None:
+                    del self.rollouts[name]
+                continue
+            new = ro.assess(r, svc, [t for t in self.tasks.values() if t.service == name], now)
+            self.rollouts[name] = new
+            if new.status == r.status:
+                continue
+            msg = {ro.COMPLETED: f"update to revision {r.revision} completed",
+                   ro.ROLLED_BACK: f"rolled back: revision {r.revision} serves on every replica",
+                   ro.PAUSED: f"update to revision {r.revision} paused: {new.reason}",
+                   ro.FAILED: f"update to revision {r.revision} failed: {new.reason}; "
+                              f"rolling back to revision {r.previous}"}.get(new.status, new.status)
+            log.info("service %s: %s", name, msg)
+            await asyncio.to_thread(self.store.commit, events=[Event("service", name, msg)],
+                                    now=now)
+            if new.status == ro.FAILED:
+                spec = self.specs.get((name, r.previous))
+                if spec is not None:
+                    await self.put_service(spec, rollback_of=r.revision)
+
     async def rebalance(self) -> Dict[str, Any]:
         self._rebalance_until = self.clock() + self.cfg.rebalance_window
         moves = await self.reconcile_once(rebalance=True)
@@ -369,6 +444,7 @@ class Master:
             self._kick.clear()
             try:
                 await self.reconcile_once()
+                await self._check_rollouts()
             except SwarmletError as exc:
                 log.error("reconcile failed: %s", exc)
             except Exception:  # a bug: log it, keep the control loop alive
