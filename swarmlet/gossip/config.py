@@ -37,6 +37,9 @@ class GossipConfig:
     # With no live peer known, push-pull the seeds again this often (a lost join packet
     # costs one interval).
     rejoin_interval: float = 1.0
+    # Metadata (utilization) is published at most this often; faster updates coalesce
+    # so that every agent refreshing its stats cannot flood the mesh.
+    meta_min_interval: float = 2.0
     # Wire.
     udp_buffer_size: int = 1400
     # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h).

@@ -57,7 +57,7 @@ Addr = Tuple[str, int]
 
 # Timer kinds.
 _T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PUSH_PULL, _T_SUSPICION, _T_RELAY, _T_REAP, \
-    _T_RECONNECT, _T_REJOIN = range(9)
+    _T_RECONNECT, _T_REJOIN, _T_META = range(10)
 
 # A relay gives up (and nacks) a little before the requester's window closes, so the
 # nack arrives in time to count (the requester waits interval - timeout after asking).
@@ -129,6 +129,8 @@ class GossipCore:
         self._relays: Dict[int, Tuple[Addr, int, bool]] = {}
         self.awareness = 0
         self._seeds: List[Addr] = list(seeds)
+        self._meta_published = -math.inf
+        self._meta_pending: Optional[Dict[str, Any]] = None
         self._gossip_armed = False
         self._gossip_base = now + self.rng.uniform(0, cfg.gossip_interval)
         self._sends: List[Tuple[bytes, Addr]] = []
@@ -217,15 +219,35 @@ class GossipCore:
         return self.left and (self._live == 0 or not self._queue.pending(self.name))
 
     def update_meta(self, meta: Dict[str, Any], now: float) -> Output:
-        """Publish new metadata: a higher incarnation, so newer always wins."""
+        """Publish new metadata with a higher incarnation, so newer always wins.
+
+        At most one publication per ``meta_min_interval``: a faster update is held
+        and published (the latest one only) when the interval is up.
+        """
         self._now = now
-        meta = _valid_local_meta(meta)
-        if meta != self.meta and not self.left:
-            self.meta = dict(meta)
-            self.inc += 1
-            self._broadcast_self()
-            self._events.append(MemberEvent(EventKind.UPDATE, self.member()))
+        meta = dict(_valid_local_meta(meta))
+        if self.left:
+            return self._flush()
+        if self._meta_pending is not None:
+            self._meta_pending = meta          # the held timer will publish the latest
+        elif meta != self.meta:
+            due = self._meta_published + self.config.meta_min_interval
+            if now >= due:
+                self._publish_meta(meta)
+            else:
+                self._meta_pending = meta
+                self._schedule(due, _T_META)
         return self._flush()
+
+    def _publish_meta(self, meta: Dict[str, Any]) -> None:
+        self._meta_pending = None
+        if meta == self.meta or self.left:
+            return
+        self.meta = meta
+        self.inc += 1
+        self._meta_published = self._now
+        self._broadcast_self()
+        self._events.append(MemberEvent(EventKind.UPDATE, self.member()))
 
     def member(self) -> Member:
         state = MemberState.LEFT if self.left else MemberState.ALIVE
@@ -327,6 +349,9 @@ class GossipCore:
             self._rejoin()
         elif kind == _T_REAP:
             self._reap(arg)
+        elif kind == _T_META:
+            if self._meta_pending is not None:
+                self._publish_meta(self._meta_pending)
 
     def _scale(self, t: float) -> float:
         return t * (self.awareness + 1)

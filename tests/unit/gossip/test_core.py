@@ -171,3 +171,16 @@ def test_plaintext_needs_an_explicit_opt_in_and_meta_is_validated():
         core.update_meta({"labels": {"k": "v" * 200}, "x": "y" * 250, "z": "w" * 250}, 0.0)
     with pytest.raises(ConfigError):
         core.update_meta({"nested": {"deep": {"no": 1}}}, 0.0)
+
+
+def test_metadata_updates_are_coalesced_to_one_per_interval():
+    core = make()                                             # meta_min_interval = 2 s
+    assert [e.kind for e in core.update_meta({"cpu": 1}, 10.0).events] == [EventKind.UPDATE]
+    assert core.inc == 1
+    assert not core.update_meta({"cpu": 2}, 10.5).events      # held
+    assert not core.update_meta({"cpu": 3}, 11.0).events      # replaces the held one
+    assert core.inc == 1 and core.meta == {"cpu": 1}
+    out = core.tick(12.0)
+    assert [e.member.meta for e in out.events if e.kind == EventKind.UPDATE] == [{"cpu": 3}]
+    assert core.inc == 2
+    assert not core.update_meta({"cpu": 3}, 20.0).events      # unchanged: nothing to publish
