@@ -6,12 +6,21 @@ real ``LoadBalancer`` on an ephemeral port. Both are stopped afterwards.
 
 from __future__ import annotations
 
+import os
 from typing import Any, AsyncIterator, Callable, List, Optional
 
 import pytest
 
 from tests.integration.lb.lb_support import TestBackend
 from swarmlet.lb import LBConfig, LoadBalancer
+
+
+if os.environ.get("SWARMLET_LB_UVLOOP") == "1":
+    @pytest.fixture(scope="session")
+    def event_loop_policy():
+        """SWARMLET_LB_UVLOOP=1: run these tests on uvloop, as ``python -m swarmlet.lb`` does."""
+        import uvloop
+        return uvloop.EventLoopPolicy()
 
 
 @pytest.fixture
