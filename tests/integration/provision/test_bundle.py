@@ -11,13 +11,14 @@ import asyncio
 import platform
 import subprocess
 import sys
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from swarmlet.provision import plan
-from swarmlet.provision.bundle import BundleCache
+from swarmlet.provision.bundle import BundleCache, _pkg_dir
 from swarmlet.provision.probes import HostFacts
 
 pytestmark = pytest.mark.integration
@@ -81,8 +82,20 @@ def test_agent_imports_on_a_bare_python(built):
     assert r.stdout.strip() == "ok"
 
 
-def test_same_sources_same_bundle_id(built, tmp_path):
+def test_bundle_id_follows_the_sources_and_reuses_the_wheels(built, tmp_path):
     bundle, _ = built
-    facts_key = bundle.platform
-    again = asyncio.run(BundleCache(bundle.path.parent.parent).get(facts_key, bundle.python, []))
-    assert again.id == bundle.id and again.path == bundle.path
+    # A snapshot of our sources, so other sessions editing the tree cannot race this test.
+    agent = tmp_path / "agent"
+    shutil.copytree(_pkg_dir("swarmlet_agent"), agent, ignore=shutil.ignore_patterns("__pycache__"))
+    sw = tmp_path / "swarmlet"
+    shutil.copytree(_pkg_dir("swarmlet"), sw, ignore=shutil.ignore_patterns("__pycache__"))
+    root = bundle.path.parent.parent
+
+    def build():
+        return asyncio.run(BundleCache(root, agent, sw).get(bundle.platform, bundle.python, []))
+
+    first, again = build(), build()
+    assert again.id == first.id and again.path == first.path
+    (agent / "daemon.py").write_text((agent / "daemon.py").read_text() + "\n# changed\n")
+    changed = build()  # no platform tags given: only works if the wheels come from the cache
+    assert changed.id != first.id and changed.path.exists()
