@@ -211,3 +211,37 @@ async def test_no_failed_request_when_a_backend_is_killed_under_load(make_lb):
         for p in procs:
             p.kill()
             p.wait()
+
+
+async def test_tcp_check_marks_a_closed_port_down(make_lb):
+    dead = Backend("127.0.0.1", free_port(), None)        # no health path: TCP connect
+    lb = await make_lb(LBConfig(health=FAST_CHECKS), [dead])
+    st = lb.router.states[dead.key]
+    await wait_until(lambda: not st.healthy)
+    assert st.fail_streak >= 3 and "could not connect" in st.last_error
+
+
+async def test_client_going_away_frees_the_backend(backends, make_lb):
+    (a,) = await backends(1)
+    lb = await make_lb(LBConfig(health=NO_CHECKS), [a.backend])
+    reader, writer = await asyncio.open_connection("127.0.0.1", lb.port)
+    writer.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(a.held.wait(), 5)
+    st = lb.router.states[a.backend.key]
+    assert st.active == 1
+    writer.close()
+    await wait_until(lambda: st.active == 0 and lb.metrics.client_aborts == 1)
+    assert lb.metrics.open_connections == 0
+
+
+async def test_cut_backend_retries_its_in_flight_requests_elsewhere(backends, make_lb):
+    a, b = await backends(2)
+    lb = await make_lb(LBConfig(health=NO_CHECKS), [a.backend])
+    async with aiohttp.ClientSession() as s:
+        pending = asyncio.ensure_future(texts(s, url(lb, "/hold"), 1))
+        await asyncio.wait_for(a.held.wait(), 5)
+        lb.set_backends([b.backend])                   # a's task died: no drain wait
+        lb.cut_backend(*a.backend.key)
+        b.release.set()
+        assert await asyncio.wait_for(pending, 5) == [(200, "b1 released")]
+    await wait_until(lambda: a.backend.key not in lb.router.states)
