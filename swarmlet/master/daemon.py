@@ -418,6 +418,10 @@ class Master:
                 spec = self.specs.get((name, r.previous))
                 if spec is not None:
                     await self.put_service(spec, rollback_of=r.revision)
+                    if name in self.rollouts:   # the rollback carries why it happened
+                        self.rollouts[name] = dataclasses.replace(
+                            self.rollouts[name],
+                            reason=f"update to revision {r.revision} failed: {new.reason}")
 
     async def rebalance(self) -> Dict[str, Any]:
         self._rebalance_until = self.clock() + self.cfg.rebalance_window

@@ -1,0 +1,186 @@
+"""CLI for changing services over time: deploy (stack files), update, rollback, history.
+
+``deploy`` validates the whole stack file first (an invalid file changes
+nothing), shows the plan, applies it through the master API and, unless
+``--detach``, follows every rollout it started until the new revision serves
+everywhere or has rolled back. ``update`` and ``rollback`` follow the same
+way. Exit codes: 0 done, 1 an update failed and was rolled back or paused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from ..exceptions import SwarmletError
+from ..models import ServiceSpec, from_wire, to_wire
+from ..stack import load_stack, plan_deploy, render_plan
+from .output import emit, emit_json, err, output_option
+from .services import call, parse_env
+
+_DONE = ("completed", "rolled_back", "paused")
+
+
+class RolloutFailed(SwarmletError):
+    """An update did not complete: it rolled back or paused."""
+
+
+def _describe(u: Dict[str, Any]) -> str:
+    word = {"updating": "updating", "rolling_back": "rolling back", "completed": "completed",
+            "rolled_back": "rolled back", "paused": "paused", "failed": "failed"}.get(u["status"], u["status"])
+    return f"{word}: {u.get('updated', 0)}/{u.get('total', 0)} replicas on revision {u['revision']}"
+
+
+def follow(names: List[str], timeout: float, echo=click.echo) -> List[str]:
+    """Follow the services' rollouts until each ends; returns the failure lines."""
+    pending = {n: None for n in names}
+    last: Dict[str, str] = {}
+    failures: List[str] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            svc = call("GET", f"/v1/services/{name}")
+            u = svc.get("update")
+            if u is None:                         # nothing to roll out (e.g. only scaled)
+                if svc["running"] >= svc["replicas"]:
+                    echo(f"{name}: {svc['running']}/{svc['replicas']} replicas serving")
+                    del pending[name]
+                continue
+            line = _describe(u)
+            if line != last.get(name):
+                echo(f"{name}: {line}")
+                last[name] = line
+            if u["status"] in _DONE and u["revision"] == svc["revision"]:
+                if u["status"] == "rolled_back" and u.get("rollback_of") and pending[name] != "rollback":
+                    failures.append(f"{name}: {u.get('reason') or 'update failed'}; "
+                                    f"rolled back, revision {u['revision']} serves")
+                elif u["status"] == "paused":
+                    failures.append(f"{name}: update paused: {u.get('reason')}")
+                del pending[name]
+        time.sleep(0.5)
+    for name in pending:
+        failures.append(f"{name}: still rolling out after {timeout:.0f}s (see: swarmlet ps {name})")
+    return failures
+
+
+def _finish(failures: List[str]) -> None:
+    if failures:
+        for f in failures:
+            err(f"error: {f}")
+        sys.exit(1)
+
+
+@click.command("deploy", epilog="Example: swarmlet deploy -f examples/hello/stack.yml --dry-run")
+@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False),
+              help="A Compose stack file.")
+@click.option("--prune", is_flag=True, help="Remove this stack's services that the file no longer has.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the rollout.")
+def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: float) -> None:
+    """Create or update services from a Compose stack file, as 'docker stack deploy' does."""
+    stack = load_stack(path, dict(os.environ))      # invalid -> StackFileError, nothing applied
+    current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
+    plan = plan_deploy(current, stack, prune)
+    for w in plan.warnings:
+        err(f"warning: {w}")
+    click.echo(render_plan(plan))
+    if dry_run or not plan.has_changes:
+        return
+    for ch in plan.create + plan.update:
+        out = call("POST", "/v1/services", to_wire(ch.new))
+        click.echo(f"{ch.name}: {ch.action}d, revision {out['revision']}")
+    for ch in plan.remove:
+        call("DELETE", f"/v1/services/{ch.name}")
+        click.echo(f"{ch.name}: removed")
+    if not detach:
+        _finish(follow([c.name for c in plan.create + plan.update], timeout))
+
+
+@click.command("update", epilog="Example: swarmlet update web --image swarmlet-hello:2")
+@click.argument("service")
+@click.option("--image", help="New image.")
+@click.option("-e", "--env", "env_add", multiple=True, help="Set KEY=VALUE (repeatable).")
+@click.option("--env-rm", multiple=True, help="Remove an environment variable (repeatable).")
+@click.option("--replicas", type=click.IntRange(0), help="New replica count.")
+@click.option("--health-path", help="New HTTP health check path.")
+@click.option("--parallelism", type=click.IntRange(1), help="Replicas updated at a time.")
+@click.option("--monitor", type=float, help="Seconds a new replica must stay healthy.")
+@click.option("--failure-action", type=click.Choice(["rollback", "pause", "continue"]))
+@click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the rollout.")
+def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env_rm: Tuple[str, ...],
+               replicas: Optional[int], health_path: Optional[str], parallelism: Optional[int],
+               monitor: Optional[float], failure_action: Optional[str], detach: bool,
+               timeout: float) -> None:
+    """Rolling-update a service: health-gated, start-first, rolled back on failure."""
+    spec = call("GET", f"/v1/services/{service}")["spec"]
+    changes: Dict[str, Any] = {}
+    if image:
+        changes["image"] = image
+    if env_add or env_rm:
+        env = dict(spec.get("env") or {})
+        env.update(parse_env(env_add))
+        for k in env_rm:
+            env.pop(k, None)
+        changes["env"] = env
+    if replicas is not None:
+        changes["replicas"] = replicas
+    if health_path:
+        changes["health"] = {**spec["health"], "kind": "http", "path": health_path}
+    upd = dict(spec["update"])
+    for key, val in (("parallelism", parallelism), ("monitor", monitor), ("failure_action", failure_action)):
+        if val is not None:
+            upd[key] = val
+    if upd != spec["update"]:
+        changes["update"] = upd
+    if not changes:
+        raise click.UsageError("nothing to change: give --image, --env, --replicas, …")
+    out = call("PATCH", f"/v1/services/{service}", changes)
+    if not out.get("changed"):
+        click.echo(f"{service}: unchanged (revision {out['revision']})")
+        return
+    click.echo(f"{service}: revision {out['revision']}")
+    if not detach:
+        _finish(follow([service], timeout))
+
+
+@click.command("rollback", epilog="Example: swarmlet rollback web --to 3")
+@click.argument("service")
+@click.option("--to", "to", type=int, help="Revision to return to (default: the previous one).")
+@click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
+@click.option("--timeout", default=300.0, show_default=True)
+def rollback_cmd(service: str, to: Optional[int], detach: bool, timeout: float) -> None:
+    """Return a service to an earlier revision's spec (rolled out health-gated, as a new revision)."""
+    out = call("POST", f"/v1/services/{service}/rollback", {"to": to} if to is not None else {})
+    click.echo(f"{service}: rolling back to revision {out['to']}'s spec as revision {out['revision']}")
+    if not detach and out.get("changed", True):
+        failures = follow([service], timeout)
+        _finish([f for f in failures if "rolled back, revision" not in f])
+
+
+@click.command("history", epilog="Example: swarmlet history web -o json")
+@click.argument("service")
+@output_option
+def history_cmd(service: str, output: str) -> None:
+    """List a service's revisions, newest first."""
+    revs = call("GET", f"/v1/services/{service}/revisions")
+    rows = []
+    for r in sorted(revs, key=lambda r: -r["revision"]):
+        s = r["spec"]
+        rows.append({"revision": r["revision"], "image": s["image"], "replicas": s["replicas"],
+                     "created": datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+                     "created_at": r["created_at"], "spec": s})
+    if output == "json":
+        emit_json(rows)
+        return
+    emit(output, rows, [("REVISION", "revision"), ("IMAGE", "image"), ("REPLICAS", "replicas"),
+                        ("CREATED", "created")])
+
+
+COMMANDS = [deploy_cmd, update_cmd, rollback_cmd, history_cmd]
