@@ -154,8 +154,7 @@ def local_image_id(image: str, client: Any = None) -> str:
     try:
         return str(client.api.inspect_image(image)["Id"])
     except docker.errors.ImageNotFound as exc:
-        raise DockerError(f"no image {image!r} in the local Docker",
-                          hint="build or pull it here first; see 'docker image ls'") from exc
+        raise DockerError(f"no image {image!r} in the local Docker (see 'docker image ls')") from exc
     except docker.errors.APIError as exc:
         raise DockerError(f"inspect image {image}: {exc.explanation or exc}") from exc
 
