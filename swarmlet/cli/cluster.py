@@ -34,15 +34,17 @@ def _echo_err(msg: str) -> None:
 @click.command("init", epilog="Example: swarmlet init --name prod --advertise-addr 10.0.0.1")
 @click.option("--name", help="The cluster's name (default: swarmlet).")
 @click.option("--advertise-addr", help="The address agents use to reach this host (default: none).")
+@click.option("--master-port", type=int, default=clusterlib.MASTER_PORT, show_default=True,
+              help="Port of the master's API.")
 @click.option("--force", is_flag=True, help="Replace an existing cluster in $SWARMLET_HOME.")
 @click.option("--foreground", is_flag=True, help="Run the master attached to this terminal.")
 @click.option("--no-master", is_flag=True, help="Create the cluster files only; do not start the master.")
-def init_cmd(name: Optional[str], advertise_addr: Optional[str], force: bool, foreground: bool,
-             no_master: bool) -> None:
+def init_cmd(name: Optional[str], advertise_addr: Optional[str], master_port: int, force: bool,
+             foreground: bool, no_master: bool) -> None:
     """Create a cluster (id, CA, certificates, gossip key, config) and start the master."""
     if foreground and no_master:
         raise UsageError("--foreground and --no-master exclude each other")
-    c = clusterlib.init(name=name, advertise_addr=advertise_addr, force=force)
+    c = clusterlib.init(name=name, advertise_addr=advertise_addr, force=force, master_port=master_port)
     click.echo(f"cluster {c.name!r} created (id {c.id}) in {c.home}")
     if no_master:
         click.echo("master not started (--no-master); start it with: swarmlet master start")
