@@ -34,6 +34,7 @@ import math
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .config import Backend, LBConfig
+from .metrics import RateMeter
 
 Key = Tuple[str, int]
 
@@ -45,7 +46,7 @@ class BackendState:
         "backend", "key", "sticky_id", "healthy", "ok_streak", "fail_streak",
         "ejected_until", "eject_kind", "ejections", "ejections_total",
         "consecutive_5xx", "draining", "drain_deadline", "active", "requests",
-        "failures", "last_check_at", "last_error",
+        "failures", "last_check_at", "last_error", "rate",
     )
 
     def __init__(self, backend: Backend, healthy: bool) -> None:
@@ -67,6 +68,7 @@ class BackendState:
         self.failures = 0
         self.last_check_at = 0.0
         self.last_error = ""
+        self.rate = RateMeter()     # answers per second, for status
 
     def ejected(self, now: float) -> bool:
         return self.ejected_until > now
@@ -78,6 +80,7 @@ class BackendState:
             "ejected_for": max(0.0, self.ejected_until - now), "eject_kind": self.eject_kind,
             "ejections": self.ejections_total, "draining": self.draining,
             "active": self.active, "requests": self.requests, "failures": self.failures,
+            "requests_per_second": self.rate.rate(now),
             "last_error": self.last_error,
         }
 
@@ -181,6 +184,7 @@ class Router:
     def record_response(self, st: BackendState, status: int, now: float) -> bool:
         """Count one answer; True when it ejected the backend (5xx streak)."""
         st.requests += 1
+        st.rate.add(now)
         if status < 500:
             st.consecutive_5xx = 0
             return False

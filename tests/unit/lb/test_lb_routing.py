@@ -198,3 +198,13 @@ def test_pick_invariants(seq):
             assert picked in eligible and not r.panic
         else:
             assert r.panic
+
+
+def test_status_shows_per_backend_rate():
+    r = router(1)
+    st = r.states[bk(0).key]
+    for i in range(30):
+        r.record_response(st, 200, 10.0 + i / 10)      # 10 answers a second for 3 s
+    d = st.describe(13.5)
+    assert d["requests"] == 30 and d["requests_per_second"] == pytest.approx(30 / 9)
+    assert d["healthy"] and not d["ejected"] and d["address"] == "10.0.0.0:8080"
