@@ -381,7 +381,8 @@ class Downstream(asyncio.Protocol):
         if sticky is not None and st is not None and info.sticky != st.sticky_id:
             set_cookie = sticky + b"=" + st.sticky_id.encode() + b"; Path=/; HttpOnly"
         head, self.resp_up, self.resp_down, r.keep_alive = build_response(
-            status, reason, headers, http11=r.http11, keep_alive=r.keep_alive and r.body_done,
+            status, reason, headers, http11=r.http11,
+            keep_alive=r.keep_alive and r.body_done and not self.lb.stopping,
             head_request=r.method == b"HEAD", set_cookie=set_cookie)
         self.resp_started = True
         self.resp_status = status
@@ -495,7 +496,7 @@ class Downstream(asyncio.Protocol):
         if self.queue and self.queue[0] is r:
             self.queue.popleft()
         self.cur = None
-        if not r.keep_alive or not r.body_done:
+        if not r.keep_alive or not r.body_done or self.lb.stopping:
             self._close()
             return
         self.deadline = now + self.cfg.client_timeout

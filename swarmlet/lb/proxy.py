@@ -63,6 +63,7 @@ class LoadBalancer:
         self._sweeper: Optional[asyncio.Task] = None
         self._admin: Any = None
         self._pending_backends: Optional[List[Backend]] = None
+        self.stopping = False        # answers in flight end with Connection: close
 
     @property
     def port(self) -> int:
@@ -95,6 +96,7 @@ class LoadBalancer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let in-flight requests finish (``grace`` s), close all."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
         deadline = self.loop.time() + grace if self.loop else 0.0

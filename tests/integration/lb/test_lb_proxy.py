@@ -214,3 +214,17 @@ async def test_metrics_and_status_on_the_admin_port(backends, make_lb):
     assert "# TYPE swarmlet_lb_request_duration_seconds histogram" in text
     assert "swarmlet_lb_backend_up{" in text and "swarmlet_lb_backend_ejections_total{" in text
     assert status["requests"] == 3 and status["backends"][0]["requests"] == 3
+
+
+async def test_stop_lets_in_flight_requests_finish(backends, make_lb):
+    (a,) = await backends(1)
+    lb = await make_lb(LBConfig(health=NO_CHECKS), [a.backend])
+    async with aiohttp.ClientSession() as s:
+        pending = asyncio.ensure_future(get_text(s, url(lb, "/hold")))
+        await asyncio.wait_for(a.held.wait(), 5)
+        stopping = asyncio.ensure_future(lb.stop(grace=5))
+        await asyncio.sleep(0)                 # stop() has begun: no new connections
+        a.release.set()
+        assert await asyncio.wait_for(pending, 5) == (200, "b0 released")
+        await asyncio.wait_for(stopping, 5)
+    assert not lb.clients
