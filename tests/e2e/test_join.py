@@ -7,14 +7,19 @@ The tests run in order and share the cluster.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
+from swarmlet import cluster as clusterlib
+from swarmlet.provision import api
 from tests.support import CLI, ssh
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +45,21 @@ def cli(env) -> CLI:
 @pytest.fixture(scope="module")
 def nodes(cli) -> List[dict]:
     cli("lab", "up", "--nodes", "3", check=True, timeout=600)
-    cli("init", "--no-master", "--name", "e2e", check=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    cli("init", "--name", "e2e", "--master-port", str(port), check=True, timeout=120)
     yield cli.json("lab", "ls")
+    cli("master", "stop")
     cli("lab", "down", timeout=300)
+
+
+def gossip_view(env: Dict[str, str], node: dict) -> Dict[str, str]:
+    """name -> state, as ``node``'s agent sees the mesh (GET /v1/members over mTLS)."""
+    c = clusterlib.load(Path(env["SWARMLET_HOME"]))
+    members = asyncio.run(api.members(node["address"], c.api_port, c.client_ssl("cli")))
+    return {m["name"]: m["state"] for m in members}
 
 
 def run(node: dict, command: str) -> str:
@@ -79,6 +96,8 @@ def test_join_three_nodes(cli, nodes, env):
         assert run(n, "stat -c %a /etc/swarmlet/agent.key /etc/swarmlet/gossip.keys /etc/swarmlet") == "600\n600\n700"
         cfg = json.loads(run(n, "cat /etc/swarmlet/agent.json"))
         assert cfg["address"] == n["address"] and cfg["labels"] == {"zone": "a"}
+    r = cli("nodes")
+    assert "view from master" in r.stderr  # join registered the nodes with the running master
     rows = node_rows(cli)
     assert sorted(rows) == sorted(n["name"] for n in nodes)
     assert all(r["status"] == "ready" and r["labels"] == {"zone": "a"} for r in rows.values())
@@ -140,7 +159,7 @@ def test_changed_host_key_is_refused(cli, nodes):
     assert "failed at connect" in r.stdout
 
 
-def test_leave_purges_and_peers_see_left(cli, nodes):
+def test_leave_purges_and_peers_see_left(cli, nodes, env):
     n2 = nodes[1]
     run(n2, SLEEPER + "docker run -d --name ghost --label io.swarmlet.managed=1 --label io.swarmlet.node=ghost "
         "sleeper:1 /usr/bin/sleep 3600 >/dev/null; docker run -d --name plain sleeper:1 /usr/bin/sleep 3600")
@@ -151,9 +170,10 @@ def test_leave_purges_and_peers_see_left(cli, nodes):
     assert run(n2, "ls -d /etc/swarmlet /opt/swarmlet /var/lib/swarmlet 2>/dev/null | wc -l") == "0"
     assert run(n2, "docker ps -a --format '{{.Names}}' | sort") == "plain"
     deadline = time.monotonic() + 20
-    while node_rows(cli).get(n2["name"], {}).get("status") != "left" and time.monotonic() < deadline:
+    while gossip_view(env, nodes[0]).get(n2["name"]) != "left" and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert node_rows(cli)[n2["name"]]["status"] == "left"
+    assert gossip_view(env, nodes[0])[n2["name"]] == "left"
+    assert n2["name"] not in node_rows(cli)  # the master forgot it
 
 
 def test_upload_fails_cleanly_on_a_full_disk(cli, nodes):
