@@ -18,7 +18,7 @@ import click
 
 from .. import cluster as clusterlib
 from .. import master_process
-from ..exceptions import SwarmletError, UsageError
+from ..exceptions import UsageError
 from ..provision import join as joinlib
 from ..provision import leave as leavelib
 from ..provision import nodes_view, plan
@@ -81,6 +81,7 @@ def _render_err(p: joinlib.Progress) -> None:
 @click.option("--accept-new-host-key", is_flag=True, help="Trust and store host keys not seen before.")
 @click.option("--known-hosts", type=click.Path(dir_okay=False),
               help="known_hosts file to check (default: the cluster's).")
+@click.option("--parallel", type=int, default=32, show_default=True, help="Hosts joined at once.")
 @click.option("--timeout", type=float, default=joinlib.HEALTHY_TIMEOUT, show_default=True,
               help="Seconds to wait for each agent to become healthy.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -88,7 +89,7 @@ def _render_err(p: joinlib.Progress) -> None:
 @click.option("--supervised", is_flag=True, hidden=True,
               help="Run the agent without systemd even where systemd is PID 1 (testing).")
 def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, accept_new_host_key: bool,
-             known_hosts: Optional[str], timeout: float, output: str, supervised: bool) -> None:
+             known_hosts: Optional[str], parallel: int, timeout: float, output: str, supervised: bool) -> None:
     """Install the agent on servers over SSH, all at once, and join them to the cluster.
 
     Each host goes connect → probe → upload → install → start → healthy. Running it
@@ -102,7 +103,7 @@ def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, ac
     opts = joinlib.JoinOptions(
         known_hosts=Path(known_hosts) if known_hosts else c.known_hosts,
         accept_new=accept_new_host_key, identity=identity, labels=plan.parse_labels(labels),
-        healthy_timeout=timeout, force_supervised=supervised)
+        healthy_timeout=timeout, force_supervised=supervised, parallel=parallel)
     t0 = time.monotonic()
     results = asyncio.run(joinlib.join_all(c, targets, opts, _render if output == "table" else _render_err))
     elapsed = time.monotonic() - t0

@@ -41,6 +41,7 @@ class JoinOptions:
     labels: Dict[str, str] = field(default_factory=dict)
     healthy_timeout: float = HEALTHY_TIMEOUT
     force_supervised: bool = False   # test hook: run without systemd even where it is PID 1
+    parallel: int = 32               # hosts in flight at once (uploads share the admin's uplink)
 
 
 @dataclass
@@ -73,11 +74,13 @@ async def join_all(
     existing = clusterlib.nodes(cluster)
     reserved = {r.name: r.address for r in existing}
     ctx = cluster.client_ssl("cli")
-    coros = [
-        _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved, ctx)
-        for t in targets
-    ]
-    return list(await asyncio.gather(*coros))
+    gate = asyncio.Semaphore(max(1, opts.parallel))
+
+    async def one(t: plan.Target) -> JoinResult:
+        async with gate:
+            return await _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved, ctx)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
 def _seeds(cluster: clusterlib.Cluster, me: plan.Target, existing: Sequence[clusterlib.NodeRecord],
@@ -131,6 +134,9 @@ async def _join_one(
         res.name = plan.choose_name(facts.hostname, res.address, reserved)
         reserved[res.name] = res.address
         res.upgraded = bool(facts.current_bundle)
+        # A re-join without --label keeps the labels the node has; with --label, they replace them.
+        prior = next((r for r in existing if r.address == res.address), None)
+        labels = dict(opts.labels) if opts.labels or prior is None else dict(prior.labels)
         res.init = "systemd" if facts.systemd and not opts.force_supervised else "supervised"
         done(f"{res.name}: {facts.os or facts.system} {facts.arch}, python {facts.python_str}, "
              f"docker {facts.docker_version or 'ok'}, {res.init}"
@@ -156,7 +162,7 @@ async def _join_one(
         kp = await asyncio.to_thread(cluster.issue_agent, res.name,
                                      list(dict.fromkeys([res.address, target.host, facts.hostname])))
         config = plan.agent_config(
-            name=res.name, address=res.address, cluster_id=cluster.id, labels=opts.labels,
+            name=res.name, address=res.address, cluster_id=cluster.id, labels=labels,
             seeds=_seeds(cluster, target, existing, batch, res.address),
             api_port=cluster.api_port, gossip_port=cluster.gossip_port)
         install = plan.install_script(
@@ -166,7 +172,7 @@ async def _join_one(
         if r.exit_status != 0:
             raise ProvisionError(res.target, f"install failed: {_last_line(r.stderr) or r.exit_status}")
         # From here the host has an agent: record it so `leave` can always remove it.
-        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id))
+        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id, labels))
         done("certificate, key and gossip key written (0600)")
 
         step("start")
@@ -188,7 +194,7 @@ async def _join_one(
         except SwarmletError as exc:
             logs = await _agent_log_tail(session, facts, res.init)
             raise ProvisionError(res.target, f"{exc}" + (f"; agent log: {logs}" if logs else "")) from exc
-        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id))
+        clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id, labels))
         done(f"agent {info.get('version', '?')} answers over mTLS, {info.get('members', '?')} members alive")
         await _register(cluster, res, ctx, emit)
         res.ok = True
@@ -204,11 +210,11 @@ async def _join_one(
 
 
 def _record(res: JoinResult, target: plan.Target, opts: JoinOptions, facts: probes.HostFacts,
-            bundle_id: str) -> clusterlib.NodeRecord:
+            bundle_id: str, labels: Dict[str, str]) -> clusterlib.NodeRecord:
     return clusterlib.NodeRecord(
         name=res.name, address=res.address, ssh_host=target.host, ssh_user=target.user,
         ssh_port=target.port, identity=str(Path(opts.identity).resolve()) if opts.identity else None,
-        labels=dict(opts.labels), init=res.init or ("systemd" if facts.systemd else "supervised"),
+        labels=dict(labels), init=res.init or ("systemd" if facts.systemd else "supervised"),
         bundle=bundle_id, joined_at=time.time())
 
 

@@ -17,7 +17,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ..exceptions import ProvisionError, UsageError
 from .probes import HostFacts

@@ -110,7 +110,7 @@ def test_join_again_upgrades_in_place_and_containers_keep_running(cli, nodes):
     cid = run(n1, SLEEPER + "docker run -d --name keepme sleeper:1 /usr/bin/sleep 3600")
     pid_before = run(n1, "systemctl show -p MainPID --value swarmlet-agent.service")
     old_bundle = run(n1, "readlink /opt/swarmlet/current").rsplit("/", 1)[-1]
-    r = join(cli, nodes, "--label", "zone=a")
+    r = join(cli, nodes)  # no --label: the nodes keep the labels they have
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("upgraded") == 3
     uploads = [ln for ln in r.stdout.splitlines() if " upload " in ln]
@@ -120,6 +120,7 @@ def test_join_again_upgrades_in_place_and_containers_keep_running(cli, nodes):
         assert ("already on host" in ln) == (old_bundle in ln), ln
     assert run(n1, "docker inspect -f '{{.State.Running}} {{.Id}}' keepme") == f"true {cid}"
     assert run(n1, "systemctl show -p MainPID --value swarmlet-agent.service") != pid_before
+    assert json.loads(run(n1, "cat /etc/swarmlet/agent.json"))["labels"] == {"zone": "a"}
     assert len(node_rows(cli)) == 3
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import shutil
 import tarfile
-from pathlib import Path
 
 import pytest
 

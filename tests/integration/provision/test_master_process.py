@@ -36,7 +36,7 @@ def test_init_starts_the_master_then_stop_status_logs(env, tmp_path):
     port = free_port()
     r = sw(env, "init", "--master-port", str(port))
     assert r.returncode == 0, r.stderr
-    assert f"master running (pid " in r.stdout and f"https://127.0.0.1:{port}" in r.stdout
+    assert "master running (pid " in r.stdout and f"https://127.0.0.1:{port}" in r.stdout
     pid = int((tmp_path / "home" / "master" / "master.pid").read_text())
     assert os.path.exists(f"/proc/{pid}")
     # The master runs in its own session: closing this terminal does not kill it.
