@@ -3,7 +3,8 @@
 Owns the rendering only; the work is ``swarmlet.images`` (presence check, one
 ``docker save | gzip``, concurrent uploads). On a terminal each node gets a
 live progress bar (redrawn in place); otherwise one plain line per step. Then
-a summary table (NODE, RESULT, SIZE, SECONDS), or with ``-o json`` a list of
+a summary table (NODE, RESULT, SIZE: compressed bytes sent, SECONDS: that
+node's upload and ``docker load``), or with ``-o json`` a list of
 ``{node, result, error, bytes, seconds}``. Each failed node gets one
 ``error: NODE: reason`` line on stderr, and the exit code is 1 if any failed.
 """
@@ -105,7 +106,7 @@ class PlainLines:
         elif ev.phase == "skip":
             line = f"{ev.node}: skipped ({ev.message})"
         elif ev.phase == "failed":
-            line = f"{ev.node}: failed"
+            line = f"{ev.node}: failed: {ev.message}"
         if line is not None:
             self.out.write(line + "\n")
             self.out.flush()
