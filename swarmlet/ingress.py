@@ -79,7 +79,7 @@ class Ingress:
                 if old is not None:
                     for b in set(old.backends) - set(route.backends):
                         if b.task_id not in graceful:
-                            lb.pool.abort_backend((b.host, b.port))
+                            lb.cut_backend(b.host, b.port)
             self.routes[port] = route
 
     async def _stop(self, port: int) -> None:

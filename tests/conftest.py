@@ -97,3 +97,38 @@ async def aiohttp_server_factory():
     yield _start
     for r in runners:
         await r.cleanup()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A lab joined into a real cluster: the master runs on this host."""
+
+    def __init__(self, cli: CLI, nodes: List[dict], subnet: str) -> None:
+        self.cli = cli
+        self.nodes = nodes
+        self.subnet = subnet
+
+    def node(self, name: str) -> dict:
+        return next(n for n in self.nodes if n["name"] == name)
+
+
+@pytest.fixture(scope="session")
+def cluster(lab, lab_env, docker_client) -> Cluster:
+    """The shared e2e lab, initialised and joined, with the demo images loaded."""
+    cli = CLI(lab_env)
+    cli("init", "--name", "e2e", "--master-port", str(free_port()), check=True, timeout=120)
+    cli("join", "-i", lab[0]["key"], "--accept-new-host-key", *[n["ssh"] for n in lab],
+        check=True, timeout=600)
+    for tag in ("1", "2", "broken"):
+        cli("lab", "load", f"swarmlet-hello:{tag}", check=True, timeout=300)
+    net = docker_client.networks.get(lab_env["SWARMLET_LAB"])
+    subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
+    yield Cluster(cli, lab, subnet)
+    cli("master", "stop", timeout=60)

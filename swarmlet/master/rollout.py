@@ -94,5 +94,7 @@ def assess(r: Rollout, svc: Service, tasks: Iterable[Task], now: float) -> Rollo
         return replace(r, status=status, reason=failures[0])
     settled = len(serving_new) >= total and not old_live
     if settled and (not serving_new or now - max(since[t.task_id] for t in serving_new) >= cfg.monitor):
-        return replace(r, status=ROLLED_BACK if r.rollback_of is not None else COMPLETED, reason="")
+        if r.rollback_of is not None:
+            return replace(r, status=ROLLED_BACK)       # keeps why it rolled back
+        return replace(r, status=COMPLETED, reason="")
     return r

@@ -93,3 +93,11 @@ def test_a_finished_rollback_says_rolled_back():
 def test_a_newer_revision_leaves_the_old_rollout_alone():
     r = start()
     assert ro.assess(r, svc(revision=3, template=3), [], now=1.0) is r
+
+
+def test_a_finished_automatic_rollback_keeps_its_reason():
+    r = ro.Rollout("web", 3, 2, 0.0, status=ro.ROLLING_BACK, rollback_of=2,
+                   reason="update to revision 2 failed: task x is unhealthy")
+    spec = dataclasses.replace(SPEC, rollback=UpdateConfig(monitor=0.0))
+    out = ro.assess(r, svc(spec, 3, 3), [task("a", 1, 3), task("b", 2, 3)], now=1.0)
+    assert out.status == ro.ROLLED_BACK and "unhealthy" in out.reason
