@@ -47,6 +47,7 @@ log = logging.getLogger("swarmlet.agent.images")
 SPOOL_SUBDIR = "images"
 BATCH = 1 << 20              # bytes handed to the writer thread at a time
 _INFLATE_STEP = 1 << 20      # bound on inflated bytes held at once (gzip bombs)
+DRAIN_LIMIT = 4 << 20       # bytes of a rejected upload read and dropped before answering
 _STALE_AFTER = 3600.0        # spool files older than this are leftovers of a crash
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Docker's words for an archive that is not a docker-save tar.
@@ -244,12 +245,21 @@ async def _receive(request: web.Request, spool: Spool) -> None:
     await asyncio.to_thread(spool.check.finish)
 
 
-async def _drain(request: web.Request) -> None:
-    """Read and drop the rest of a rejected upload, so the client gets our answer, not a reset."""
+async def _drain(request: web.Request, limit: int = DRAIN_LIMIT, seconds: float = 2.0) -> None:
+    """Read and drop a little more of a rejected upload, so a client still writing sees our answer.
+
+    Bounded: a client that keeps sending gets the answer and a closed connection
+    (aiohttp clients read an early answer fine), not gigabytes read for nothing.
+    """
+    deadline = time.monotonic() + seconds
+    seen = 0
     try:
-        async for _ in request.content.iter_any():
-            pass
-    except Exception:  # the client went away: nothing left to tell it
+        while seen < limit and time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(request.content.readany(), max(0.01, deadline - time.monotonic()))
+            if not chunk:
+                break
+            seen += len(chunk)
+    except Exception:  # timed out or the client went away: nothing more to do
         pass
 
 

@@ -30,6 +30,7 @@ from swarmlet import images as imagelib
 from swarmlet.master.runner import run_master
 from swarmlet.tlsutil import client_context
 from swarmlet_agent.images import SPOOL_SUBDIR
+from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env
 from tests.support import CLI
 
@@ -185,8 +186,14 @@ async def test_disk_full_while_spooling_is_507_then_recovers(env, docker_client,
     a = await env.agent("a")
     # the agent's spool dir is the tiny tmpfs
     (Path(a.config.state_dir) / SPOOL_SUBDIR).symlink_to(tiny_tmpfs)
-    big = gzip.compress(_tar({"noise.bin": os.urandom(256 * 1024)}), 1)  # incompressible
-    status, body = await req(env, a, "POST", "/v1/images/load?name=big:1", big)
+    # incompressible, and more than the agent drains after refusing: the answer must still arrive
+    big = gzip.compress(_tar({"noise.bin": os.urandom(12 << 20)}), 1)
+
+    async def chunks():
+        for i in range(0, len(big), 1 << 16):
+            yield big[i:i + (1 << 16)]
+
+    status, body = await req(env, a, "POST", "/v1/images/load?name=big:1", chunks())
     assert status == 507, body
     assert body == {"error": f"no space left on device on {a.config.name} while loading big:1"}
     assert os.listdir(tiny_tmpfs) == []      # the partial spool file is gone
@@ -274,3 +281,18 @@ async def test_cli_push_one_unreachable_node_among_reachable_ones(env, tiny_imag
         "error: no image 'swarmlet-imgtest:nosuch' in the local Docker (see 'docker image ls')"]
     p = await sw(tiny_image, "--node", "nosuch")
     assert p.returncode == 1 and "no node named 'nosuch'" in p.stderr
+
+
+async def test_push_disk_full_on_one_node_fails_that_node_alone(env, agent_image, tiny_tmpfs):
+    a, b = await env.agent("a"), await env.agent("b")
+    (Path(a.config.state_dir) / SPOOL_SUBDIR).symlink_to(tiny_tmpfs)  # a's disk is "full"
+    await start_master(env)
+    await env.register(a)
+    await env.register(b)
+    nodes = sorted(await imagelib.list_nodes(env.c), key=lambda n: n.name)
+    res = {r.node: r for r in await imagelib.push(agent_image, nodes, cluster=env.c, force=True)}
+    assert res[a.config.name].result == "failed"
+    assert res[a.config.name].error == (f"no space left on device on {a.config.name} "
+                                        f"while loading {agent_image}")
+    assert res[b.config.name].result == "pushed" and res[b.config.name].loaded == [agent_image]
+    assert res[b.config.name].bytes > 64 * 1024
