@@ -181,12 +181,12 @@ def loaded_names(messages: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
-def _raise_for(message: str) -> None:
+def _raise_for(message: str, what: str = "docker load") -> None:
     if is_no_space(message):
         raise NoSpace(message)
     if is_bad_archive(message):
         raise GarbledUpload(f"Docker rejected the archive: {message}")
-    raise DockerError(f"docker load: {message}")
+    raise DockerError(f"{what}: {message}")
 
 
 def _docker(what: str, fn: Callable[[], Any]) -> Any:
@@ -195,7 +195,7 @@ def _docker(what: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except docker.errors.APIError as exc:
         try:
-            _raise_for(str(exc.explanation or exc))
+            _raise_for(str(exc.explanation or exc), what)
         except (DockerError, ProtocolError) as mapped:
             raise mapped from exc
     except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
