@@ -24,11 +24,15 @@ ALIVE = ("alive", "ready", "suspect")
 
 
 async def call(method: str, url: str, ctx: ssl.SSLContext, body: Any = None,
-               timeout: float = 5.0) -> Any:
-    """One JSON request; the decoded answer (or ``None`` for an empty body)."""
+               timeout: float = 5.0, session: Optional[aiohttp.ClientSession] = None) -> Any:
+    """One JSON request; the decoded answer (or ``None`` for an empty body).
+
+    With ``session`` the connection is reused (one TLS handshake for many polls).
+    """
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-            async with s.request(method, url, ssl=ctx, json=body) as resp:
+        async with _maybe_session(session) as s:
+            async with s.request(method, url, ssl=ctx, json=body,
+                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
                     try:
@@ -42,6 +46,24 @@ async def call(method: str, url: str, ctx: ssl.SSLContext, body: Any = None,
         raise Unreachable(f"{method} {url}: {_describe(exc)}") from exc
     except ValueError as exc:
         raise APIError(f"{method} {url}: answer is not JSON") from exc
+
+
+class _maybe_session:
+    """``async with``: the given session as is, or a fresh one closed afterwards."""
+
+    def __init__(self, session: Optional[aiohttp.ClientSession]) -> None:
+        self.given = session
+        self.own: Optional[aiohttp.ClientSession] = None
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        if self.given is not None:
+            return self.given
+        self.own = aiohttp.ClientSession()
+        return self.own
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.own is not None:
+            await self.own.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -69,15 +91,24 @@ async def wait_agent_healthy(
 
     Raises ``Unreachable`` naming what was last missing when ``timeout`` passes.
     """
+    async with aiohttp.ClientSession() as session:
+        return await _wait_healthy(session, address, port, name, cluster_id, ctx, want_peers,
+                                   timeout, interval)
+
+
+async def _wait_healthy(session: aiohttp.ClientSession, address: str, port: int, name: str,
+                        cluster_id: str, ctx: ssl.SSLContext, want_peers: bool, timeout: float,
+                        interval: float) -> Dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         try:
-            info = await call("GET", agent_url(address, port, "/v1/info"), ctx, timeout=3)
+            info = await call("GET", agent_url(address, port, "/v1/info"), ctx, timeout=3, session=session)
             if info.get("name") != name or info.get("cluster_id") != cluster_id:
                 raise APIError(f"the agent at {address}:{port} is {info.get('name')!r} of cluster "
                                f"{info.get('cluster_id')!r}, expected {name!r} of {cluster_id!r}")
-            members = await call("GET", agent_url(address, port, "/v1/members"), ctx, timeout=3)
+            members = await call("GET", agent_url(address, port, "/v1/members"), ctx, timeout=3,
+                                 session=session)
             alive = [m for m in members or [] if str(m.get("state", "")).lower() in ALIVE]
             if not any(m.get("name") == name for m in alive):
                 last = "the agent answers but is not in its own member list yet"

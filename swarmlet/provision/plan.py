@@ -291,9 +291,10 @@ def start_script(systemd: bool, layout: Layout = LAYOUT) -> str:
         unit_b64 = base64.b64encode(systemd_unit(layout).encode()).decode()
         parts += [
             f"echo {unit_b64} | base64 -d | sed \"s#@PYTHON@#$PY#\" > {layout.unit}.tmp\n",
-            f"chmod 644 {layout.unit}.tmp\nmv -f {layout.unit}.tmp {layout.unit}\n",
-            "systemctl daemon-reload\n",
-            f"systemctl enable {SERVICE} >/dev/null 2>&1\n",
+            # Reload systemd only when the unit changed: a re-join skips that cost.
+            f"if cmp -s {layout.unit}.tmp {layout.unit}; then rm -f {layout.unit}.tmp; else\n"
+            f"  chmod 644 {layout.unit}.tmp; mv -f {layout.unit}.tmp {layout.unit}; systemctl daemon-reload\nfi\n",
+            f"systemctl is-enabled --quiet {SERVICE} || systemctl enable {SERVICE} >/dev/null 2>&1\n",
             f"systemctl restart {SERVICE}\n",
         ]
     else:
