@@ -157,3 +157,19 @@ async def test_cli_prints_a_summary_and_exits_nonzero_without_traceback(cluster,
     assert "HOST" in out and "RESULT" in out and "failed at probe" in out and "failed at connect" in out
     assert "0 joined, 2 failed" in out
     assert "no python3 found" in err and "unreachable: connection refused on port 1" in err
+
+
+async def test_non_root_user_with_sudo_runs_every_root_step_through_sudo(
+        cluster, ssh_server_factory, client_key, prebuilt_deps):
+    probe = GOOD_PROBE.replace("uid=0", "uid=1000").replace("user=root", "user=ops").replace(
+        "sudo=no", "sudo=yes").replace("docker=ok 24.0.7", "docker=denied")
+    host = await ssh_server_factory(client_key[0], canned(probe=probe))
+    (res,) = await join_all(cluster, [target(host.port, "ops")], opts(cluster, client_key[1], accept_new=True))
+    # No agent can answer here, so it stops at healthy; every step before ran through sudo -n.
+    assert res.step == "healthy" and not res.ok
+    upload, install, start = host.commands[1:4]
+    assert upload.startswith("sudo -n sh -c ") and "tar -xzf -" in upload
+    assert install == "sudo -n sh -s" and start == "sudo -n sh -s"
+    # The node's private key went on stdin (the install script), never on a command line.
+    assert not any("PRIVATE KEY" in c for c in host.commands)
+    assert host.stdin_sizes[2] > 0
