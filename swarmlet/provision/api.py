@@ -14,7 +14,7 @@ import json
 import os
 import ssl
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import aiohttp
 
@@ -85,9 +85,12 @@ def agent_url(address: str, port: int, path: str) -> str:
 
 async def wait_agent_healthy(
     address: str, port: int, name: str, cluster_id: str, ctx: ssl.SSLContext,
-    want_peers: bool, timeout: float = 30.0, interval: float = 0.25,
+    want_peers: Union[bool, Callable[[], bool]], timeout: float = 30.0, interval: float = 0.25,
 ) -> Dict[str, Any]:
     """Poll until the agent is up and in the mesh; the last ``/v1/info`` answer.
+
+    ``want_peers`` (or a callable asked at each poll) says whether some other
+    node should be up to meet; then the agent must see at least one.
 
     Raises ``Unreachable`` naming what was last missing when ``timeout`` passes.
     """
@@ -97,7 +100,7 @@ async def wait_agent_healthy(
 
 
 async def _wait_healthy(session: aiohttp.ClientSession, address: str, port: int, name: str,
-                        cluster_id: str, ctx: ssl.SSLContext, want_peers: bool, timeout: float,
+                        cluster_id: str, ctx: ssl.SSLContext, want_peers: Any, timeout: float,
                         interval: float) -> Dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = "no answer yet"
@@ -112,7 +115,7 @@ async def _wait_healthy(session: aiohttp.ClientSession, address: str, port: int,
             alive = [m for m in members or [] if str(m.get("state", "")).lower() in ALIVE]
             if not any(m.get("name") == name for m in alive):
                 last = "the agent answers but is not in its own member list yet"
-            elif want_peers and len(alive) < 2:
+            elif (want_peers() if callable(want_peers) else want_peers) and len(alive) < 2:
                 last = "the agent answers but has not met any other node over gossip"
             else:
                 info["members"] = len(alive)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from .. import cluster as clusterlib
 from ..exceptions import ProvisionError, SSHError, SwarmletError
@@ -75,10 +75,12 @@ async def join_all(
     reserved = {r.name: r.address for r in existing}
     ctx = cluster.client_ssl("cli")
     gate = asyncio.Semaphore(max(1, opts.parallel))
+    started: Set[str] = set()  # addresses in this batch whose agent has been started
 
     async def one(t: plan.Target) -> JoinResult:
         async with gate:
-            return await _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved, ctx)
+            return await _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved,
+                                   started, ctx)
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
@@ -97,7 +99,7 @@ def _seeds(cluster: clusterlib.Cluster, me: plan.Target, existing: Sequence[clus
 
 async def _join_one(
     cluster: clusterlib.Cluster, target: plan.Target, opts: JoinOptions, emit: Emit,
-    cache: BundleCache, keys, existing, batch, reserved: Dict[str, str], ctx,
+    cache: BundleCache, keys, existing, batch, reserved: Dict[str, str], started_batch: Set[str], ctx,
 ) -> JoinResult:
     res = JoinResult(str(target))
     t0 = time.monotonic()
@@ -183,10 +185,17 @@ async def _join_one(
             note = "no systemd here: the agent runs supervised (setsid + restart loop) and will not survive a reboot"
             res.notes.append(note)
             emit(Progress(res.target, "start", "note", note))
+        started_batch.add(res.address)
         done("systemd unit swarmlet-agent.service" if res.init == "systemd" else "supervised")
 
         step("healthy")
-        want_peers = bool(config["seeds"])
+        # Expect to meet a peer only if one should be up: a node joined before, or a host
+        # of this batch whose agent has started (a host that failed earlier never counts).
+        others_before = any(r.address != res.address for r in existing)
+
+        def want_peers() -> bool:
+            return others_before or bool(started_batch - {res.address})
+
         try:
             info = await api.wait_agent_healthy(
                 res.address, cluster.api_port, res.name, cluster.id, ctx, want_peers,
