@@ -36,6 +36,7 @@ class AgentConfig:
     gossip: bool = True                 # false: run without the mesh (tests, single node)
     ingress: bool = True                # run a proxy for every published port (routes)
     ingress_bind: str = "0.0.0.0"
+    discovery: bool = True              # services reachable by name via VIPs (needs root, `ip`)
     docker_url: Optional[str] = None    # None: DOCKER_HOST or the local socket
     resync_interval: float = 10.0       # full re-list even without Docker events
     stats_interval: float = 5.0         # utilization sampling and gossip meta refresh
@@ -89,7 +90,7 @@ def parse(data: Any, where: str = "agent.json") -> AgentConfig:
             if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
                 raise ConfigError(f"{where}: 'seeds' must be a list of 'host:port' strings")
             kw[k] = tuple(v)
-        elif k in ("gossip", "ingress"):
+        elif k in ("gossip", "ingress", "discovery"):
             kw[k] = bool(v)
         elif k == "docker_url":
             kw[k] = v if isinstance(v, str) and v else None

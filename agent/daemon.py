@@ -75,6 +75,7 @@ class Agent:
         self._api_runner: Any = None
         self.docker_ok = False
         self.ingress: Any = None
+        self.discovery: Any = None
         self._routes_dirty = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------
@@ -82,6 +83,7 @@ class Agent:
     async def start(self) -> None:
         self.lag.start()
         await asyncio.to_thread(self.store.load)
+        self._set_hosts()
         loop = asyncio.get_running_loop()
         self.runtime.watch_events(loop, self._on_event, self._wake.set)
         for coro, name in ((self._reconcile_loop(), "reconcile"), (self._health_loop(), "health"),
@@ -90,6 +92,10 @@ class Agent:
         if self.config.ingress:
             from swarmlet.ingress import Ingress  # the LB is imported only when it runs
             self.ingress = Ingress(self.config.ingress_bind)
+        if self.config.discovery:
+            from swarmlet.discovery import Discovery
+            self.discovery = Discovery()
+        if self.ingress is not None or self.discovery is not None:
             self._tasks.append(loop.create_task(self._ingress_loop(), name="ingress"))
             self._routes_dirty.set()
         from .api import start_api  # aiohttp is imported only with the API
@@ -119,6 +125,8 @@ class Agent:
         await asyncio.gather(*self._tasks, *self._actions, return_exceptions=True)
         if self.ingress is not None:
             await self.ingress.close()
+        if self.discovery is not None:
+            await self.discovery.close()   # VIPs stay on lo: the next agent takes them over
         await self.members.close()
         await self.lag.stop()
         await asyncio.to_thread(self.runtime.close)
@@ -145,6 +153,7 @@ class Agent:
         async with self._assign_lock:
             applied = await asyncio.to_thread(self.store.offer, assignment)
         if applied:
+            self._set_hosts()
             now = self.clock()
             want = {t.task_id: t.revision for t in assignment.tasks}
             for t in assignment.tasks:
@@ -160,6 +169,12 @@ class Agent:
             self._routes_dirty.set()
         return applied
 
+    def _set_hosts(self) -> None:
+        """Containers created from now on resolve service names to their VIPs."""
+        from swarmlet.discovery import hosts_for
+        cur = self.store.current
+        self.runtime.extra_hosts = hosts_for(cur.routes) if cur is not None else {}
+
     async def _ingress_loop(self) -> None:
         """Keep the ingress proxies on the stored assignment's routes (one change at a time)."""
         while True:
@@ -169,7 +184,10 @@ class Agent:
             if cur is None:
                 continue
             try:
-                await self.ingress.apply(cur.routes, frozenset(cur.draining))
+                if self.ingress is not None:
+                    await self.ingress.apply(cur.routes, frozenset(cur.draining))
+                if self.discovery is not None:
+                    await self.discovery.apply(cur.routes)
             except Exception:  # a bug: keep the rest of the agent alive
                 log.exception("ingress update failed")
                 await asyncio.sleep(1.0)

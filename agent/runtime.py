@@ -123,6 +123,7 @@ class DockerRuntime:
 
     def __init__(self, node: str, url: Optional[str] = None, timeout: int = 60) -> None:
         self.node = node
+        self.extra_hosts: Dict[str, str] = {}   # service name -> VIP, for new containers
         self._url = url
         self._timeout = timeout
         self._client: Optional[docker.DockerClient] = None
@@ -249,6 +250,7 @@ class DockerRuntime:
             hc_kw: Dict[str, Any] = dict(
                 port_bindings=bindings or None, mounts=mounts or None,
                 restart_policy={"Name": "no"},  # the agent restarts, with its own backoff
+                extra_hosts=dict(self.extra_hosts) or None,   # service names -> VIPs
             )
             if task.limits.cpus:
                 hc_kw["nano_cpus"] = int(task.limits.cpus * _NANO)

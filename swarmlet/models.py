@@ -192,11 +192,12 @@ class Route:
     """One published port: the service behind it and its serving replicas (see ``routes``)."""
 
     service: str
-    published: int
+    published: Optional[int]             # load-balanced port, None: reachable by name only
     target: int
     health_path: Optional[str] = "/"     # None: TCP connect checks
     lb: LBOptions = LBOptions()
     backends: Tuple[RouteBackend, ...] = ()
+    vip: Optional[str] = None            # the service's virtual IP (see ``discovery``)
 
 
 @dataclass(frozen=True)

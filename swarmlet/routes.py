@@ -45,8 +45,11 @@ def serving(r: ReplicaView) -> bool:
 
 
 def build_routes(specs: Iterable[ServiceSpec], replicas: Iterable[ReplicaView],
-                 node_address: Mapping[str, str]) -> Tuple[Route, ...]:
-    """The routing table. ``node_address`` holds only nodes fit to serve (not down/left)."""
+                 node_address: Mapping[str, str],
+                 vips: Optional[Mapping[str, str]] = None) -> Tuple[Route, ...]:
+    """The routing table: a route per TCP port a service declares. ``published``
+    is set where the load balancer publishes it; ``vip`` (from ``vips``) makes it
+    reachable by name. ``node_address`` holds only nodes fit to serve."""
     by_service: Dict[str, List[ReplicaView]] = {}
     for r in replicas:
         if serving(r) and r.node in node_address:
@@ -54,14 +57,16 @@ def build_routes(specs: Iterable[ServiceSpec], replicas: Iterable[ReplicaView],
     routes: List[Route] = []
     for spec in sorted(specs, key=lambda s: s.name):
         for p in spec.ports:
-            if p.published is None or p.protocol != "tcp" or p.host_port is not None:
+            if p.protocol != "tcp":
                 continue
+            published = p.published if p.host_port is None else None
             key = f"{p.target}/tcp"
             backends = tuple(sorted(
                 (RouteBackend(r.task_id, r.node or "", node_address[r.node or ""], int(r.host_ports[key]))
                  for r in by_service.get(spec.name, []) if key in r.host_ports),
                 key=lambda b: b.task_id))
-            routes.append(Route(spec.name, p.published, p.target, health_path(spec), spec.lb, backends))
+            routes.append(Route(spec.name, published, p.target, health_path(spec), spec.lb, backends,
+                                (vips or {}).get(spec.name)))
     return tuple(routes)
 
 
@@ -69,5 +74,6 @@ def by_port(routes: Iterable[Route]) -> Dict[int, Route]:
     """Routes keyed by published port; a port claimed twice keeps the first service."""
     out: Dict[int, Route] = {}
     for r in routes:
-        out.setdefault(r.published, r)
+        if r.published is not None:
+            out.setdefault(r.published, r)
     return out

@@ -38,7 +38,10 @@ from ..exceptions import APIError, ProtocolError, SwarmletError, UsageError
 from ..models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
 from . import views
 from .agents import AgentClient, StaleAssignment, base_url
+from .autoscale import AutoscalePolicy, Autoscaler
 from .constraints import parse_all
+from .events import task_events
+from .metrics import MasterObs, lb_watch
 from .liveness import LivenessConfig, gossip_views, liveness
 from .reconcile import Changes, Event, reconcile
 from .scheduler import STRATEGIES
@@ -46,6 +49,7 @@ from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task,
                     merge_observed, next_revision, node_status, replace, same_template)
 from .store import Store
 from . import rollout as ro
+from ..discovery import assign_vips
 from ..routes import ReplicaView, Route, build_routes
 
 log = logging.getLogger("swarmlet.master")
@@ -65,6 +69,7 @@ class MasterConfig:
     liveness: LivenessConfig = LivenessConfig()
     ingress: bool = True            # run a load balancer for every published port
     ingress_bind: str = "0.0.0.0"
+    autoscale: AutoscalePolicy = AutoscalePolicy()
 
 
 @dataclass
@@ -116,8 +121,11 @@ class Master:
         self._bg: Set["asyncio.Task[Any]"] = set()
         self._members_rr = 0
         self.rollouts: Dict[str, ro.Rollout] = {}
+        self._vips: Dict[str, str] = {}     # service -> virtual IP (stable while running)
         self.counters = {"reconcile_passes": 0, "pushes": 0, "push_failures": 0, "polls": 0,
                          "poll_failures": 0}
+        self.obs = MasterObs()                  # metrics, live-view wakeups (metrics.py)
+        self.autoscaler = Autoscaler(self)      # autoscale.py
 
     # --- life cycle ---------------------------------------------------------
 
@@ -142,6 +150,8 @@ class Master:
                        asyncio.create_task(self._reconcile_loop(), name="master-reconcile")]
         if self.ingress is not None:
             self._loops.append(asyncio.create_task(self._ingress_loop(), name="master-ingress"))
+        self._loops += [asyncio.create_task(lb_watch(self), name="master-lb-watch"),
+                        asyncio.create_task(self.autoscaler.run(), name="master-autoscale")]
         self.kick()
 
     def _recover_rollouts(self) -> None:
@@ -188,14 +198,16 @@ class Master:
         return [self.tasks[i] for i in self._by_node.get(node, ())]
 
     async def _commit(self, changes: Changes, **more: Any) -> None:
+        events = changes.events + task_events(self.tasks, changes.create + changes.update)
         await asyncio.to_thread(self.store.commit, tasks=changes.create + changes.update,
-                                delete_tasks=changes.delete, events=changes.events, **more)
+                                delete_tasks=changes.delete, events=events, **more)
         for t in changes.create + changes.update:
             self._index(t)
         for tid in changes.delete:
             self._unindex(tid)
-        for e in changes.events:
+        for e in events:
             log.info("%s %s: %s", e.kind, e.subject, e.message)
+        self.obs.touch()
 
     # --- views ------------------------------------------------------------------
 
@@ -318,7 +330,8 @@ class Master:
                 "tasks": sum(1 for t in self.tasks_on(name) if t.desired == RUNNING)}
 
     async def put_service(self, spec: ServiceSpec, create_only: bool = False,
-                          rollback_of: Optional[int] = None) -> Dict[str, Any]:
+                          rollback_of: Optional[int] = None,
+                          scale_reason: Optional[str] = None) -> Dict[str, Any]:
         validate_spec(spec)
         async with self._lock:
             old = self.services.get(spec.name)
@@ -331,8 +344,12 @@ class Master:
             if old is not None and svc.template_revision == svc.revision:
                 what += (f": rolling back to revision {svc.revision} (the spec of an earlier one)"
                          if rollback_of is not None else ": rolling update started")
-            await asyncio.to_thread(self.store.commit, services=[svc],
-                                    events=[Event("service", spec.name, what)], now=self.clock())
+            events = [Event("service", spec.name, what)]
+            if old is not None and old.spec.replicas != spec.replicas:
+                events.append(Event("scale", spec.name, scale_reason or
+                                    f"replicas {old.spec.replicas} -> {spec.replicas}"))
+            await asyncio.to_thread(self.store.commit, services=[svc], events=events,
+                                    now=self.clock())
             self.services[spec.name] = svc
             self.specs[(spec.name, svc.revision)] = spec
             if old is not None and svc.template_revision == svc.revision:
@@ -458,7 +475,7 @@ class Master:
     async def reconcile_once(self, rebalance: bool = False) -> int:
         """One pass; returns the number of rebalance moves started."""
         async with self._lock:
-            now = self.clock()
+            now, t0 = self.clock(), time.perf_counter()
             rebalance = rebalance or now < self._rebalance_until
             ch = reconcile(self.services, list(self.tasks.values()), self.node_infos(), now,
                            self._new_id, rebalance=rebalance, gc_after=self.cfg.gc_after)
@@ -467,6 +484,7 @@ class Master:
                 await self._commit(ch, now=now)
             self._routes_dirty.set()   # before the push: the LB stops routing to stopped tasks first
             await self._sync_assignments()
+            self.obs.reconciled(time.perf_counter() - t0)
             return sum(1 for e in ch.events if "rebalancing" in e.message)
 
     async def _sync_assignments(self) -> None:
@@ -535,7 +553,9 @@ class Master:
                 if (self.live.get(n) or _Live()).status not in _LOST}
         reps = [ReplicaView(t.task_id, t.service, t.node, t.state, t.health, t.host_ports,
                             t.desired == RUNNING) for t in self.tasks.values()]
-        return build_routes([svc.spec for svc in self.services.values()], reps, addr)
+        order = [svc.name for svc in sorted(self.services.values(), key=lambda v: (v.created_at, v.name))]
+        self._vips = assign_vips(order, self._vips)
+        return build_routes([svc.spec for svc in self.services.values()], reps, addr, self._vips)
 
     def _graceful(self) -> Set[str]:
         """Tasks leaving the routes on purpose while still running: let them drain."""
@@ -652,6 +672,7 @@ class Master:
         msg = f"{old.value} -> {new.value}"
         log.info("node %s: %s", name, msg)
         self._spawn(asyncio.to_thread(self.store.commit, events=[Event("node", name, msg)]))
+        self.obs.touch()   # the live views (top, dashboard) show it now
         if new == NodeStatus.READY and live.content is not None:
             self._push(name)
         self._routes_dirty.set()

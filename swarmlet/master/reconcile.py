@@ -160,9 +160,13 @@ def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
             for t in ts:
                 w.stop(t, "scaled down")
     out: List[Tuple[Service, int, Optional[Task]]] = []
+    updating = any(not _good(t, rev, status) for ts in slots.values() for t in ts)
+    # A slot is in flight while its successor does not serve yet: beside its
+    # predecessor (start-first), or alone mid-update (stop-first).
     in_flight = sum(1 for s, ts in slots.items() if s <= spec.replicas
-                    and any(not _good(t, rev, status) for t in ts)
-                    and any(_good(t, rev, status) for t in ts))
+                    and any(_good(t, rev, status) for t in ts)
+                    and (any(not _good(t, rev, status) for t in ts)
+                         or (updating and not any(t.serving for t in ts if _good(t, rev, status)))))
     for slot in range(1, spec.replicas + 1):
         ts = slots.get(slot, [])
         good = [t for t in ts if _good(t, rev, status)]
@@ -187,6 +191,9 @@ def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
         if draining or in_flight < max(1, spec.update.parallelism):
             if not draining:
                 in_flight += 1
+                if spec.update.order == "stop-first":
+                    for t in ts:
+                        w.stop(t, f"updated to revision {svc.revision} (stop-first)")
             out.append((svc, slot, None))
     return out
 
@@ -268,7 +275,7 @@ def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
     meta: Dict[str, Tuple[Service, int, Optional[Task], Optional[Task]]] = {}
     for svc, slot, pending in requests:
         key = pending.task_id if pending else f"new:{svc.name}:{slot}:{len(reqs)}"
-        reqs.append(Request(key, svc.spec, slot))
+        reqs.append(Request(key, _sticky(w, svc, slot, status), slot))
         meta[key] = (svc, slot, pending, None)
     for t in moves:
         key = f"move:{t.task_id}"
@@ -295,6 +302,21 @@ def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
         t = _create(w, svc, slot, node, why, new_id)
         if node is None:
             w.event("scheduler", t.task_id, f"{svc.name} slot {slot} pending: {why}")
+
+
+def _sticky(w: _Work, svc: Service, slot: int, status: Mapping[str, NodeStatus]) -> ServiceSpec:
+    """A replica with named volumes stays on its slot's node while that node is ready:
+    its data lives in a volume there (as with Swarm, volumes are node-local)."""
+    spec = svc.spec
+    if not any(v.kind == "volume" for v in spec.volumes) or spec.mode == "global":
+        return spec
+    before = [t for t in w.tasks.values() if t.service == spec.name and t.slot == slot and t.node]
+    if not before:
+        return spec
+    node = max(before, key=lambda t: (t.created_at, t.task_id)).node
+    if status.get(node) != NodeStatus.READY:
+        return spec                       # down or draining: the data cannot follow; place anew
+    return dataclasses.replace(spec, constraints=spec.constraints + (f"node.name=={node}",))
 
 
 def _create(w: _Work, svc: Service, slot: int, node: Optional[str], why: str,

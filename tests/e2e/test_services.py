@@ -217,8 +217,10 @@ def test_dead_node_is_replaced_and_no_over_replication_when_it_returns(svc, port
         r["name"] == victim["name"] and r["status"] == "ready" for r in svc.cli.json("nodes")), timeout=90)
     wait_until("no stale replica left on the returned node",
                lambda: sum(len(containers_on(n)) for n in svc.nodes) == 3, timeout=60)
-    time.sleep(3)
-    assert sum(len(containers_on(n)) for n in svc.nodes) == 3
+    # automatic rebalance after the node's return: one replica per node again, start-first
+    wait_until("rebalanced onto the returned node", lambda: len(running(ps(svc))) == 3 and
+               len({r["node"] for r in running(ps(svc))}) == 3 and
+               sum(len(containers_on(n)) for n in svc.nodes) == 3, timeout=90)
 
 
 def test_master_down_traffic_flows_through_agents_and_restart_loses_nothing(svc, port):

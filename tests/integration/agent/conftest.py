@@ -112,7 +112,7 @@ async def make_agent(tmp_path, pki_files, docker_client):
             nodes.append(name)
         kw: Dict[str, Any] = dict(
             name=name, address="127.0.0.1", api_port=0, api_bind="127.0.0.1", gossip=False,
-            ingress=False,  # several in-process agents would fight over published ports
+            ingress=False, discovery=False,  # in-process agents would fight over ports and VIPs
             state_dir=state_dir or str(tmp_path / name), cert=pki_files["agent"] + ".crt",
             key=pki_files["agent"] + ".key", ca=pki_files["ca"], stats_interval=1.0,
             resync_interval=5.0, stop_timeout=1, lag_probe_interval=0.02)

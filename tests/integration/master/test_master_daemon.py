@@ -52,7 +52,7 @@ class Env:
             (d / "agent.crt").write_bytes(kp.cert_pem)
             (d / "agent.key").write_bytes(kp.key_pem)
         a = Agent(AgentConfig(
-            name=name, address="127.0.0.1", api_port=0, api_bind="127.0.0.1", gossip=False, ingress=False,
+            name=name, address="127.0.0.1", api_port=0, api_bind="127.0.0.1", gossip=False, ingress=False, discovery=False,
             cluster_id=self.c.id, state_dir=str(d / "state"), cert=str(d / "agent.crt"),
             key=str(d / "agent.key"), ca=str(self.c.path("ca.crt")), stats_interval=1.0,
             resync_interval=2.0, stop_timeout=1))
