@@ -301,6 +301,15 @@ class Downstream(asyncio.Protocol):
         if self.closed or self.cur is not r:
             self.pool.put(up, self.loop.time())   # fresh and unused: keep it
             return
+        if up.closed or up.transport.is_closing():
+            # Accepted, then closed before we could write: Docker's userland proxy
+            # does this when its container is gone (it accepts, fails to dial the
+            # container, closes). The close came while we had no owner, so nobody
+            # was told: attaching now would write into a dead transport and wait
+            # for an answer that never comes. Nothing was sent: fail over.
+            self._failed(r, st, "reset", "backend closed the connection before the "
+                         "request was sent", eject=True)
+            return
         self._attach(r, st, up, self.loop.time())
 
     def _attach(self, r: Request, st: BackendState, up: UpstreamConn, now: float) -> None:
