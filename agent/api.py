@@ -145,7 +145,50 @@ async def get_metrics(request: web.Request) -> web.Response:
               f"swarmlet_agent_loop_lag_max_seconds {agent.lag.max_lag:.6f}",
               "# TYPE swarmlet_agent_docker_up gauge",
               f"swarmlet_agent_docker_up {int(agent.docker_ok)}"]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    lines += _utilization(agent)
+    text = "\n".join(lines) + "\n"
+    ingress = getattr(agent, "ingress", None)
+    if ingress is not None and getattr(ingress, "proxies", None):
+        text += ingress.metrics_text()   # this node's load balancers (ingress mode)
+    return web.Response(text=text, content_type="text/plain")
+
+
+def _utilization(agent: Any) -> "list[str]":
+    """Node and per-task CPU and memory from the last stats sample, restarts per task."""
+    node = agent.last_stats.get("node") or {}
+    name = _label(agent.config.name)
+    out = []
+    for metric, key, help_ in (
+            ("swarmlet_agent_node_cpu_percent", "cpu_percent", "Node CPU use, percent of all CPUs."),
+            ("swarmlet_agent_node_memory_used_bytes", "mem_used", "Node memory in use."),
+            ("swarmlet_agent_node_memory_total_bytes", "mem_total", "Node memory."),
+            ("swarmlet_agent_node_load1", "load1", "Node load average, 1 minute."),
+            ("swarmlet_agent_node_cpus", "cpus", "Node CPUs.")):
+        if isinstance(node.get(key), (int, float)):
+            out += [f"# HELP {metric} {help_}", f"# TYPE {metric} gauge",
+                    f'{metric}{{node="{name}"}} {float(node[key]):g}']
+    rows = {r.task_id: r for r in agent.book.rows()}
+    stats = agent.last_stats.get("tasks") or {}
+    cpu, mem, restarts = [], [], []
+    for tid, r in sorted(rows.items()):
+        lab = f'node="{name}",service="{_label(r.service)}",task="{_label(tid)}"'
+        s = stats.get(tid) or {}
+        if isinstance(s.get("cpu_percent"), (int, float)):
+            cpu.append(f"swarmlet_agent_task_cpu_percent{{{lab}}} {float(s['cpu_percent']):g}")
+        if isinstance(s.get("mem_used"), (int, float)):
+            mem.append(f"swarmlet_agent_task_memory_used_bytes{{{lab}}} {float(s['mem_used']):g}")
+        restarts.append(f"swarmlet_agent_task_restarts_total{{{lab}}} {int(r.restarts)}")
+    for metric, kind, help_, samples in (
+            ("swarmlet_agent_task_cpu_percent", "gauge", "Task CPU use, percent of one CPU.", cpu),
+            ("swarmlet_agent_task_memory_used_bytes", "gauge", "Task memory in use.", mem),
+            ("swarmlet_agent_task_restarts_total", "counter", "Crash restarts of the task.",
+             restarts)):
+        out += [f"# HELP {metric} {help_}", f"# TYPE {metric} {kind}"] + samples
+    return out
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def make_app(agent: Any) -> web.Application:

@@ -160,6 +160,25 @@ async def get_events(request: web.Request) -> web.Response:
     return web.json_response(await _m(request).events_view(limit, since))
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    from .metrics import render
+    return web.Response(text=render(_m(request)), content_type="text/plain",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def get_overview(request: web.Request) -> web.StreamResponse:
+    from .dashboard import server as dash
+    if _flag(request, "stream"):
+        return await dash.stream(request, _m(request))
+    return web.json_response(await dash.snapshot(_m(request)), dumps=dash._dumps)
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    from .dashboard.server import dashboard_info, ensure_token
+    await ensure_token(_m(request))
+    return web.json_response(dashboard_info(_m(request)))
+
+
 def make_app(master: Any) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[MASTER_KEY] = master
@@ -176,6 +195,8 @@ def make_app(master: Any) -> web.Application:
         web.post("/v1/rebalance", post_rebalance),
         web.get("/v1/config", get_config), web.patch("/v1/config", patch_config),
         web.get("/v1/events", get_events),
+        web.get("/metrics", get_metrics), web.get("/v1/overview", get_overview),
+        web.get("/v1/dashboard", get_dashboard),
     ])
     return app
 

@@ -29,8 +29,11 @@ class RunningMaster:
     runner: Any
     url: str
     store: Store
+    dashboard: Any = None   # the dashboard's runner (master/dashboard/server.py), if served
 
     async def close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.cleanup()
         await self.runner.cleanup()
         await self.master.close()
         self.store.close()
@@ -60,7 +63,10 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         await master.close()
         store.close()
         raise
+    from .dashboard.server import start_dashboard   # its own port: see that module
+    dash = await start_dashboard(master, c, host, 0 if listen_port == 0 else listen_port + 1,
+                                 c.advertise_addr)
     if listen_port == 0:   # tests: an ephemeral port
         listen_port = runner.addresses[0][1]
     shown = "127.0.0.1" if host == "0.0.0.0" else host
-    return RunningMaster(master, runner, f"https://{shown}:{listen_port}", store)
+    return RunningMaster(master, runner, f"https://{shown}:{listen_port}", store, dash)

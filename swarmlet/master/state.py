@@ -42,8 +42,10 @@ class Service:
 
 
 def same_template(a: ServiceSpec, b: ServiceSpec) -> bool:
-    """Whether two revisions run identical tasks (they differ at most in replicas)."""
-    return dataclasses.replace(a, replicas=0) == dataclasses.replace(b, replicas=0)
+    """Whether two revisions run identical tasks (they differ at most in replicas, or in the
+    autoscale policy, which only moves the replica count)."""
+    return (dataclasses.replace(a, replicas=0, autoscale=None)
+            == dataclasses.replace(b, replicas=0, autoscale=None))
 
 
 def next_revision(old: Optional[Service], spec: ServiceSpec, now: float) -> Service:

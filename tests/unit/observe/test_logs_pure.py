@@ -1,0 +1,93 @@
+"""Pure parts of ``swarmlet logs``/``events``: timestamps, --since, merging, prefixes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, strategies as st
+
+from swarmlet.cli.observe import (LineMerger, Painter, LogLine, event_line, parse_since, parse_ts,
+                                  prefix, split_lines)
+from swarmlet.exceptions import UsageError
+
+pytestmark = pytest.mark.unit
+
+
+def test_parse_ts_docker_nanoseconds():
+    ts, rest = parse_ts("2024-05-01T12:00:00.123456789Z hello world")
+    want = dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc).timestamp()
+    assert ts == pytest.approx(want, abs=1e-6) and rest == "hello world"
+
+
+def test_parse_ts_offset_and_no_fraction():
+    ts, rest = parse_ts("2024-05-01T14:00:00+02:00 x")
+    assert ts == dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc).timestamp() and rest == "x"
+
+
+def test_parse_ts_without_timestamp_keeps_line():
+    assert parse_ts("plain line") == (None, "plain line")
+
+
+def test_parse_since_forms():
+    now = 1_700_000_000.0
+    assert parse_since("10m", now) == now - 600
+    assert parse_since("2h", now) == now - 7200
+    assert parse_since("1699999999.5", now) == 1699999999.5
+    assert parse_since("2024-05-01T12:00:00Z", now) == dt.datetime(
+        2024, 5, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+    with pytest.raises(UsageError):
+        parse_since("yesterday", now)
+
+
+def test_split_lines_keeps_partial_rest():
+    lines, rest = split_lines(b"ab", b"c\nde\nf")
+    assert lines == ["abc", "de"] and rest == b"f"
+    lines, rest = split_lines(rest, b"\r\n")
+    assert lines == ["f"] and rest == b""
+
+
+def test_merger_holds_lines_so_a_late_earlier_line_sorts_first():
+    m = LineMerger(hold=0.3)
+    m.push(10.2, "web.1", "n1", "second", now=0.0)
+    assert m.ready(0.1) == []                        # still held
+    m.push(10.1, "web.2", "n2", "first", now=0.2)    # arrives later, happened earlier
+    assert m.ready(0.35) == []                       # "second" waits behind the held "first"
+    assert [ln.text for ln in m.ready(0.6)] == ["first", "second"]
+    assert len(m) == 0
+
+
+def test_merger_flush_releases_everything_in_order():
+    m = LineMerger(hold=10)
+    for i, ts in enumerate([3.0, 1.0, 2.0]):
+        m.push(ts, f"t{i}", "n", str(ts), now=0.0)
+    assert [ln.ts for ln in m.ready(0.0, flush=True)] == [1.0, 2.0, 3.0]
+
+
+@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 5)), max_size=60))
+def test_merger_output_is_sorted_when_arrivals_lag_less_than_hold(items):
+    # A line arrives at most 5 s after its timestamp; with a hold of 5 s the output is in order.
+    m = LineMerger(hold=5.0)
+    arrivals = sorted(((ts + lag, ts) for ts, lag in items))
+    out = []
+    for at, ts in arrivals:
+        out += m.ready(at)
+        m.push(ts, "t", "n", "", now=at)
+    out += m.ready(1e9)
+    assert [ln.ts for ln in out] == sorted(ts for _, ts in arrivals)
+
+
+def test_prefix_and_colors_are_stable_per_task():
+    assert prefix("web.1.ab", "node-1") == "web.1.ab@node-1 |"
+    p = Painter(color=True)
+    a1 = p.line(LogLine(1.0, 0, "web.1", "n1", "x"), timestamps=False)
+    b = p.line(LogLine(2.0, 1, "web.2", "n2", "y"), timestamps=False)
+    a2 = p.line(LogLine(3.0, 2, "web.1", "n1", "z"), timestamps=False)
+    assert a1[:5] == a2[:5] != b[:5] and a1.startswith("\x1b[")
+    plain = Painter(color=False).line(LogLine(0.5, 0, "web.1", "n1", "hi"), timestamps=True)
+    assert plain == "web.1@n1 | 1970-01-01T00:00:00.500000Z hi"
+
+
+def test_event_line_has_kind_subject_message():
+    line = event_line({"id": 1, "ts": 0, "kind": "node", "subject": "n1", "message": "ready -> down"})
+    assert "node" in line and "n1: ready -> down" in line
