@@ -40,10 +40,12 @@ REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41
 ADMIN_ONLY = {"asyncssh", "click", "pyyaml"}
 # The part of `swarmlet` that runs on servers: stdlib-only or needing only REQUIREMENTS.
 SHIPPED = ("__init__.py", "exceptions.py", "models.py", "tlsutil.py", "wire.py", "clock.py",
-           "gossip", "lb", "routes.py", "ingress.py")
+           "gossip", "lb", "routes.py", "ingress.py", "discovery.py")
 # Never shipped, even if the agent names them: they need click/asyncssh or are admin-only.
 NEVER_SHIPPED = {"cli", "provision", "pki", "lab", "cluster", "master_process", "home"}
 PIP_TIMEOUT = 600.0
+# Bumped when the way wheels are prepared changes (v2: extension modules stripped).
+CACHE_FORMAT = "v2"
 
 
 class BundleError(SwarmletError):
@@ -78,7 +80,8 @@ def requirements() -> List[str]:
 
 def deps_dirname() -> str:
     """The cache folder of unzipped wheels: named by the requirement set, so adding one re-downloads."""
-    return "deps-" + hashlib.sha256("\n".join(requirements()).encode()).hexdigest()[:12]
+    text = "\n".join([CACHE_FORMAT, *requirements()])
+    return "deps-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _pkg_dir(name: str) -> Path:
