@@ -26,11 +26,17 @@ step() {
 step swarmlet lab up --nodes 3
 mapfile -t targets < <(swarmlet lab ls -o json | python3 -c 'import json,sys; [print(n["ssh"]) for n in json.load(sys.stdin)]')
 key=$(swarmlet lab ls -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["key"])')
-step swarmlet init --name quickstart
+home=${SWARMLET_HOME:-$HOME/.swarmlet}
+if [ -f "$home/cluster.json" ]; then
+  echo; echo "quickstart: a cluster exists in $home; reusing it (swarmlet init --force starts over)"
+  swarmlet master status >/dev/null 2>&1 || step swarmlet master start
+else
+  step swarmlet init --name quickstart
+fi
 step swarmlet join -i "$key" --accept-new-host-key "${targets[@]}"
 step swarmlet nodes
-step swarmlet deploy -f examples/hello/stack.yml
-step swarmlet ps hello
+step swarmlet deploy --push -f examples/hello/stack.yml
+step swarmlet ps web
 
 echo
 echo "\$ curl http://127.0.0.1:8080/   (through swarmlet's load balancer, 6 times)"
@@ -42,4 +48,5 @@ done
 if [ $ok -ne 1 ]; then echo "quickstart: the service did not answer through the load balancer in 60 s" >&2; exit 1; fi
 for i in 1 2 3 4 5 6; do curl -fsS --max-time 2 http://127.0.0.1:8080/; done
 echo
-echo "quickstart: done. Clean up with: swarmlet rm hello; swarmlet lab down"
+echo "quickstart: done. Try: swarmlet update web --image swarmlet-hello:2   (or :broken, which rolls back by itself)"
+echo "Clean up with: swarmlet rm web; swarmlet master stop; swarmlet lab down"

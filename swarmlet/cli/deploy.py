@@ -20,6 +20,7 @@ import click
 from ..exceptions import SwarmletError
 from ..models import ServiceSpec, from_wire, to_wire
 from ..stack import load_stack, plan_deploy, render_plan
+from .offer_push import offer_push
 from .output import emit, emit_json, err, output_option
 from .services import call, parse_env
 
@@ -82,7 +83,10 @@ def _finish(failures: List[str]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the rollout.")
-def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: float) -> None:
+@click.option("--push/--no-push", default=None,
+              help="Push images the nodes lack (default: ask on a terminal, else warn).")
+def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: float,
+               push: Optional[bool]) -> None:
     """Create or update services from a Compose stack file, as 'docker stack deploy' does."""
     stack = load_stack(path, dict(os.environ))      # invalid -> StackFileError, nothing applied
     current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
@@ -92,6 +96,7 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
     click.echo(render_plan(plan))
     if dry_run or not plan.has_changes:
         return
+    offer_push([ch.new.image for ch in plan.create + plan.update if ch.new is not None], push)
     for ch in plan.create + plan.update:
         out = call("POST", "/v1/services", to_wire(ch.new))
         click.echo(f"{ch.name}: {ch.action}d, revision {out['revision']}")

@@ -119,14 +119,18 @@ def call(method: str, path: str, body: Any = None) -> Any:
 @click.option("--max-per-node", type=click.IntRange(1), help="At most this many replicas on one node.")
 @click.option("--placement", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True)
 @click.option("--global", "global_", is_flag=True, help="One replica on every eligible node.")
+@click.option("--push/--no-push", default=None,
+              help="Push the image to nodes that lack it (default: ask on a terminal, else warn).")
 @click.argument("command", nargs=-1)
 def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: Tuple[str, ...],
             health_path: Optional[str], cpus: Optional[float], memory: Optional[str],
             constraints: Tuple[str, ...], max_per_node: Optional[int], placement: str,
-            global_: bool, command: Tuple[str, ...]) -> None:
+            global_: bool, push: Optional[bool], command: Tuple[str, ...]) -> None:
     """Create a service from flags (use 'swarmlet deploy' for stack files)."""
     spec = build_spec(name, image, replicas, ports, env, health_path, cpus, memory, constraints,
                       max_per_node, placement, "global" if global_ else "replicated", command)
+    from .offer_push import offer_push
+    offer_push([image], push)
     out = call("POST", "/v1/services?create=1", to_wire(spec))
     click.echo(f"service {name} created (revision {out.get('revision')}); see: swarmlet ps {name}")
 
