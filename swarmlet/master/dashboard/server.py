@@ -39,6 +39,7 @@ from .overview import overview
 log = logging.getLogger("swarmlet.master")
 STATIC = Path(__file__).parent / "static"
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("dash_master", object)
+TOKEN_KEY: "web.AppKey[str]" = web.AppKey("dash_token", str)
 COOKIE = "swarmlet_dashboard"
 _FILES = {"app.js": "application/javascript", "style.css": "text/css", "index.html": "text/html"}
 
@@ -99,7 +100,7 @@ def _authorized(request: web.Request, token: str) -> bool:
 @web.middleware
 async def _guard(request: web.Request,
                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    token = request.app["token"]
+    token = request.app[TOKEN_KEY]
     if not _authorized(request, token):
         return web.Response(status=401, text="swarmlet dashboard: run 'swarmlet dashboard' for "
                                              "the address with its token\n")
@@ -141,7 +142,7 @@ def _dumps(obj: Any) -> str:
 def make_app(master: Any, token: str) -> web.Application:
     app = web.Application(middlewares=[_guard])
     app[MASTER_KEY] = master
-    app["token"] = token
+    app[TOKEN_KEY] = token
     app.add_routes([web.get("/", _index), web.get("/static/{name}", _static),
                     web.get("/api/overview", _overview), web.get("/api/stream", _stream)])
     return app
