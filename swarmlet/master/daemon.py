@@ -657,8 +657,10 @@ class Master:
         rec, live = self.nodes.get(name), self.live.get(name)
         if rec is None or live is None:
             return
+        # A node not polled yet since this master started is judged from the start,
+        # not from its registration: a restarted master must not call every node down.
         new = liveness(self.clock(), live.reachable, live.failing_since, self.gossip.get(name),
-                       rec.registered_at, self.cfg.liveness)
+                       max(rec.registered_at, self.started_at), self.cfg.liveness)
         if new == live.status:
             return
         old, live.status = live.status, new
