@@ -53,6 +53,7 @@ class AutoscalePolicy:
 class ScaleState:
     recs: Tuple[Tuple[float, int], ...] = ()   # (time, recommended replicas), oldest first
     last_change: float = -math.inf
+    since: Optional[float] = None              # first decision: how much history there is
 
 
 @dataclass(frozen=True)
@@ -81,29 +82,30 @@ def decide(spec: AutoscaleSpec, current: int, cpu: Optional[float], state: Scale
     raw = recommend(current, cpu, spec.cpu, policy.tolerance)
     keep = max(policy.up_window, policy.down_window)
     recs = tuple((t, r) for t, r in state.recs if now - t <= keep) + ((now, raw),)
-    st = ScaleState(recs, state.last_change)
+    since = now if state.since is None else state.since
+    st = ScaleState(recs, state.last_change, since)
     if current < lo or current > hi:
         new = min(hi, max(lo, current))
-        return Decision(new, ScaleState(recs, now), f"bounds are {lo}..{hi}")
+        return Decision(new, ScaleState(recs, now, since), f"bounds are {lo}..{hi}")
 
     def window(w: float) -> Optional[Tuple[int, ...]]:
-        if recs[0][0] > now - w:
+        if now - since < w:
             return None   # not enough history to call it sustained
         return tuple(r for t, r in recs if t >= now - w)
 
-    since = now - state.last_change
+    quiet = now - state.last_change
     what = f"cpu {cpu:.0f}% for a target of {spec.cpu:g}%" if cpu is not None else "no cpu figures"
     up = window(policy.up_window)
-    if up and min(up) > current and since >= policy.up_cooldown:
+    if up and min(up) > current and quiet >= policy.up_cooldown:
         step = max(current + 1, math.floor(current * policy.max_up_factor)) if current else 1
         new = min(hi, min(up), step)
         if new > current:
-            return Decision(new, ScaleState(recs, now), what)
+            return Decision(new, ScaleState(recs, now, since), what)
     down = window(policy.down_window)
-    if down and max(down) < current and since >= policy.down_cooldown:
+    if down and max(down) < current and quiet >= policy.down_cooldown:
         new = max(lo, max(down))
         if new < current:
-            return Decision(new, ScaleState(recs, now), what)
+            return Decision(new, ScaleState(recs, now, since), what)
     return Decision(current, st)
 
 

@@ -62,6 +62,14 @@ def test_scale_down_waits_for_the_down_window_and_cooldown():
     assert final == SPEC.min
 
 
+@pytest.mark.parametrize("step", [0.3, 0.7, 1.3, 2.9])
+def test_windows_work_whatever_the_decision_interval(step):
+    cpu = lambda t, n: 200.0 * 2 / n if t < 40 else 5.0
+    changes, final = run(SPEC, 2, cpu, until=200, step=step)
+    assert changes[0][1] > 2 and 10.0 <= changes[0][0] < 10.0 + step + 1e-9
+    assert final == SPEC.min
+
+
 def test_out_of_bounds_count_is_corrected_at_once():
     d = decide(SPEC, 9, None, ScaleState(), 0.0, P)
     assert d.replicas == 6 and "bounds" in d.reason
