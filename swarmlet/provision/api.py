@@ -68,6 +68,8 @@ class _maybe_session:
 
 def _describe(exc: BaseException) -> str:
     """A short reason without aiohttp's repr noise."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "its TLS certificate is not from this cluster's CA (another cluster's server there?)"
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS handshake failed ({getattr(exc, 'os_error', exc)})"
     if isinstance(exc, aiohttp.ClientConnectorError):
