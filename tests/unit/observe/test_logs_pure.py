@@ -91,3 +91,28 @@ def test_prefix_and_colors_are_stable_per_task():
 def test_event_line_has_kind_subject_message():
     line = event_line({"id": 1, "ts": 0, "kind": "node", "subject": "n1", "message": "ready -> down"})
     assert "node" in line and "n1: ready -> down" in line
+
+
+def test_top_frame_shows_bars_replicas_and_health():
+    from swarmlet.cli.observe import bar, frame_text, render_top
+    doc = {"ts": 0, "cluster": {"name": "prod"},
+           "nodes": [{"name": "n1", "status": "ready", "cpu_percent": 50.0, "mem_used": 1 << 30,
+                      "mem_total": 4 << 30, "tasks": 2},
+                     {"name": "n2", "status": "down", "cpu_percent": 0, "mem_used": 0,
+                      "mem_total": 0, "tasks": 0}],
+           "services": [{"name": "web", "replicas": 3, "running": 2, "health": "degraded",
+                         "req_s": 12.5, "errors": 4, "cpu": 61.2, "ports": "8080:80/tcp",
+                         "autoscale": {"min": 2, "max": 6, "cpu": 70}}],
+           "events": [{"id": 1, "ts": 0, "kind": "node", "subject": "n2", "message": "ready -> down"}]}
+    lines = render_top(doc, color=False, now=0)
+    n1 = next(ln for ln in lines if ln.startswith("n1 "))
+    assert bar(0.5) in n1 and "50.0%" in n1 and "1.0G/4.0G" in n1 and n1.rstrip().endswith("2")
+    assert next(ln for ln in lines if ln.startswith("n2 ")).split()[1] == "down"
+    web = next(ln for ln in lines if ln.startswith("web "))
+    assert web.split()[1:6] == ["2/3", "degraded", "12.5", "4", "61%"] and "auto 2..6 @70%" in web
+    assert "n2: ready -> down" in lines[-1]
+    colored = render_top(doc, color=True, now=0)
+    assert "\x1b[31mdown" in next(ln for ln in colored if ln.startswith("n2 "))
+    out = frame_text(["a", "b"])
+    assert out == "\x1b[Ha\x1b[K\nb\x1b[K\n\x1b[J"
+    assert bar(2.0, 4) == "[####]" and bar(-1, 4) == "[....]"
