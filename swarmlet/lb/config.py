@@ -78,6 +78,12 @@ class LBConfig:
     drain_timeout: float = 30.0        # a removed backend's in-flight requests get this long
     max_attempts: int = 3              # tries per request, on distinct backends when possible
     retry_buffer: int = 64 * 1024      # request body kept to replay a retry
+    # An answer to a retryable request is held back from the client until it is
+    # complete, up to hold_bytes and hold_time: a backend dying mid-answer (head
+    # sent, body cut) is then retried elsewhere instead of truncating the answer.
+    # Larger or slower answers are committed (streamed) past either bound.
+    hold_bytes: int = 16 * 1024        # 0: never hold (commit at the response head)
+    hold_time: float = 0.2
     upstream_idle_timeout: float = 4.0  # below common backend keep-alive timeouts (5 s)
     max_idle_per_backend: int = 128
     max_head_size: int = 64 * 1024

@@ -15,12 +15,16 @@ One exchange runs at a time per client connection; pipelined requests queue
                                    └─▶ connect task ────────┘
     response head ─▶ rewrite, write ─▶ body pieces ─▶ end ─▶ conn back to pool
 
-Failures before the response head (connect error, reset, timeout, garbage)
-retry on another backend when allowed: always if nothing reached the backend,
-else only idempotent requests whose body is still held (``retry_buffer``).
-After the head has gone to the client nothing can be retried: the client
-connection is closed so the truncation shows. Upgrades (websockets) become a
-byte tunnel after the backend's 101.
+Failures before the answer is committed (connect error, reset, timeout,
+garbage) retry on another backend when allowed: always if nothing reached the
+backend, else only idempotent requests whose body is still held
+(``retry_buffer``). An answer is *committed* once a byte of it went to the
+client. For a retryable request the answer is held back until it is complete
+(``hold_bytes``/``hold_time`` bound this, then it streams): a backend killed
+between its head and its body, as a replica is when its container dies, costs
+a retry rather than a truncated answer. After the commit nothing can be
+retried: the client connection is closed so the truncation shows. Upgrades
+(websockets) become a byte tunnel after the backend's 101.
 
 Timeouts are deadlines on the connection object, checked by the load
 balancer's sweeper tick, rather than a timer handle per request.
@@ -113,6 +117,9 @@ class Downstream(asyncio.Protocol):
         self.tunnel = False
         self.tunnel_buf: Optional[List[bytes]] = None
         self.wbuf: List[bytes] = []         # response bytes from one upstream read, sent as one
+        self.holding = False                # wbuf holds an uncommitted answer (retryable)
+        self.held = 0
+        self.hold_timer: Any = None
         self.paused = 0
         self.write_paused = False
         self.closed = False
@@ -156,6 +163,7 @@ class Downstream(asyncio.Protocol):
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
+        self._stop_holding()
         if self.up is not None:
             if not self.tunnel:
                 self.metrics.client_aborts += 1
@@ -397,6 +405,10 @@ class Downstream(asyncio.Protocol):
         self.resp_status = status
         self.up_keep = up_keep
         self.wbuf.append(head)
+        # Hold the answer back only where a cut could still be retried.
+        self.holding = (status != 101 and r.method in IDEMPOTENT and r.log is not None
+                        and r.attempts < self.cfg.max_attempts and self.cfg.hold_bytes > 0)
+        self.held = len(head)
         if status == 101:
             self._become_tunnel(r, up)
         elif r.method == b"HEAD":
@@ -407,6 +419,10 @@ class Downstream(asyncio.Protocol):
     def response_body(self, body: bytes) -> None:
         self.wbuf.append(chunk(body) if self.resp_down == BODY_CHUNKED else body)
         self.deadline = self.loop.time() + self.cfg.response_timeout
+        if self.holding:
+            self.held += len(body)
+            if self.held > self.cfg.hold_bytes:
+                self._stop_holding()        # too big to hold: commit, stream the rest
 
     def response_done(self, up: UpstreamConn) -> None:
         if up is not self.up or self.tunnel:
@@ -419,6 +435,8 @@ class Downstream(asyncio.Protocol):
         now = self.loop.time()
         if self.resp_down == BODY_CHUNKED:
             self.wbuf.append(LAST_CHUNK)
+        self._stop_holding()
+        self.flush()    # complete: commit (also when the end came as a close, not a read)
         # reusable only if the backend said so and saw the whole request body
         self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE)
         if self.router.record_response(st, self.resp_status, now):
@@ -433,14 +451,18 @@ class Downstream(asyncio.Protocol):
             self._detach(reuse=False)
             self._close()
             return
-        if self.resp_started:
-            if self.resp_up == BODY_CLOSE and exc is None:
-                self.response_done(up)      # the close was the end of the body
-                return
-            self._truncated("backend closed the connection mid-answer")
-            return
         r, st = self.cur, self.st
         assert r is not None and st is not None
+        if self.resp_started:
+            if self.resp_up == BODY_CLOSE and exc is None and not up.aborted:
+                self.response_done(up)      # the close was the end of the body
+            elif self.holding:              # nothing of it reached the client: retry
+                self._unsend()
+                self._failed(r, st, "reset", "backend closed the connection mid-answer",
+                             eject=True)
+            else:
+                self._truncated("backend closed the connection mid-answer")
+            return
         # A reused keep-alive connection may just have been closed by the backend
         # at the wrong moment: retry on a fresh one, eject only a fresh failure.
         reason = f"backend reset the connection ({exc})" if exc else "backend closed the connection"
@@ -449,12 +471,33 @@ class Downstream(asyncio.Protocol):
     def upstream_failed(self, up: UpstreamConn, kind: str, error: str) -> None:
         if up is not self.up:
             return
-        if self.resp_started or self.tunnel:
+        if (self.resp_started and not self.holding) or self.tunnel:
             self._truncated(error)
             return
         r, st = self.cur, self.st
         assert r is not None and st is not None
+        self._unsend()
         self._failed(r, st, kind, error, eject=True)
+
+    def _unsend(self) -> None:
+        """Forget an uncommitted answer (a retry or an error answer replaces it)."""
+        self._stop_holding()
+        self.wbuf = []
+        self.resp_started = False
+        self.interim = False
+
+    def _stop_holding(self) -> None:
+        self.holding = False
+        if self.hold_timer is not None:
+            self.hold_timer.cancel()
+            self.hold_timer = None
+
+    def _hold_expired(self) -> None:
+        """A held answer took longer than ``hold_time``: commit it, stream the rest."""
+        self.hold_timer = None
+        if self.holding and not self.closed:
+            self.holding = False
+            self.flush()
 
     def _truncated(self, error: str) -> None:
         st = self.st
@@ -491,6 +534,10 @@ class Downstream(asyncio.Protocol):
         """Send what one upstream read produced in one syscall (head + body + end)."""
         buf = self.wbuf
         if buf:
+            if self.holding:                # uncommitted: keep it, but not for long
+                if self.hold_timer is None:
+                    self.hold_timer = self.loop.call_later(self.cfg.hold_time, self._hold_expired)
+                return
             if len(buf) == 1:
                 self.transport.write(buf[0])
             else:
@@ -535,7 +582,9 @@ class Downstream(asyncio.Protocol):
         r = self.cur
         if self.tunnel or r is None:
             self._close()          # idle keep-alive, slow head, or quiet tunnel
-        elif self.up is not None and not self.resp_started and self.st is not None:
+        elif self.up is not None and (not self.resp_started or self.holding) \
+                and self.st is not None:
+            self._unsend()
             self._failed(r, self.st, "timeout", f"backend did not answer within "
                          f"{self.cfg.response_timeout:g}s", eject=True)
         elif self.up is not None:

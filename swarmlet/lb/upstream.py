@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "st", "transport", "owner", "parser", "reason", "headers",
-                 "reused", "idle_since", "tunnel", "closed", "read_paused")
+                 "reused", "idle_since", "tunnel", "closed", "read_paused", "aborted")
 
     def __init__(self, pool: "Pool", st: BackendState) -> None:
         self.pool = pool
@@ -45,6 +45,7 @@ class UpstreamConn(asyncio.Protocol):
         self.tunnel = False
         self.closed = False
         self.read_paused = False
+        self.aborted = False        # cut by us: a close is then never a body's end
 
     # --- driven by the owner ----------------------------------------------------
 
@@ -182,6 +183,7 @@ class Pool:
         """Drain deadline passed: cut every connection to it, busy or not."""
         self.close_idle(key)
         for up in [u for u in self.open if u.st.key == key]:
+            up.aborted = True
             up.transport.abort()
 
     def sweep(self, now: float) -> None:
@@ -198,4 +200,5 @@ class Pool:
     def close_all(self) -> None:
         self.idle.clear()
         for up in list(self.open):
+            up.aborted = True
             up.transport.abort()

@@ -1,7 +1,11 @@
 """A tiny keep-alive HTTP/1.1 backend run as a separate process, so a test can
 SIGKILL it under load (an in-process server cannot crash like a replica).
 
-Usage: python lb_backend_proc.py NAME  → prints its port, answers NAME to any GET.
+Usage: python lb_backend_proc.py NAME [hang]  → prints its port, answers NAME to any GET.
+Like ``examples/hello`` (the demo replica), the head and the body go out in two
+writes, so a kill can land between them. With ``hang``, ``GET /hang`` sends a
+head promising a body, prints ``head`` on stdout and never sends the body: the
+test kills the process there, mid-answer.
 Standard library only, so it starts in a few tens of milliseconds.
 """
 
@@ -20,7 +24,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     length = int(line.split(b":", 1)[1])
             if length:
                 await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            await writer.drain()
+            if head.startswith(b"GET /hang ") and sys.argv[2:] == ["hang"]:
+                print("head", flush=True)
+                await asyncio.Event().wait()     # until killed
+            writer.write(body)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()

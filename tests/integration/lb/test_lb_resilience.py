@@ -1,5 +1,6 @@
 """Failures on loopback: ejection and retry, rise and fall, panic mode, 5xx
-ejection, and a backend process SIGKILLed under load with no failed request.
+ejection, a backend process SIGKILLed under load with no failed request, and
+one killed between its response head and its body.
 """
 
 from __future__ import annotations
@@ -245,3 +246,43 @@ async def test_cut_backend_retries_its_in_flight_requests_elsewhere(backends, ma
         b.release.set()
         assert await asyncio.wait_for(pending, 5) == [(200, "b1 released")]
     await wait_until(lambda: a.backend.key not in lb.router.states)
+
+
+@pytest.mark.parametrize("hold", [True, False])
+async def test_backend_killed_between_head_and_body(make_lb, hold):
+    """Held answers make the cut retryable; without holding the client sees it."""
+    script = Path(__file__).with_name("lb_backend_proc.py")
+    a = subprocess.Popen([sys.executable, str(script), "a", "hang"], stdout=subprocess.PIPE)
+    b = subprocess.Popen([sys.executable, str(script), "b"], stdout=subprocess.PIPE)
+    try:
+        pa, pb = int(a.stdout.readline()), int(b.stdout.readline())
+        cfg = LBConfig(health=NO_CHECKS, hold_time=30.0, hold_bytes=16384 if hold else 0)
+        lb = await make_lb(cfg, [Backend("127.0.0.1", pa, None), Backend("127.0.0.1", pb, None)])
+
+        async def get(s):
+            async with s.get(url(lb, "/hang")) as r:
+                return r.status, await r.text()
+
+        head_sent = asyncio.ensure_future(asyncio.to_thread(a.stdout.readline))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            for _ in range(4):                       # round robin: one of these reaches a
+                req = asyncio.ensure_future(get(s))
+                done, _ = await asyncio.wait({req, head_sent}, timeout=5,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if head_sent in done:
+                    break
+                assert req.result() == (200, "b")
+            assert head_sent.done() and head_sent.result() == b"head\n"
+            assert not req.done()                    # the head is held, or on its way
+            a.send_signal(signal.SIGKILL)            # dies before its body
+            if hold:
+                assert await asyncio.wait_for(req, 5) == (200, "b")
+                assert lb.metrics.retries == 1 and lb.metrics.upstream_errors == {"reset": 1}
+            else:
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await asyncio.wait_for(req, 5)
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+            p.stdout.close()
