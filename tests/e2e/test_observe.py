@@ -103,6 +103,7 @@ def test_metrics_parse_on_master_and_every_agent(obs):
     home = Path(obs.cli.env["SWARMLET_HOME"])
     port = json.loads((home / "cluster.json").read_text())["master_port"]
     ctx = _ctx(obs)
+    urllib.request.urlopen(f"http://127.0.0.1:{obs.obs_port}/", timeout=10).read()   # one request
     body = urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=10).read()
     fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert {s.labels["status"] for s in fams["swarmlet_master_nodes"].samples} >= {"ready", "down"}
