@@ -228,3 +228,29 @@ async def test_stop_lets_in_flight_requests_finish(backends, make_lb):
         assert await asyncio.wait_for(pending, 5) == (200, "b0 released")
         await asyncio.wait_for(stopping, 5)
     assert not lb.clients
+
+
+async def test_close_delimited_answer_ends_for_a_keep_alive_client(make_lb):
+    """A backend ending its body by closing: an HTTP/1.1 client gets it re-chunked,
+    the last chunk included, although no read follows the close."""
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart1;")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"part2")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        lb = await make_lb(LBConfig(health=NO_CHECKS), [Backend("127.0.0.1", port, None)])
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            for _ in range(2):                       # and the client connection lives on
+                async with s.get(url(lb)) as r:
+                    assert r.headers.get("Transfer-Encoding") == "chunked"
+                    assert await r.text() == "part1;part2"
+        assert lb.metrics.connections == 1
+    finally:
+        server.close()
+        await server.wait_closed()
