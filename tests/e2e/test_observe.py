@@ -109,7 +109,7 @@ def test_metrics_parse_on_master_and_every_agent(obs):
     assert {s.labels["status"] for s in fams["swarmlet_master_nodes"].samples} >= {"ready", "down"}
     assert "swarmlet_master_reconcile_duration_seconds" in fams and "swarmlet_lb_requests" in fams
     for n in obs.cli.json("nodes"):
-        text = urllib.request.urlopen(f"https://{n['address']}:{n['api_port']}/metrics", context=ctx,
+        text = urllib.request.urlopen(f"https://{n['address']}:{n.get('api_port') or 7443}/metrics", context=ctx,
                                       timeout=10).read().decode()
         names = {f.name for f in text_string_to_metric_families(text)}
         assert {"swarmlet_agent_node_cpu_percent", "swarmlet_agent_task_restarts"} <= names
