@@ -187,6 +187,8 @@ class NodeRecord:
     init: str = "systemd"
     bundle: str = ""
     joined_at: float = 0.0
+    privilege: str = "root"     # root | sudo | user (a docker-group user without root or sudo)
+    agent_home: str = ""        # the user's home when privilege is "user" (the agent lives under it)
 
 
 def _nodes_file(cluster: Cluster) -> Path:

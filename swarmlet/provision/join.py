@@ -135,11 +135,15 @@ async def _join_one(
         # same hostname get distinct names; nodes.json is written once a host has an agent.
         res.name = plan.choose_name(facts.hostname, res.address, reserved)
         reserved[res.name] = res.address
-        res.upgraded = bool(facts.current_bundle)
+        priv = plan.privilege(facts)
+        layout = plan.layout_for(facts)
+        user_mode = priv == "user"
+        on_host = facts.user_bundles if user_mode else facts.bundles
+        res.upgraded = bool(facts.user_current_bundle if user_mode else facts.current_bundle)
         # A re-join without --label keeps the labels the node has; with --label, they replace them.
         prior = next((r for r in existing if r.address == res.address), None)
         labels = dict(opts.labels) if opts.labels or prior is None else dict(prior.labels)
-        res.init = "systemd" if facts.systemd and not opts.force_supervised else "supervised"
+        res.init = "systemd" if plan.use_systemd(facts) and not opts.force_supervised else "supervised"
         done(f"{res.name}: {facts.os or facts.system} {facts.arch}, python {facts.python_str}, "
              f"docker {facts.docker_version or 'ok'}, {res.init}"
              + (", agent present (upgrade)" if res.upgraded else ""))
@@ -150,11 +154,12 @@ async def _join_one(
         except BundleError as exc:
             raise ProvisionError(res.target, f"cannot build the agent bundle: {exc}") from exc
         res.bundle = bundle.id
-        if bundle.id in facts.bundles:
+        if bundle.id in on_host:
             done(f"bundle {bundle.id} already on host")
         else:
             data = await asyncio.to_thread(read_bytes, bundle)
-            cmd = f"{'' if facts.is_root else 'sudo -n '}sh -c {ssh.sh_quote(plan.unpack_script(bundle.id))}"
+            sudo = "sudo -n " if priv == "sudo" else ""
+            cmd = f"{sudo}sh -c {ssh.sh_quote(plan.unpack_script(bundle.id, layout))}"
             r = await session.run(cmd, input=data, timeout=300)
             if r.exit_status != 0:
                 raise ProvisionError(res.target, f"upload failed: {upload_failure_reason(r.stderr, r.exit_status)}")
@@ -166,10 +171,11 @@ async def _join_one(
         config = plan.agent_config(
             name=res.name, address=res.address, cluster_id=cluster.id, labels=labels,
             seeds=_seeds(cluster, target, existing, batch, res.address),
-            api_port=cluster.api_port, gossip_port=cluster.gossip_port)
+            api_port=cluster.api_port, gossip_port=cluster.gossip_port, layout=layout)
         install = plan.install_script(
             bundle_id=bundle.id, config=config, cert_pem=kp.cert_pem, key_pem=kp.key_pem,
-            ca_pem=cluster.path("ca.crt").read_bytes(), gossip_keys_json=cluster.gossip_keys_text())
+            ca_pem=cluster.path("ca.crt").read_bytes(), gossip_keys_json=cluster.gossip_keys_text(),
+            layout=layout)
         r = await session.script(install, plan.shell_prefix(facts))
         if r.exit_status != 0:
             raise ProvisionError(res.target, f"install failed: {_last_line(r.stderr) or r.exit_status}")
@@ -178,11 +184,13 @@ async def _join_one(
         done("certificate, key and gossip key written (0600)")
 
         step("start")
-        r = await session.script(plan.start_script(res.init == "systemd"), plan.shell_prefix(facts))
+        r = await session.script(plan.start_script(res.init == "systemd", layout), plan.shell_prefix(facts))
         if r.exit_status != 0:
             raise ProvisionError(res.target, f"starting the agent failed: {_last_line(r.stderr) or r.exit_status}")
         if res.init == "supervised":
-            note = "no systemd here: the agent runs supervised (setsid + restart loop) and will not survive a reboot"
+            why = (f"{facts.user} has no root or sudo: the agent runs as {facts.user} under {layout.root}"
+                   if user_mode else "no systemd here")
+            note = f"{why}; it runs supervised (setsid + restart loop) and will not survive a reboot"
             res.notes.append(note)
             emit(Progress(res.target, "start", "note", note))
         started_batch.add(res.address)
@@ -201,7 +209,7 @@ async def _join_one(
                 res.address, cluster.api_port, res.name, cluster.id, ctx, want_peers,
                 timeout=opts.healthy_timeout)
         except SwarmletError as exc:
-            logs = await _agent_log_tail(session, facts, res.init)
+            logs = await _agent_log_tail(session, facts, res.init, layout)
             raise ProvisionError(res.target, f"{exc}" + (f"; agent log: {logs}" if logs else "")) from exc
         clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id, labels))
         done(f"agent {info.get('version', '?')} answers over mTLS, {info.get('members', '?')} members alive")
@@ -223,7 +231,8 @@ def _record(res: JoinResult, target: plan.Target, opts: JoinOptions, facts: prob
     return clusterlib.NodeRecord(
         name=res.name, address=res.address, ssh_host=target.host, ssh_user=target.user,
         ssh_port=target.port, identity=str(Path(opts.identity).resolve()) if opts.identity else None,
-        labels=dict(labels), init=res.init or ("systemd" if facts.systemd else "supervised"),
+        labels=dict(labels), init=res.init or ("systemd" if plan.use_systemd(facts) else "supervised"),
+        privilege=plan.privilege(facts), agent_home=facts.home if plan.privilege(facts) == "user" else "",
         bundle=bundle_id, joined_at=time.time())
 
 
@@ -266,10 +275,11 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-async def _agent_log_tail(session: ssh.Session, facts: probes.HostFacts, init: str) -> str:
+async def _agent_log_tail(session: ssh.Session, facts: probes.HostFacts, init: str,
+                          layout: plan.Layout) -> str:
     cmd = ("journalctl -u swarmlet-agent.service -n 3 --no-pager -o cat" if init == "systemd"
-           else f"tail -n 3 {plan.LAYOUT.logfile}")
-    if not facts.is_root:
+           else f"tail -n 3 {layout.logfile}")
+    if plan.privilege(facts) == "sudo":
         cmd = "sudo -n " + cmd
     try:
         r = await session.run(cmd, timeout=10)

@@ -63,8 +63,9 @@ async def leave(
     try:
         session = await ssh.connect(target, known_hosts or cluster.known_hosts, client_keys=keys)
         try:
-            shell = "sh -s" if rec.ssh_user == "root" else "sudo -n sh -s"
-            r = await session.script(plan.uninstall_script(purge), shell, timeout=120)
+            layout = plan.user_layout(rec.agent_home) if rec.privilege == "user" else plan.LAYOUT
+            r = await session.script(plan.uninstall_script(purge, layout), plan.shell_prefix(rec.privilege),
+                                     timeout=120)
             if r.exit_status != 0:
                 raise SSHError(str(target), f"removing the agent failed: {r.stderr.strip()[-200:]}")
         finally:

@@ -100,10 +100,10 @@ def check(host: str, facts: HostFacts) -> None:
                   "not in the docker group, and has no passwordless sudo")
     if facts.docker not in ("ok", "denied"):
         raise ProvisionError(host, f"cannot talk to the Docker daemon: {facts.docker_detail or facts.docker}")
-    if not priv:
+    if not priv and not facts.home:
         raise ProvisionError(
-            host, f"{facts.user or 'the user'} is neither root nor allowed passwordless sudo; "
-                  "installing the agent needs one of them")
+            host, f"{facts.user or 'the user'} is neither root nor allowed passwordless sudo, "
+                  "and has no home directory to install the agent in")
     wheel_platforms(host, facts)  # raises on an unsupported platform
 
 
@@ -177,11 +177,34 @@ class Layout:
 
 
 LAYOUT = Layout()
+USER_DIR = ".swarmlet-agent"
 
 
-def shell_prefix(facts: HostFacts) -> str:
-    """How to run a root shell reading a script from stdin."""
-    return "sh -s" if facts.is_root else "sudo -n sh -s"
+def user_layout(home: str) -> Layout:
+    """Everything under ``~/.swarmlet-agent``: for a docker-group user without root or sudo."""
+    root = f"{home.rstrip('/')}/{USER_DIR}"
+    return Layout(root=root, etc=f"{root}/etc", state_dir=f"{root}/state", pidfile=f"{root}/agent.pid",
+                  logfile=f"{root}/agent.log", unit=f"{root}/no-systemd-unit")
+
+
+def privilege(facts: HostFacts) -> str:
+    """How the agent is installed: ``root``, ``sudo`` (root through sudo -n) or ``user``."""
+    return "root" if facts.is_root else ("sudo" if facts.sudo else "user")
+
+
+def layout_for(facts: HostFacts) -> Layout:
+    return LAYOUT if privilege(facts) != "user" else user_layout(facts.home)
+
+
+def use_systemd(facts: HostFacts) -> bool:
+    """A system unit needs systemd as PID 1 and root; a user install runs supervised."""
+    return facts.systemd and privilege(facts) != "user"
+
+
+def shell_prefix(facts_or_privilege) -> str:
+    """How to run the install shell (root, through sudo, or as the user) reading stdin."""
+    priv = facts_or_privilege if isinstance(facts_or_privilege, str) else privilege(facts_or_privilege)
+    return "sudo -n sh -s" if priv == "sudo" else "sh -s"
 
 
 def agent_config(

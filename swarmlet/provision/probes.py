@@ -66,6 +66,9 @@ PROBE_SCRIPT = (
     " then echo docker_installed=yes; else echo docker_installed=no; fi\n"
     "if [ -L /opt/swarmlet/current ]; then echo \"current=$(readlink /opt/swarmlet/current)\"; fi\n"
     "if [ -d /opt/swarmlet/bundles ]; then echo \"bundles=$(ls /opt/swarmlet/bundles 2>/dev/null | tr '\\n' ' ')\"; fi\n"
+    "if [ -L \"$HOME/.swarmlet-agent/current\" ]; then echo \"user_current=$(readlink \"$HOME/.swarmlet-agent/current\")\"; fi\n"
+    "if [ -d \"$HOME/.swarmlet-agent/bundles\" ]; then"
+    " echo \"user_bundles=$(ls \"$HOME/.swarmlet-agent/bundles\" 2>/dev/null | tr '\\n' ' ')\"; fi\n"
     "echo \"free_kb=$(df -Pk /opt 2>/dev/null | awk 'NR==2 {print $4}')\"\n"
     "if command -v python3 >/dev/null 2>&1; then python3 -c '" + _PY.replace("'", "'\"'\"'") + "'"
     " 2>/dev/null || echo python=broken; else echo python=missing; fi\n"
@@ -99,6 +102,8 @@ class HostFacts:
     client_addr: str = ""          # how the server sees us (for --advertise-addr hints)
     current_bundle: str = ""
     bundles: Tuple[str, ...] = ()
+    user_current_bundle: str = ""  # the same two, for an install under ~/.swarmlet-agent
+    user_bundles: Tuple[str, ...] = ()
     free_kb: Optional[int] = None
     raw: Dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -161,6 +166,8 @@ def parse(output: str) -> HostFacts:
         client_addr=ssh[0] if ssh else "",
         current_bundle=kv.get("current", "").rstrip("/").rsplit("/", 1)[-1],
         bundles=tuple(kv.get("bundles", "").split()),
+        user_current_bundle=kv.get("user_current", "").rstrip("/").rsplit("/", 1)[-1],
+        user_bundles=tuple(kv.get("user_bundles", "").split()),
         free_kb=int(free) if free.isdigit() else None,
         raw=kv,
     )

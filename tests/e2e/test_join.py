@@ -212,3 +212,21 @@ def test_supervised_agent_without_systemd_restarts_on_crash(cli, nodes):
     r = cli("leave", n2["name"], timeout=120)
     assert r.returncode == 0, r.stderr
     assert ssh(n2, f"kill -0 {sup}").returncode != 0
+
+
+def test_docker_group_user_without_sudo_runs_the_agent_in_its_home(cli, nodes, env):
+    n2 = nodes[1]
+    run(n2, "id ops >/dev/null 2>&1 || useradd -m -G docker ops; install -d -o ops -m 700 /home/ops/.ssh; "
+            "install -o ops -m 600 /root/.ssh/authorized_keys /home/ops/.ssh/authorized_keys")
+    user = f"ops@{n2['address']}"
+    r = cli("join", "-i", n2["key"], user, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ops has no root or sudo" in r.stdout and "will not survive a reboot" in r.stdout
+    owner = run(n2, "ps -o user= -p $(pgrep -f 'swarmlet_agent --config /home/ops' | head -1)")
+    assert owner == "ops"
+    assert run(n2, "stat -c %a /home/ops/.swarmlet-agent/etc/agent.key") == "600"
+    assert gossip_view(env, nodes[0]).get(n2["name"]) == "alive"
+    r = cli("leave", n2["name"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert run(n2, "ls -a /home/ops | grep -c swarmlet-agent || true") == "0"
+    assert ssh(n2, "pgrep -f swarmlet_agent").returncode != 0

@@ -173,3 +173,26 @@ async def test_non_root_user_with_sudo_runs_every_root_step_through_sudo(
     # The node's private key went on stdin (the install script), never on a command line.
     assert not any("PRIVATE KEY" in c for c in host.commands)
     assert host.stdin_sizes[2] > 0
+
+
+async def test_docker_group_user_without_sudo_installs_in_home(cluster, ssh_server_factory, client_key,
+                                                              prebuilt_deps):
+    probe = GOOD_PROBE.replace("uid=0", "uid=1000").replace("user=root", "user=ops").replace(
+        "home=/root", "home=/home/ops").replace("groups=root", "groups=ops docker")
+    host = await ssh_server_factory(client_key[0], canned(probe=probe))
+    events: list = []
+    (res,) = await join_all(cluster, [target(host.port, "ops")], opts(cluster, client_key[1], accept_new=True),
+                            events.append)
+    assert res.step == "healthy" and res.init == "supervised"
+    upload = host.commands[1]
+    assert upload.startswith("sh -c ") and "/home/ops/.swarmlet-agent/bundles/" in upload
+    assert host.commands[2:4] == ["sh -s", "sh -s"]  # no sudo anywhere
+    assert any("runs as ops under /home/ops/.swarmlet-agent" in e.detail and "reboot" in e.detail
+               for e in events if e.state == "note")
+    rec = cluster_nodes(cluster)[0]
+    assert rec.privilege == "user" and rec.agent_home == "/home/ops"
+
+
+def cluster_nodes(cluster):
+    from swarmlet import cluster as clusterlib
+    return clusterlib.nodes(cluster)

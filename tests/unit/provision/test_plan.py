@@ -66,7 +66,7 @@ def test_good_host_passes():
     (dict(docker="refused"), "Docker daemon is not running"),
     (dict(docker="denied", uid=1000, user="bob"), "no permission to use Docker"),
     (dict(docker="error", docker_detail="boom"), "cannot talk to the Docker daemon: boom"),
-    (dict(uid=1000, user="bob"), "neither root nor allowed passwordless sudo"),
+    (dict(uid=1000, user="bob", home=""), "neither root nor allowed passwordless sudo"),
     (dict(system="Darwin"), "unsupported OS"),
     (dict(libc_version="2.12"), "glibc 2.12 is too old"),
     (dict(libc="uclibc"), "unsupported C library"),
@@ -170,3 +170,20 @@ def test_unpack_is_atomic():
 def test_shell_prefix():
     assert plan.shell_prefix(GOOD) == "sh -s"
     assert plan.shell_prefix(facts(uid=1000, sudo=True)) == "sudo -n sh -s"
+    assert plan.shell_prefix(facts(uid=1000, home="/home/ops")) == "sh -s"
+    assert [plan.shell_prefix(p) for p in ("root", "sudo", "user")] == ["sh -s", "sudo -n sh -s", "sh -s"]
+
+
+def test_docker_group_user_without_sudo_installs_under_home_supervised():
+    f = facts(uid=1000, user="ops", groups=("ops", "docker"), home="/home/ops")
+    plan.check("h", f)
+    assert plan.privilege(f) == "user" and not plan.use_systemd(f)
+    lay = plan.layout_for(f)
+    assert lay.root == "/home/ops/.swarmlet-agent" and lay.pidfile.startswith(lay.root)
+    assert all(p.startswith("/home/ops/") for p in (lay.etc, lay.state_dir, lay.logfile, lay.current))
+    cfg = plan.agent_config(name="n", address="a", cluster_id="c", labels={}, seeds=[], api_port=7443,
+                            gossip_port=7946, layout=lay)
+    assert cfg["key"] == "/home/ops/.swarmlet-agent/etc/agent.key"
+    s = plan.start_script(False, lay)
+    assert "setsid /home/ops/.swarmlet-agent/supervise.sh" in s
+    assert plan.layout_for(facts(uid=1000, sudo=True)) == plan.LAYOUT and plan.use_systemd(GOOD)
