@@ -221,7 +221,8 @@ class BundleCache:
         base = self.root / f"{platform}-py{python}"
         deps = await self._deps(base, python, tags)
         sources = _sources(agent_dir, swarmlet_dir)
-        h = hashlib.sha256((deps / ".wheels").read_bytes())
+        # The wheel cache folder name covers the requirement set and how wheels were prepared.
+        h = hashlib.sha256(deps.name.encode() + b"\0" + (deps / ".wheels").read_bytes())
         for arc, p in sources:
             h.update(arc.encode() + b"\0" + p.read_bytes() + b"\0")
         bid = h.hexdigest()[:16]
