@@ -435,8 +435,11 @@ class Downstream(asyncio.Protocol):
         now = self.loop.time()
         if self.resp_down == BODY_CHUNKED:
             self.wbuf.append(LAST_CHUNK)
-        self._stop_holding()
-        self.flush()    # complete: commit (also when the end came as a close, not a read)
+        # complete: commit (here too when the end came as a close, not a read)
+        self.holding = False
+        if self.hold_timer is not None:
+            self._stop_holding()
+        self.flush()
         # reusable only if the backend said so and saw the whole request body
         self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE)
         if self.router.record_response(st, self.resp_status, now):
