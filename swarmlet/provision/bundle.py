@@ -216,8 +216,12 @@ class BundleCache:
         return deps
 
     async def _build(self, platform: str, python: str, tags: Sequence[str]) -> Bundle:
-        agent_dir = self._agent_dir or _pkg_dir("swarmlet_agent")
         swarmlet_dir = self._swarmlet_dir or _pkg_dir("swarmlet")
+        # In a source checkout, ship the agent that sits next to this very swarmlet package
+        # (another checkout may be the one installed as swarmlet_agent).
+        sibling = swarmlet_dir.parent / "agent"
+        agent_dir = self._agent_dir or (sibling if (sibling / "__main__.py").exists()
+                                        else _pkg_dir("swarmlet_agent"))
         base = self.root / f"{platform}-py{python}"
         deps = await self._deps(base, python, tags)
         sources = _sources(agent_dir, swarmlet_dir)
