@@ -9,7 +9,6 @@ If the server cannot be reached, ``force`` still forgets the node locally.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -79,7 +78,3 @@ async def leave(
     clusterlib.forget_node(cluster, rec.name)
     res.removed = True
     return res
-
-
-def leave_sync(*args, **kwargs) -> LeaveResult:
-    return asyncio.run(leave(*args, **kwargs))
