@@ -286,3 +286,40 @@ async def test_backend_killed_between_head_and_body(make_lb, hold):
             p.kill()
             p.wait()
             p.stdout.close()
+
+
+@pytest.mark.parametrize("hold", [True, False])
+async def test_cut_during_a_close_delimited_answer_is_not_its_end(backends, make_lb, hold):
+    """A body that ends at the close: our own cut (the task died) must not pass
+    for that close. Held, the answer is retried elsewhere; streaming, it shows
+    as truncated rather than as a complete 200."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart1;")
+        started.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        (b,) = await backends(1)
+        dying = Backend("127.0.0.1", server.sockets[0].getsockname()[1], None)
+        cfg = LBConfig(health=NO_CHECKS, hold_time=30.0, hold_bytes=16384 if hold else 0)
+        lb = await make_lb(cfg, [dying])
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            req = asyncio.ensure_future(texts(s, url(lb), 1))
+            await asyncio.wait_for(started.wait(), 5)
+            await wait_until(lambda: any(c.resp_started for c in lb.clients))
+            lb.set_backends([b.backend])             # its task died: cut, as ingress does
+            lb.cut_backend(*dying.key)
+            if hold:
+                assert await asyncio.wait_for(req, 5) == [(200, "b0")]
+            else:
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await asyncio.wait_for(req, 5)
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
