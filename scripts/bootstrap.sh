@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker.io debootstrap busybox-static musl-tools openssh-client iproute2 curl
-              wrk nginx-light haproxy procps psmisc)
+              wrk nginx-light haproxy procps psmisc chromium tmux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

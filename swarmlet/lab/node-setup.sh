@@ -37,7 +37,12 @@ JSON
 for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
          getty@tty1.service console-getty.service systemd-logind.service \
          systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_reap.service \
-         systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount; do
+         systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount \
+         sys-kernel-tracing.mount dev-hugepages.mount sys-fs-fuse-connections.mount dev-mqueue.mount \
+         systemd-pcrphase.service systemd-pcrphase-sysinit.service systemd-pcrphase-initrd.service \
+         e2scrub_all.timer fstrim.timer dpkg-db-backup.timer systemd-ask-password-console.path \
+         systemd-ask-password-wall.path systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+         systemd-firstboot.service systemd-random-seed.service; do
   ln -sf /dev/null "$root/etc/systemd/system/$u"
 done
 : >"$root/etc/machine-id"

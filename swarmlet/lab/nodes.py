@@ -192,7 +192,7 @@ def _index(name: str) -> int:
         return 0
 
 
-def up(nodes: int, echo: Callable[[str], None] = print, timeout: float = 120.0) -> List[LabNode]:
+def up(nodes: int, echo: Callable[[str], None] = print, timeout: float = 180.0) -> List[LabNode]:
     """Make the lab exactly ``nodes`` nodes, all running and ready. Idempotent."""
     if nodes < 1:
         raise LabError("--nodes must be at least 1")
@@ -216,12 +216,29 @@ def up(nodes: int, echo: Callable[[str], None] = print, timeout: float = 120.0) 
             c.containers.get(name)
         except docker.errors.NotFound:
             _create(c, name, image)
-    deadline = time.monotonic() + timeout
     with concurrent.futures.ThreadPoolExecutor(max_workers=nodes) as pool:
-        futs = {name: pool.submit(_wait_ready, c, name, deadline) for name in wanted}
+        futs = {name: pool.submit(_ready_or_recreate, c, name, image, timeout) for name in wanted}
         for name, fut in futs.items():
             fut.result()
     return ls()
+
+
+def _ready_or_recreate(c: docker.DockerClient, name: str, image: str, timeout: float) -> str:
+    """Wait for a node; one that has not booted in half the time is made again once.
+
+    A node normally boots in about a second. On a machine under heavy load,
+    systemd in a fresh container has been seen to wedge with every boot job
+    waiting; a new container boots normally, so retrying beats waiting longer.
+    """
+    try:
+        return _wait_ready(c, name, time.monotonic() + timeout / 2)
+    except LabError:
+        try:
+            c.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        _create(c, name, image)
+        return _wait_ready(c, name, time.monotonic() + timeout / 2)
 
 
 def ls() -> List[LabNode]:

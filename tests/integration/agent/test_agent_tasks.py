@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -26,8 +27,18 @@ def _running(tid):
 
 
 def _get(port: int, path: str = "/") -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return r.read()
+    """GET, allowing the just-started server a few seconds to listen (running != listening)."""
+    import http.client
+    import time
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.read()
+        except (ConnectionError, http.client.RemoteDisconnected, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 async def test_assignment_runs_the_task_with_its_contract(make_agent, api_for, agent_image,
