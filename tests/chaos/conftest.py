@@ -7,6 +7,12 @@ living on beside the e2e lab until the end of the whole session.
 
 The scenarios share the cluster and run in file order; each one starts from
 and returns to the resting state (3 healthy replicas, one per node).
+
+    python3 -m pytest tests/chaos -s          # the tier alone, figures printed
+    SWARMLET_CHAOS_MASTER_DOWN=120 python3 -m pytest tests/chaos -k master_down
+
+Figures: the terminal summary table and ``artifacts/chaos-report.json`` (one
+row per scenario per run, appended).
 """
 
 from __future__ import annotations
@@ -42,8 +48,20 @@ def chaos_lab(chaos_env):
         cli("lab", "down", timeout=300)
 
 
+class ChaosCluster(Cluster):
+    """The e2e ``Cluster`` plus what the scenarios observe it through."""
+
+    def __init__(self, cli: CLI, nodes, subnet: str, *, port: int, master: support.Master,
+                 docker, network: str) -> None:
+        super().__init__(cli, nodes, subnet)
+        self.port = port            # the hello service's published port
+        self.master = master        # the master's API (mutual TLS)
+        self.docker = docker        # this host's dockerd (lab node containers)
+        self.network = network      # the lab's Docker network
+
+
 @pytest.fixture(scope="package")
-def chaos(chaos_lab, chaos_env, docker_client) -> Cluster:
+def chaos(chaos_lab, chaos_env, docker_client) -> ChaosCluster:
     """The chaos lab joined into a cluster, with hello (3 replicas, /health) deployed."""
     cli = CLI(chaos_env)
     cli("init", "--name", "chaos", "--master-port", str(free_port()), check=True, timeout=120)
@@ -56,11 +74,9 @@ def chaos(chaos_lab, chaos_env, docker_client) -> Cluster:
     port = free_port()
     cli.env["HELLO_PORT"] = str(port)
     cli("deploy", "-f", str(HELLO_STACK), check=True, timeout=300)
-    c = Cluster(cli, chaos_lab, subnet)
-    c.port = port                                     # the hello service's published port
-    c.master = support.Master(chaos_env["SWARMLET_HOME"])
-    c.docker = docker_client
-    c.network = chaos_env["SWARMLET_LAB"]
+    c = ChaosCluster(cli, chaos_lab, subnet, port=port,
+                     master=support.Master(chaos_env["SWARMLET_HOME"]), docker=docker_client,
+                     network=chaos_env["SWARMLET_LAB"])
     support.steady(docker_client, chaos_lab, c.master, timeout=180)
     return c
 

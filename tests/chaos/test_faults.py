@@ -161,7 +161,8 @@ def test_4_master_down_traffic_flows_through_the_agents(chaos):
     time.sleep(3.0)                              # a few reconcile rounds after the restart
     after = sorted(r["task"] for r in healthy(c.master.tasks()))
     left = leftovers(c.docker, c.nodes, c.master)
-    record("4 master down", load, master_down_s=MASTER_DOWN, capacity_s=back, **left,
+    # capacity is never lost here: the agents keep serving; what is timed is the master's return
+    record("4 master down", load, master_down_s=MASTER_DOWN, master_back_s=back, **left,
            tasks_same=after == before,
            outcome="ok" if load.failed == 0 and after == before else "LOST OR DUPLICATED")
     assert load.failed == 0 and load.served > 0, load.summary()
