@@ -177,7 +177,12 @@ def test_5_killed_agent_adopts_its_containers(chaos):
     ids = "docker ps -q --filter label=io.swarmlet.managed=1 | sort"
     before = node_exec(c.docker, node, ids).split()
     restarts = node_exec(c.docker, node, "systemctl show -p NRestarts --value swarmlet-agent").strip()
-    with Load([lb_url(c)], [c.subnet]) as load:
+    others = [f"http://{n['address']}:{c.port}/" for n in c.nodes if n is not node]
+    own = f"http://{node['address']}:{c.port}/"
+    # asserted: the master's LB and the other nodes' ingress; reported: the killed
+    # agent's own ingress (its listener dies with the process until systemd restarts it)
+    with Load([lb_url(c)] + others, [c.subnet], concurrency=2) as load, \
+            Load([own], [c.subnet], concurrency=1) as own_ingress:
         time.sleep(1.0)
         r = ssh(node, "systemctl kill -s KILL swarmlet-agent")
         assert r.returncode == 0, r.stderr
@@ -191,7 +196,7 @@ def test_5_killed_agent_adopts_its_containers(chaos):
     after = node_exec(c.docker, node, ids).split()
     left = leftovers(c.docker, c.nodes, c.master)
     record("5 agent killed", load, agent_back_s=back, capacity_s=cap, **left,
-           containers_adopted=after == before,
+           containers_adopted=after == before, own_ingress=own_ingress.summary()["per_url"][0],
            outcome="ok" if load.failed == 0 and after == before else "NOT ADOPTED")
     assert after == before, (before, after)         # the same containers: adopted, not recreated
     assert load.failed == 0, load.summary()
