@@ -81,6 +81,7 @@ class _Live:
     failing_since: Optional[float] = None
     last_ok: Optional[float] = None
     ever_ready: bool = False
+    lost: bool = False      # down or left since last ready: its return rebalances, even via suspect
     stats: Dict[str, Any] = field(default_factory=dict)
     stats_at: float = 0.0
     info: Dict[str, Any] = field(default_factory=dict)
@@ -664,11 +665,16 @@ class Master:
         if new == live.status:
             return
         old, live.status = live.status, new
-        recovered = new == NodeStatus.READY and old in _LOST
+        # A returning node often passes through suspect (gossip alive before its API
+        # answers): down -> suspect -> ready is a recovery too.
+        recovered = new == NodeStatus.READY and (old in _LOST or live.lost)
+        if new in _LOST:
+            live.lost = True
         joined = (new == NodeStatus.READY and not live.ever_ready
                   and rec.registered_at >= self.started_at)   # not the first poll after a restart
         if new == NodeStatus.READY:
             live.ever_ready = True
+            live.lost = False
         if (recovered or joined) and self.auto_rebalance:
             self._rebalance_until = self.clock() + self.cfg.rebalance_window
         msg = f"{old.value} -> {new.value}"
