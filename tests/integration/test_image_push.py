@@ -14,7 +14,6 @@ import gzip
 import io
 import json
 import os
-import socket
 import subprocess
 import tarfile
 import uuid
@@ -33,6 +32,7 @@ from swarmlet_agent.images import SPOOL_SUBDIR
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env
 from tests.support import CLI
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,17 +90,11 @@ def spool_files(agent: Any) -> list:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_env(tmp_path: Path, docker_client) -> Env:
     """An ``Env`` whose cluster.json names a free master port, so ``cluster.master_url()`` works."""
     e = Env(tmp_path / "home", docker_client)
     data = json.loads(e.c.path("cluster.json").read_text())
-    data["master_port"] = _free_port()
+    data["master_port"] = free_port()
     e.c.path("cluster.json").write_text(json.dumps(data))
     e.c = clusterlib.load(e.c.home)
     return e
@@ -244,7 +238,7 @@ async def test_cli_push_one_unreachable_node_among_reachable_ones(env, tiny_imag
     await env.register(b)
     ghost = f"{env.tag}-ghost"
     await env.call("POST", "/v1/nodes", {"name": ghost, "address": "127.0.0.1",
-                                         "api_port": _free_port()})  # nothing listens there
+                                         "api_port": free_port()})  # nothing listens there
     cli = CLI({**os.environ, "SWARMLET_HOME": str(env.c.home)})
 
     async def sw(*args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ serving from the stored assignment after a restart (master not needed)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from aiohttp import web
@@ -13,14 +12,9 @@ from aiohttp import web
 from swarmlet.loadgen import run_load
 from swarmlet.models import Assignment, Route, RouteBackend
 from tests.integration.agent.conftest import make_agent, pki_files  # noqa: F401  (fixtures)
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _backend(name: str):
@@ -57,7 +51,7 @@ async def _wait_bodies(url: str, want: set, timeout: float = 10.0):
 
 async def test_agent_ingress_follows_routes_and_survives_restart(make_agent, tmp_path):
     (r1, p1), (r2, p2) = await _backend("one"), await _backend("two")
-    port = _free_port()
+    port = free_port()
     state = str(tmp_path / "ingress-agent")
     try:
         agent = await make_agent(name="ingress-node", state_dir=state, ingress=True,

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,9 @@ import pytest
 from swarmlet.models import Assignment, TaskState
 from swarmlet_agent.state import AssignmentStore, StaleAssignment
 from tests.integration.agent.conftest import Api, _cleanup, assignment, wait_for, web_task
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spawn(cfg: Path, log: Path) -> subprocess.Popen:
@@ -54,7 +48,7 @@ async def _wait_api(api: Api, proc: subprocess.Popen, log: Path) -> None:
 async def test_killed_agent_process_adopts_its_containers(tmp_path, pki_files, agent_image,
                                                           docker_client):
     node = f"p-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps({
         "name": node, "address": "127.0.0.1", "api_port": port, "api_bind": "127.0.0.1",

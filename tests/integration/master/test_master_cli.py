@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -15,14 +14,9 @@ from swarmlet.master.runner import run_master
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env
 from tests.support import CLI
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_cli_commands(tmp_path, docker_client, agent_image):
@@ -30,7 +24,7 @@ async def test_cli_commands(tmp_path, docker_client, agent_image):
     try:
         # the CLI finds the master through cluster.json: give it a free port
         data = json.loads(env.c.path("cluster.json").read_text())
-        data["master_port"] = _free_port()
+        data["master_port"] = free_port()
         env.c.path("cluster.json").write_text(json.dumps(data))
         env.c = clusterlib.load(env.c.home)
         a = await env.agent("a")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
 
@@ -14,14 +13,9 @@ from swarmlet.loadgen import run_load
 from swarmlet.models import HealthCheck, PortSpec, ServiceSpec, to_wire
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import Env, healthy
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ async def test_routes_to_every_healthy_replica_and_survives_a_kill(env, docker_c
     await env.start_master()
     await env.register(a)
     await env.register(b)
-    port = _free_port()
+    port = free_port()
     spec = ServiceSpec("front", image, replicas=3, ports=(PortSpec(8080, published=port),),
                        health=HealthCheck(kind="http", path="/health", interval=0.5, retries=2))
     await env.call("POST", "/v1/services", to_wire(spec))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import pytest
@@ -15,14 +14,9 @@ import pytest
 from swarmlet.loadgen import run_load
 from swarmlet.models import HealthCheck, PortSpec, ServiceSpec, UpdateConfig, to_wire
 from tests.integration.master.test_master_daemon import Env, healthy
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -53,7 +47,7 @@ async def test_update_and_automatic_rollback_under_load(env):
     await env.start_master()
     await env.register(a)
     await env.register(b)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     spec = ServiceSpec("front", "swarmlet-hello:1", replicas=3, ports=(PortSpec(8080, published=port),),
                        health=HealthCheck(kind="http", path="/health", interval=0.5, retries=2),
