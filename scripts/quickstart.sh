@@ -48,5 +48,5 @@ done
 if [ $ok -ne 1 ]; then echo "quickstart: the service did not answer through the load balancer in 60 s" >&2; exit 1; fi
 for i in 1 2 3 4 5 6; do curl -fsS --max-time 2 http://127.0.0.1:8080/; done
 echo
-echo "quickstart: done. Try: swarmlet update web --image swarmlet-hello:2   (or :broken, which rolls back by itself)"
+echo "quickstart: done. Try: swarmlet update web --push --image swarmlet-hello:2   (or :broken, which rolls back by itself)"
 echo "Clean up with: swarmlet rm web; swarmlet master stop; swarmlet lab down"

@@ -119,10 +119,12 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
 @click.option("--failure-action", type=click.Choice(["rollback", "pause", "continue"]))
 @click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the rollout.")
+@click.option("--push/--no-push", default=None,
+              help="Push the new image to nodes that lack it (default: ask on a terminal, else warn).")
 def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env_rm: Tuple[str, ...],
                replicas: Optional[int], health_path: Optional[str], parallelism: Optional[int],
                monitor: Optional[float], failure_action: Optional[str], detach: bool,
-               timeout: float) -> None:
+               timeout: float, push: Optional[bool]) -> None:
     """Rolling-update a service: health-gated, start-first, rolled back on failure."""
     spec = call("GET", f"/v1/services/{service}")["spec"]
     changes: Dict[str, Any] = {}
@@ -146,6 +148,8 @@ def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env
         changes["update"] = upd
     if not changes:
         raise click.UsageError("nothing to change: give --image, --env, --replicas, …")
+    if image:
+        offer_push([image], push)
     out = call("PATCH", f"/v1/services/{service}", changes)
     if not out.get("changed"):
         click.echo(f"{service}: unchanged (revision {out['revision']})")
