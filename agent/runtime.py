@@ -22,18 +22,15 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import docker
 import docker.errors
-import docker.types
 import requests.exceptions
 
 from swarmlet.exceptions import DockerError, DockerUnavailable
 from swarmlet.models import TaskSpec
 
+from . import containerspec
 from . import reconcile as rc
 
 log = logging.getLogger("swarmlet.agent.runtime")
-
-_NANO = 1_000_000_000
-
 
 class NoSuchContainer(DockerError):
     """The container is gone (removed behind our back or never existed)."""
@@ -51,35 +48,6 @@ def parse_time(value: Optional[str]) -> float:
     offset = 0 if tz == "Z" else (1 if tz[0] == "+" else -1) * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
     frac = float("0." + m.group(2)) if m.group(2) else 0.0
     return base.replace(tzinfo=datetime.timezone.utc).timestamp() - offset + frac
-
-
-def container_name(node: str, task: TaskSpec) -> str:
-    """Deterministic per task: a second create for the same task hits a name conflict."""
-    raw = f"swarmlet.{node}.{task.service}.{task.slot}.{task.task_id}"
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)[:200]
-
-
-def task_labels(node: str, task: TaskSpec) -> Dict[str, str]:
-    labels = dict(task.labels)
-    labels.update({rc.MANAGED: "1", rc.NODE: node, rc.SERVICE: task.service, rc.TASK: task.task_id,
-                   rc.REVISION: str(task.revision), rc.SLOT: str(task.slot)})
-    return labels
-
-
-def task_env(node: str, task: TaskSpec) -> Dict[str, str]:
-    env = dict(task.env)
-    env.update({"SWARMLET_SERVICE": task.service, "SWARMLET_TASK": task.task_id,
-                "SWARMLET_NODE": node})
-    return env
-
-
-def _healthcheck(task: TaskSpec) -> Optional[Dict[str, Any]]:
-    h = task.health
-    if h.kind != "cmd" or not h.command:
-        return None  # http is probed by the agent; image/none keep the image's own
-    return {"test": ["CMD", *h.command], "interval": int(h.interval * _NANO),
-            "timeout": int(h.timeout * _NANO), "retries": h.retries,
-            "start_period": int(h.start_period * _NANO)}
 
 
 def _host_ports(ports: Any) -> Dict[str, int]:
@@ -242,31 +210,11 @@ class DockerRuntime:
         await self._call("volumes", run)
 
     async def create(self, task: TaskSpec) -> str:
+        spec = containerspec.build(self.node, task, self.extra_hosts)
+        name = spec.name
+
         def run() -> str:
-            name = container_name(self.node, task)
-            mounts = [docker.types.Mount(v.target, v.source, type=v.kind, read_only=v.read_only)
-                      for v in task.volumes if v.kind in ("volume", "bind")]
-            bindings = {f"{p.target}/{p.protocol}": p.host_port for p in task.ports}
-            hc_kw: Dict[str, Any] = dict(
-                port_bindings=bindings or None, mounts=mounts or None,
-                restart_policy={"Name": "no"},  # the agent restarts, with its own backoff
-                extra_hosts=dict(self.extra_hosts) or None,   # service names -> VIPs
-            )
-            if task.limits.cpus:
-                hc_kw["nano_cpus"] = int(task.limits.cpus * _NANO)
-            if task.limits.memory:
-                hc_kw["mem_limit"] = task.limits.memory
-            host_config = self.api.create_host_config(**hc_kw)
-            kw: Dict[str, Any] = dict(
-                image=task.image, name=name, labels=task_labels(self.node, task),
-                environment=task_env(self.node, task), host_config=host_config,
-                ports=[(p.target, p.protocol) for p in task.ports] or None,
-                healthcheck=_healthcheck(task),
-            )
-            if task.command is not None:
-                kw["command"] = list(task.command)
-            if task.entrypoint is not None:
-                kw["entrypoint"] = list(task.entrypoint)
+            kw = dict(spec.create, name=name, host_config=self.api.create_host_config(**spec.host))
             try:
                 return self.api.create_container(**kw)["Id"]
             except docker.errors.APIError as exc:

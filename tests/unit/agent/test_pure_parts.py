@@ -125,30 +125,6 @@ def test_status_never_goes_backwards():
     assert b.rows() == []
 
 
-# -- container shape -----------------------------------------------------------
-
-def test_labels_and_env_cannot_be_spoofed_by_the_spec():
-    labels = runtime.task_labels("n1", T)
-    assert labels[rc.NODE] == "n1" and labels["x"] == "y"
-    assert labels[rc.TASK] == "t1" and labels[rc.REVISION] == "3" and labels[rc.SLOT] == "2"
-    assert rc.is_ours(labels, "n1")
-    env = runtime.task_env("n1", T)
-    assert env == {"A": "1", "SWARMLET_NODE": "n1", "SWARMLET_SERVICE": "web", "SWARMLET_TASK": "t1"}
-
-
-def test_container_name_is_deterministic_and_valid():
-    n = runtime.container_name("n 1", T)
-    assert n == runtime.container_name("n 1", T) and " " not in n
-
-
-def test_cmd_health_becomes_docker_healthcheck():
-    t = TaskSpec(task_id="t", service="s", revision=1, slot=1, image="i",
-                 health=HealthCheck(kind="cmd", command=("true",), interval=2.0, retries=2))
-    hc = runtime._healthcheck(t)
-    assert hc["test"] == ["CMD", "true"] and hc["interval"] == 2_000_000_000 and hc["retries"] == 2
-    assert runtime._healthcheck(T) is None
-
-
 @pytest.mark.parametrize("text,expect", [
     ("2024-01-02T03:04:05.5Z", 1704164645.5),
     ("2024-01-02T03:04:05.123456789Z", 1704164645.123456789),

@@ -1,0 +1,107 @@
+"""TaskSpec -> the container Docker should create for it. Pure: no Docker, no I/O.
+
+Owns the mapping from a replica's spec (``swarmlet.models.TaskSpec``) to the
+arguments of the docker SDK's low-level ``create_container`` and
+``create_host_config``. The shell (``runtime.DockerRuntime.create``) passes
+them through unchanged, so every key a container gets is decided and tested
+here. To support a new container option (``user``, ``working_dir``,
+``cap_add`` …), add it in ``build`` and a unit test in
+``tests/unit/agent/test_containerspec.py``.
+
+What the agent adds and a spec cannot override: the ``io.swarmlet.*``
+ownership labels, the ``SWARMLET_*`` environment, the deterministic name (a
+second create for the same task hits a name conflict, never a duplicate),
+``restart_policy: no`` (the agent restarts, with its own backoff) and the
+``extra_hosts`` of service names to VIPs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from swarmlet.models import TaskSpec
+
+from . import reconcile as rc
+
+NANO = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to create: ``create`` are ``create_container`` keyword arguments (without
+    ``host_config``), ``host`` are ``create_host_config`` keyword arguments."""
+
+    name: str
+    create: Dict[str, Any] = field(default_factory=dict)
+    host: Dict[str, Any] = field(default_factory=dict)
+
+
+def container_name(node: str, task: TaskSpec) -> str:
+    """Deterministic per task: a second create for the same task hits a name conflict."""
+    raw = f"swarmlet.{node}.{task.service}.{task.slot}.{task.task_id}"
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)[:200]
+
+
+def task_labels(node: str, task: TaskSpec) -> Dict[str, str]:
+    labels = dict(task.labels)
+    labels.update({rc.MANAGED: "1", rc.NODE: node, rc.SERVICE: task.service, rc.TASK: task.task_id,
+                   rc.REVISION: str(task.revision), rc.SLOT: str(task.slot)})
+    return labels
+
+
+def task_env(node: str, task: TaskSpec) -> Dict[str, str]:
+    env = dict(task.env)
+    env.update({"SWARMLET_SERVICE": task.service, "SWARMLET_TASK": task.task_id,
+                "SWARMLET_NODE": node})
+    return env
+
+
+def healthcheck(task: TaskSpec) -> Optional[Dict[str, Any]]:
+    """A ``cmd`` check becomes Docker's HEALTHCHECK; http is probed by the agent and
+    image/none keep the image's own."""
+    h = task.health
+    if h.kind != "cmd" or not h.command:
+        return None
+    return {"test": ["CMD", *h.command], "interval": int(h.interval * NANO),
+            "timeout": int(h.timeout * NANO), "retries": h.retries,
+            "start_period": int(h.start_period * NANO)}
+
+
+def mounts(task: TaskSpec) -> list:
+    """Docker API ``Mounts`` entries (the dict form ``docker.types.Mount`` produces)."""
+    out = []
+    for v in task.volumes:
+        if v.kind in ("volume", "bind"):
+            out.append({"Target": v.target, "Source": v.source, "Type": v.kind,
+                        "ReadOnly": bool(v.read_only)})
+    return out
+
+
+def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = None) -> ContainerSpec:
+    """The container for ``task`` on ``node``; ``extra_hosts``: service name -> VIP."""
+    bindings = {f"{p.target}/{p.protocol}": p.host_port for p in task.ports}
+    ms = mounts(task)
+    host: Dict[str, Any] = {
+        "port_bindings": bindings or None,
+        "mounts": ms or None,
+        "restart_policy": {"Name": "no"},
+        "extra_hosts": dict(extra_hosts or {}) or None,
+    }
+    if task.limits.cpus:
+        host["nano_cpus"] = int(task.limits.cpus * NANO)
+    if task.limits.memory:
+        host["mem_limit"] = task.limits.memory
+    create: Dict[str, Any] = {
+        "image": task.image,
+        "labels": task_labels(node, task),
+        "environment": task_env(node, task),
+        "ports": [(p.target, p.protocol) for p in task.ports] or None,
+        "healthcheck": healthcheck(task),
+    }
+    if task.command is not None:
+        create["command"] = list(task.command)
+    if task.entrypoint is not None:
+        create["entrypoint"] = list(task.entrypoint)
+    return ContainerSpec(container_name(node, task), create, host)
