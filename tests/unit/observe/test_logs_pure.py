@@ -64,9 +64,10 @@ def test_merger_flush_releases_everything_in_order():
     assert [ln.ts for ln in m.ready(0.0, flush=True)] == [1.0, 2.0, 3.0]
 
 
-@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 5)), max_size=60))
+@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 4.9)), max_size=60))
 def test_merger_output_is_sorted_when_arrivals_lag_less_than_hold(items):
-    # A line arrives at most 5 s after its timestamp; with a hold of 5 s the output is in order.
+    # A line arrives less than 5 s after its timestamp; with a hold of 5 s the output is in order
+    # (strictly less: at exactly the hold, float rounding of ts + hold may release it early).
     m = LineMerger(hold=5.0)
     arrivals = sorted(((ts + lag, ts) for ts, lag in items))
     out = []
