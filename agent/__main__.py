@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import List, Optional
 
-from swarmlet.exceptions import SwarmletError
+from swarmlet.shipped.exceptions import SwarmletError
 
 from .config import load
 from .daemon import Agent

@@ -13,13 +13,13 @@ from typing import Any, Awaitable, Callable, Tuple
 
 from aiohttp import web
 
-from swarmlet.exceptions import DockerError, ProtocolError
-from swarmlet.models import Assignment, from_wire, to_wire
-from swarmlet.tlsutil import peer_name, peer_role, server_context
+from swarmlet.shipped.exceptions import DockerError, ProtocolError, StaleAssignment
+from swarmlet.shipped.models import Assignment, from_wire, to_wire
+from swarmlet.shipped.tlsutil import peer_name, peer_role, server_context
 
 from .images import routes as image_routes
 from .reconcile import Observed
-from .state import StaleAssignment
+
 
 ALLOWED_ROLES = ("master", "cli")
 AGENT_KEY: "web.AppKey[Any]" = web.AppKey("agent", object)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from swarmlet.exceptions import ConfigError
+from swarmlet.shipped.exceptions import ConfigError
 
 
 @dataclass(frozen=True)

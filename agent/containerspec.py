@@ -1,6 +1,6 @@
 """TaskSpec -> the container Docker should create for it. Pure: no Docker, no I/O.
 
-Owns the mapping from a replica's spec (``swarmlet.models.TaskSpec``) to the
+Owns the mapping from a replica's spec (``swarmlet.shipped.models.TaskSpec``) to the
 arguments of the docker SDK's low-level ``create_container`` and
 ``create_host_config``. The shell (``runtime.DockerRuntime.create``) passes
 them through unchanged, so every key a container gets is decided and tested
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from swarmlet.models import TaskSpec
+from swarmlet.shipped.models import TaskSpec
 
 from . import reconcile as rc
 

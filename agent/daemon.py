@@ -26,8 +26,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 import swarmlet
-from swarmlet.exceptions import DockerError, DockerUnavailable
-from swarmlet.models import Assignment, Health, TaskSpec, TaskState
+from swarmlet.shipped.exceptions import DockerError, DockerUnavailable
+from swarmlet.shipped.models import Assignment, Health, TaskSpec, TaskState
 
 from . import membership
 from . import reconcile as rc
@@ -90,10 +90,10 @@ class Agent:
                            (self._stats_loop(), "stats")):
             self._tasks.append(loop.create_task(coro, name=name))
         if self.config.ingress:
-            from swarmlet.ingress import Ingress  # the LB is imported only when it runs
+            from swarmlet.shipped.ingress import Ingress  # the LB is imported only when it runs
             self.ingress = Ingress(self.config.ingress_bind)
         if self.config.discovery:
-            from swarmlet.discovery import Discovery
+            from swarmlet.shipped.discovery import Discovery
             self.discovery = Discovery()
         if self.ingress is not None or self.discovery is not None:
             self._tasks.append(loop.create_task(self._ingress_loop(), name="ingress"))
@@ -171,7 +171,7 @@ class Agent:
 
     def _set_hosts(self) -> None:
         """Containers created from now on resolve service names to their VIPs."""
-        from swarmlet.discovery import hosts_for
+        from swarmlet.shipped.discovery import hosts_for
         cur = self.store.current
         self.runtime.extra_hosts = hosts_for(cur.routes) if cur is not None else {}
 

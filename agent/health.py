@@ -19,7 +19,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Optional
 
-from swarmlet.models import Health, HealthCheck
+from swarmlet.shipped.models import Health, HealthCheck
 
 DOCKER_HEALTH = {"starting": Health.STARTING, "healthy": Health.HEALTHY,
                  "unhealthy": Health.UNHEALTHY}

@@ -40,7 +40,7 @@ import docker.errors
 import requests.exceptions
 from aiohttp import web
 
-from swarmlet.exceptions import DockerError, DockerUnavailable, ProtocolError
+from swarmlet.shipped.exceptions import DockerError, DockerUnavailable, GarbledUpload, NoSpace, ProtocolError
 
 log = logging.getLogger("swarmlet.agent.images")
 
@@ -53,14 +53,6 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Docker's words for an archive that is not a docker-save tar.
 _BAD_ARCHIVE = ("archive/tar", "invalid tar", "unexpected eof", "manifest.json", "repositories",
                 "gzip: invalid", "invalid checksum", "invalid header")
-
-
-class GarbledUpload(ProtocolError):
-    """The upload is not a gzip-compressed tar (or was cut short)."""
-
-
-class NoSpace(DockerError):
-    """The node's disk (spool dir or Docker's root) is full."""
 
 
 class UploadCheck:

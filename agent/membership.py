@@ -1,6 +1,6 @@
 """The agent's view of the cluster: a small adapter over the gossip node.
 
-Owns starting, feeding and stopping gossip (``swarmlet.gossip.transport``)
+Owns starting, feeding and stopping gossip (``swarmlet.shipped.gossip.transport``)
 and turning its members into the wire form of ``GET /v1/members``. When the
 gossip package is not importable (an older bundle) or gossip is disabled in
 the config, ``LocalOnly`` stands in: the agent still runs and reports itself
@@ -58,7 +58,7 @@ def _plain(value: Any) -> Any:
 
 def member_wire(m: Any) -> Dict[str, Any]:
     """A gossip member (dataclass, object or dict) as ``{"name", "address", ...}``."""
-    if hasattr(m, "to_dict"):  # swarmlet.gossip.members.Member knows the wire shape
+    if hasattr(m, "to_dict"):  # swarmlet.shipped.gossip.members.Member knows the wire shape
         m = m.to_dict()
     d = _plain(m)
     if not isinstance(d, dict):
@@ -112,7 +112,7 @@ async def start(name: str, address: str, bind: Tuple[str, int], keys: Optional[L
     """Join the mesh if possible, else run ``LocalOnly``. Never raises for gossip trouble."""
     if enabled and keys:
         try:
-            from swarmlet.gossip.transport import start_gossip  # type: ignore
+            from swarmlet.shipped.gossip.transport import start_gossip  # type: ignore
         except ImportError:
             log.warning("gossip is not available in this bundle; running without the mesh")
         else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from swarmlet.models import TaskSpec, TaskState
+from swarmlet.shipped.models import TaskSpec, TaskState
 
 MANAGED = "io.swarmlet.managed"
 NODE = "io.swarmlet.node"

@@ -14,9 +14,7 @@ never touches a container that is not its own.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import re
 import threading
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
@@ -24,31 +22,14 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from swarmlet.exceptions import DockerError, DockerUnavailable
-from swarmlet.models import TaskSpec
+from swarmlet.shipped.exceptions import DockerError, DockerUnavailable, NoSuchContainer
+from swarmlet.shipped import rfc3339
+from swarmlet.shipped.models import TaskSpec
 
 from . import containerspec
 from . import reconcile as rc
 
 log = logging.getLogger("swarmlet.agent.runtime")
-
-class NoSuchContainer(DockerError):
-    """The container is gone (removed behind our back or never existed)."""
-
-
-def parse_time(value: Optional[str]) -> float:
-    """Docker's RFC 3339 nano timestamps -> unix seconds (0.0 for the zero time)."""
-    if not value or value.startswith("0001-01-01"):
-        return 0.0
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", value)
-    if not m:
-        return 0.0
-    base = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
-    tz = m.group(3) or "Z"
-    offset = 0 if tz == "Z" else (1 if tz[0] == "+" else -1) * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
-    frac = float("0." + m.group(2)) if m.group(2) else 0.0
-    return base.replace(tzinfo=datetime.timezone.utc).timestamp() - offset + frac
-
 
 def _host_ports(ports: Any) -> Dict[str, int]:
     """From inspect's NetworkSettings.Ports: {"8080/tcp": [{"HostPort": "3276"}]}."""
@@ -76,9 +57,9 @@ def _observed(info: Dict[str, Any]) -> rc.Observed:
         labels=dict(cfg.get("Labels") or {}),
         status=st.get("Status", "unknown"),
         exit_code=int(st.get("ExitCode") or 0),
-        started_at=parse_time(st.get("StartedAt")),
-        finished_at=parse_time(st.get("FinishedAt")),
-        created_at=parse_time(info.get("Created")),
+        started_at=rfc3339.parse(st.get("StartedAt")),
+        finished_at=rfc3339.parse(st.get("FinishedAt")),
+        created_at=rfc3339.parse(info.get("Created")),
         error=st.get("Error") or ("out of memory" if st.get("OOMKilled") else ""),
         health=((st.get("Health") or {}).get("Status") or ""),
         host_ports=_host_ports(net.get("Ports")),

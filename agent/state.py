@@ -17,19 +17,10 @@ import os
 import tempfile
 from typing import Optional
 
-from swarmlet.exceptions import ConfigError, ProtocolError, SwarmletError
-from swarmlet.models import Assignment, from_wire, to_wire
+from swarmlet.shipped.exceptions import ConfigError, ProtocolError, StaleAssignment
+from swarmlet.shipped.models import Assignment, from_wire, to_wire
 
 FILENAME = "assignment.json"
-
-
-class StaleAssignment(SwarmletError):
-    """An assignment older than the stored one was offered."""
-
-    def __init__(self, offered: int, current: int) -> None:
-        super().__init__(f"stale assignment version {offered}: current is {current}")
-        self.offered = offered
-        self.current = current
 
 
 class AssignmentStore:
@@ -61,7 +52,7 @@ class AssignmentStore:
         cur = self.current
         if cur is not None:
             if assignment.version < cur.version:
-                raise StaleAssignment(assignment.version, cur.version)
+                raise StaleAssignment(cur.version, offered=assignment.version)
             if assignment.version == cur.version:
                 return False
         self._write(assignment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional
 
-from swarmlet.models import Health, TaskSpec, TaskState, TaskStatus
+from swarmlet.shipped.models import Health, TaskSpec, TaskState, TaskStatus
 
 
 class StatusBook:

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import home as homedir
-from . import pki, tlsutil
-from .exceptions import ConfigError
+from . import pki
+from .shipped import tlsutil
+from .shipped.exceptions import ConfigError
 
 MASTER_PORT = 7440
 AGENT_API_PORT = 7443

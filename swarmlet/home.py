@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .exceptions import ConfigError
+from .shipped.exceptions import ConfigError
 
 
 def home() -> Path:

@@ -37,7 +37,7 @@ from urllib.parse import quote
 import aiohttp
 
 from . import cluster as clusterlib
-from .exceptions import ConfigError, DockerError, DockerUnavailable, Unreachable
+from .shipped.exceptions import ConfigError, DockerError, DockerUnavailable, Unreachable
 
 CHUNK = 256 * 1024
 SAVE_CHUNK = 1 << 20

@@ -25,14 +25,10 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from .cluster import Cluster
-from .exceptions import ConfigError, SwarmletError
+from .shipped.exceptions import ConfigError, MasterError, SwarmletError
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-
-class MasterError(SwarmletError):
-    """The master process could not be started or stopped."""
 
 
 @dataclass(frozen=True)

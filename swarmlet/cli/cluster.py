@@ -18,7 +18,7 @@ import click
 
 from .. import cluster as clusterlib
 from .. import master_process
-from ..exceptions import UsageError
+from ..shipped.exceptions import UsageError
 from ..provision import join as joinlib
 from ..provision import leave as leavelib
 from ..provision import nodes_view, plan

@@ -17,18 +17,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..exceptions import SwarmletError
-from ..models import ServiceSpec, from_wire, to_wire
+from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..stack import load_stack, plan_deploy, render_plan
 from .offer_push import offer_push
 from .output import emit, emit_json, err, output_option
 from .services import call, parse_env
 
 _DONE = ("completed", "rolled_back", "paused")
-
-
-class RolloutFailed(SwarmletError):
-    """An update did not complete: it rolled back or paused."""
 
 
 def _describe(u: Dict[str, Any]) -> str:

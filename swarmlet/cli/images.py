@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, TextIO, Tuple
 import click
 
 from .. import images as imagelib
-from ..exceptions import ConfigError
+from ..shipped.exceptions import ConfigError
 from .output import emit_json, output_option, table
 
 

@@ -13,7 +13,7 @@ from typing import Dict, List
 import click
 
 from .. import __version__
-from ..exceptions import SwarmletError
+from ..shipped.exceptions import SwarmletError
 from . import cluster as cluster_cmds
 from . import deploy as deploy_cmds
 from . import images as image_cmds

@@ -42,29 +42,26 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import click
 
 from .. import cluster as clusterlib
-from ..exceptions import APIError, Unreachable, UsageError
+from ..shipped import rfc3339
+from ..shipped.exceptions import APIError, Unreachable, UsageError
 from .output import emit_json, output_option
 from .services import call
 
 # --- pure: timestamps, prefixes, merging -------------------------------------------
 
-_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d) ?")
 _COLORS = (36, 33, 32, 35, 34, 96, 93, 92, 95, 94)   # cyan, yellow, green, magenta, blue, bright…
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 
 
 def parse_ts(line: str) -> Tuple[Optional[float], str]:
     """Split Docker's RFC 3339 (nanosecond) timestamp off a log line: (unix seconds, rest)."""
-    m = _TS.match(line)
-    if not m:
+    got = rfc3339.parse_prefix(line)
+    if got is None:
         return None, line
-    frac = (m.group(2) or ".0")[:7]           # microseconds are enough to order lines
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        ts = _dt.datetime.fromisoformat(m.group(1) + frac.ljust(7, "0") + zone).timestamp()
-    except ValueError:
-        return None, line
-    return ts, line[m.end():]
+    ts, end = got
+    if line[end:end + 1] == " ":
+        end += 1
+    return ts, line[end:]
 
 
 def parse_since(text: str, now: float) -> float:

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import click
 
 from .. import images as imagelib
-from ..exceptions import DockerError, SwarmletError
+from ..shipped.exceptions import DockerError, SwarmletError
 from .images import PlainLines
 from .output import err
 

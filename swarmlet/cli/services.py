@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from .. import cluster as clusterlib
-from ..exceptions import Unreachable, UsageError
-from ..models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
+from ..shipped.exceptions import Unreachable, UsageError
+from ..shipped.models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
 from .output import emit, emit_json, output_option
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)

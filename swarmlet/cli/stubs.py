@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from ..exceptions import NotImplementedYet
+from ..shipped.exceptions import NotImplementedYet
 
 # name -> (help, example). Sub-groups use "group sub" names.
 CONTRACT = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ..exceptions import LabError
+from ..shipped.exceptions import LabError
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "build-node-image.sh"

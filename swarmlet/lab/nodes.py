@@ -26,7 +26,7 @@ import docker
 import docker.errors
 
 from .. import home
-from ..exceptions import DockerUnavailable, LabError
+from ..shipped.exceptions import DockerUnavailable, LabError
 from .image import ensure_image
 
 LABEL = "io.swarmlet.lab"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
-from ..exceptions import SwarmletError
+from ..shipped.exceptions import SwarmletError
 from .daemon import MasterConfig
 from .runner import run_master
 

@@ -16,16 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 
-from ..exceptions import APIError, ProtocolError, Unreachable
-from ..models import Assignment, TaskStatus, from_wire, to_wire
-
-
-class StaleAssignment(APIError):
-    """The agent already holds a newer assignment version (``current``)."""
-
-    def __init__(self, message: str, current: int) -> None:
-        super().__init__(message, status=409)
-        self.current = current
+from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, Unreachable
+from ..shipped.models import Assignment, TaskStatus, from_wire, to_wire
 
 
 def base_url(address: str, port: int) -> str:
@@ -56,7 +48,7 @@ class AgentClient:
             async with self._s().request(method, url, json=body) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status == 409 and isinstance(data, dict) and "current" in data:
-                    raise StaleAssignment(f"{method} {url}: stale assignment", int(data["current"]))
+                    raise StaleAssignment(int(data["current"]), message=f"{method} {url}: stale assignment")
                 if resp.status >= 400:
                     msg = data.get("error") if isinstance(data, dict) else data
                     raise APIError(f"{method} {url}: {resp.status} {msg}", status=resp.status)

@@ -16,9 +16,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
-from ..exceptions import APIError, ProtocolError, SwarmletError, UsageError
-from ..models import ServiceSpec, from_wire, to_wire
-from ..tlsutil import peer_name, peer_role
+from ..shipped.exceptions import APIError, ProtocolError, SwarmletError, UsageError
+from ..shipped.models import ServiceSpec, from_wire, to_wire
+from ..shipped.tlsutil import peer_name, peer_role
 
 ALLOWED_ROLES = ("cli", "master")
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)

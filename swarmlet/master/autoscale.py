@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from ..models import AutoscaleSpec, ServiceSpec, TaskState
+from ..shipped.models import AutoscaleSpec, ServiceSpec, TaskState
 
 log = logging.getLogger("swarmlet.master")
 

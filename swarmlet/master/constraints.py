@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Tuple
 
-from ..exceptions import UsageError
+from ..shipped.exceptions import UsageError
 
 _EXPR = re.compile(r"^\s*node\.(labels\.([A-Za-z0-9_.\-/]+)|name|hostname)\s*(==|!=)\s*(\S.*?)\s*$")
 

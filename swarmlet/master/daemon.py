@@ -34,10 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from ..exceptions import APIError, ProtocolError, SwarmletError, UsageError
-from ..models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
+from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, SwarmletError, UsageError
+from ..shipped.models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
 from . import views
-from .agents import AgentClient, StaleAssignment, base_url
+from .agents import AgentClient, base_url
 from .autoscale import AutoscalePolicy, Autoscaler
 from .constraints import parse_all
 from .events import task_events
@@ -49,8 +49,8 @@ from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task,
                     merge_observed, next_revision, node_status, replace, same_template)
 from .store import Store
 from . import rollout as ro
-from ..discovery import assign_vips
-from ..routes import ReplicaView, Route, build_routes
+from ..shipped.discovery import assign_vips
+from ..shipped.routes import ReplicaView, Route, build_routes
 
 log = logging.getLogger("swarmlet.master")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -98,7 +98,7 @@ class Master:
                  seed_nodes: Optional[List[Mapping[str, Any]]] = None,
                  ingress: Optional[Any] = None) -> None:
         self.store = store
-        self.ingress = ingress          # swarmlet.ingress.Ingress, fed from routes()
+        self.ingress = ingress          # swarmlet.shipped.ingress.Ingress, fed from routes()
         self._routes_dirty = asyncio.Event()
         self.client = client
         self.cluster = dict(cluster or {})

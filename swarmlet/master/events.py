@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
-from ..models import Health, TaskState
+from ..shipped.models import Health, TaskState
 from .reconcile import Event
 from .state import Task
 

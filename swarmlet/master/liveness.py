@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Mapping, Optional
 
-from ..models import NodeStatus
+from ..shipped.models import NodeStatus
 
 _GOSSIP_RANK = {"alive": 0, "ready": 0, "suspect": 1, "dead": 2, "down": 2, "failed": 2, "left": 3}
 

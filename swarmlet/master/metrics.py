@@ -20,8 +20,8 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..lb.metrics import Histogram
-from ..models import NodeStatus
+from ..shipped.lb.metrics import Histogram
+from ..shipped.models import NodeStatus
 from . import views
 from .events import LBState, lb_evictions
 from .state import RUNNING

@@ -31,7 +31,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..models import NodeInfo, NodeStatus, ServiceSpec, TaskState
+from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState
 from .scheduler import Placed, Request, Scheduler, placed
 from .state import RUNNING, SHUTDOWN, Service, Task
 

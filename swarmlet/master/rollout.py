@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Optional
 
-from ..models import Health, TaskState
+from ..shipped.models import Health, TaskState
 from .state import RUNNING, Service, Task
 
 UPDATING, COMPLETED, FAILED, PAUSED = "updating", "completed", "failed", "paused"

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import cluster as clusterlib
-from .. import tlsutil
-from ..exceptions import ConfigError
+from ..shipped import tlsutil
+from ..shipped.exceptions import ConfigError
 from .agents import AgentClient
 from .api import serve
 from .daemon import Master, MasterConfig
 from .store import Store
-from ..ingress import Ingress
+from ..shipped.ingress import Ingress
 
 
 @dataclass

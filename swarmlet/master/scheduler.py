@@ -32,7 +32,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..models import NodeInfo, NodeStatus, ServiceSpec
+from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec
 from .constraints import Constraint, first_failing, parse_all
 
 SPREAD = "spread"

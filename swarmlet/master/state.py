@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..models import Health, NodeStatus, ServiceSpec, TaskSpec, TaskState, TaskStatus
+from ..shipped.models import Health, NodeStatus, ServiceSpec, TaskSpec, TaskState, TaskStatus
 
 RUNNING = "running"
 SHUTDOWN = "shutdown"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..exceptions import ConfigError, StoreError
-from ..models import ServiceSpec, from_wire, to_wire
+from ..shipped.exceptions import ConfigError, StoreError
+from ..shipped.models import ServiceSpec, from_wire, to_wire
 from .reconcile import Event
 from .state import NodeRecord, Service, Task
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping
 
-from ..models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
+from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
 from .state import RUNNING, NodeRecord, Service, Task
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import aiohttp
 
-from ..exceptions import APIError, Unreachable
+from ..shipped.exceptions import APIError, Unreachable
 
 ALIVE = ("alive", "ready", "suspect")
 

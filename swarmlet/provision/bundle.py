@@ -4,7 +4,8 @@ A server needs nothing but python3 and Docker: no pip, no venv, no internet.
 So the admin host downloads binary wheels of the agent's dependencies for the
 server's platform and Python (``pip download --only-binary=:all: --platform ...
 --python-version X --implementation cp``), unzips them into one folder with
-``swarmlet_agent`` and the shipped subset of ``swarmlet``, and tars it. On the
+``swarmlet_agent`` and the shipped layer (``swarmlet/__init__.py`` and the
+``swarmlet.shipped`` package), and tars it. On the
 server ``PYTHONPATH=<bundle dir>`` is all the agent needs (wheels are zip
 files of importable trees; none of these needs install-time hooks).
 
@@ -32,24 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..exceptions import SwarmletError
+from ..shipped.exceptions import BundleError
 
 # What the shipped code imports from PyPI (the load balancer needs httptools). ``requirements()``
 # adds whatever else swarmlet's own metadata declares, minus the admin-only packages.
 REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6")
 ADMIN_ONLY = {"asyncssh", "click", "pyyaml"}
-# The part of `swarmlet` that runs on servers: stdlib-only or needing only REQUIREMENTS.
-SHIPPED = ("__init__.py", "exceptions.py", "models.py", "tlsutil.py", "wire.py", "clock.py",
-           "gossip", "lb", "routes.py", "ingress.py", "discovery.py")
-# Never shipped, even if the agent names them: they need click/asyncssh or are admin-only.
-NEVER_SHIPPED = {"cli", "provision", "pki", "lab", "cluster", "master_process", "home"}
 PIP_TIMEOUT = 600.0
 # Bumped when the way wheels are prepared changes (v2: extension modules stripped).
 CACHE_FORMAT = "v2"
-
-
-class BundleError(SwarmletError):
-    """The bundle could not be built (pip download failed, sources missing)."""
 
 
 @dataclass(frozen=True)
@@ -97,33 +89,18 @@ def _iter_py(root: Path) -> Iterable[Path]:
             yield p
 
 
-_IMPORT_RE = re.compile(r"(?:from\s+swarmlet(?:\.(\w+))?\s+import\s+([\w, ()]+)|import\s+swarmlet\.(\w+))")
-
-
-def shipped_modules(agent_dir: Path, swarmlet_dir: Path) -> List[str]:
-    """Top-level entries of ``swarmlet`` to ship: ``SHIPPED`` plus whatever the agent imports."""
-    wanted = [s for s in SHIPPED if (swarmlet_dir / s).exists()]
-    for py in _iter_py(agent_dir):
-        for m in _IMPORT_RE.finditer(py.read_text(errors="replace")):
-            names = [m.group(1) or m.group(3)] if (m.group(1) or m.group(3)) else \
-                [n.strip() for n in m.group(2).replace("(", "").replace(")", "").split(",")]
-            for n in names:
-                for cand in (f"{n}.py", n):
-                    if n and n not in NEVER_SHIPPED and (swarmlet_dir / cand).exists() and cand not in wanted:
-                        wanted.append(cand)
-    return wanted
-
-
 def _sources(agent_dir: Path, swarmlet_dir: Path) -> List[Tuple[str, Path]]:
-    """(archive name, file) pairs for our own code."""
+    """(archive name, file) pairs for our own code: the agent as ``swarmlet_agent``, and of
+    ``swarmlet`` its ``__init__`` and the whole ``shipped`` package (see its docstring)."""
     out: List[Tuple[str, Path]] = []
     for p in _iter_py(agent_dir):
         out.append((f"swarmlet_agent/{p.relative_to(agent_dir)}", p))
-    for entry in shipped_modules(agent_dir, swarmlet_dir):
-        src = swarmlet_dir / entry
-        files = [src] if src.is_file() else list(_iter_py(src))
-        for p in files:
-            out.append((f"swarmlet/{p.relative_to(swarmlet_dir)}", p))
+    shipped = swarmlet_dir / "shipped"
+    if not (shipped / "__init__.py").exists():
+        raise BundleError(f"cannot find the shipped layer at {shipped}")
+    out.append(("swarmlet/__init__.py", swarmlet_dir / "__init__.py"))
+    for p in _iter_py(shipped):
+        out.append((f"swarmlet/{p.relative_to(swarmlet_dir)}", p))
     return out
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from .. import cluster as clusterlib
-from ..exceptions import ProvisionError, SSHError, SwarmletError
+from ..shipped.exceptions import BundleError, ProvisionError, SSHError, SwarmletError
 from . import api, plan, probes, ssh
-from .bundle import BundleCache, BundleError, read_bytes
+from .bundle import BundleCache, read_bytes
 
 STEPS = ("connect", "probe", "upload", "install", "start", "healthy")
 HEALTHY_TIMEOUT = 45.0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from .. import cluster as clusterlib
-from ..exceptions import SSHError, SwarmletError, UsageError
+from ..shipped.exceptions import SSHError, SwarmletError, UsageError
 from . import api, plan, ssh
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import cluster as clusterlib
-from ..exceptions import SwarmletError
+from ..shipped.exceptions import SwarmletError
 from . import api
 
 _GOSSIP_STATUS = {"alive": "ready", "ready": "ready", "suspect": "suspect", "dead": "down",

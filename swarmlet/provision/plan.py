@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from ..exceptions import ProvisionError, UsageError
+from ..shipped.exceptions import ProvisionError, UsageError
 from .probes import HostFacts
 
 MIN_PYTHON = (3, 9)

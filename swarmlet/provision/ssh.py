@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 
 import asyncssh
 
-from ..exceptions import (AuthenticationFailed, HostKeyChanged, HostKeyUnknown, HostUnreachable,
+from ..shipped.exceptions import (AuthenticationFailed, HostKeyChanged, HostKeyUnknown, HostUnreachable,
                           SSHError, UsageError)
 from .plan import Target
 

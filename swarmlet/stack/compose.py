@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from ..exceptions import StackFileError
-from ..models import ServiceSpec
+from ..shipped.exceptions import StackFileError
+from ..shipped.models import ServiceSpec
 from .loader import Mark, Node, parse_yaml
 from .service import check_name, parse_service
 from .values import Context, StackWarning, as_map, as_str, check_keys, fail, fail_at

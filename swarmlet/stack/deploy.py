@@ -3,7 +3,7 @@
 Owns: replicas and mode, resources (limits, reservations), placement
 (constraints, max replicas per node), update_config, rollback_config and
 restart_policy. Swarm's defaults are not copied where ours differ on purpose
-(start-first order, automatic rollback: see ``swarmlet.models.UpdateConfig``).
+(start-first order, automatic rollback: see ``swarmlet.shipped.models.UpdateConfig``).
 Docker's ``max_attempts: 0`` means "no limit", which is ``None`` here.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Dict
 
-from ..models import Resources, RestartPolicy, UpdateConfig
+from ..shipped.models import Resources, RestartPolicy, UpdateConfig
 from .loader import Node
 from .values import (Context, as_bytes, as_choice, as_duration, as_float, as_int, as_map,
                      as_scalar_str, as_seq, as_str, check_keys, fail)

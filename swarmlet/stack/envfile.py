@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Mapping
 
-from ..exceptions import StackFileError
+from ..shipped.exceptions import StackFileError
 from .interpolate import interpolate
 from .loader import Mark
 

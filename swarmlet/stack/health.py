@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from ..models import AutoscaleSpec, HealthCheck, LBOptions, PortSpec
+from ..shipped.models import AutoscaleSpec, HealthCheck, LBOptions, PortSpec
 from .loader import Node
 from .values import (Context, as_bool, as_choice, as_duration, as_float, as_int, as_map,
                      as_str, check_keys, fail)

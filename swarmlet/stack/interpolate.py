@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
-from ..exceptions import StackFileError
+from ..shipped.exceptions import StackFileError
 
 _NAME = re.compile(r"[_A-Za-z][_A-Za-z0-9]*")
 _OPS = (":-", ":?", ":+", "-", "?", "+")

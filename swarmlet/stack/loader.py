@@ -20,7 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from ..exceptions import StackFileError
+from ..shipped.exceptions import StackFileError
 from .interpolate import interpolate
 
 MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..models import PortSpec, ServiceSpec, VolumeMount
+from ..shipped.models import PortSpec, ServiceSpec, VolumeMount
 from .compose import Stack
 from .service import STACK_LABEL
 from .values import StackWarning

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
-from ..models import PortSpec
+from ..shipped.models import PortSpec
 from .loader import Node
 from .values import Context, as_choice, as_int, as_str, check_keys, fail
 

@@ -13,7 +13,7 @@ import re
 import shlex
 from typing import Dict, Optional, Tuple
 
-from ..models import HealthCheck, RestartPolicy, ServiceSpec
+from ..shipped.models import HealthCheck, RestartPolicy, ServiceSpec
 from .deploy import parse_deploy, parse_labels
 from .envfile import parse_env_file
 from .health import apply_extras, parse_healthcheck

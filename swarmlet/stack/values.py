@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Tuple
 
-from ..exceptions import StackFileError
+from ..shipped.exceptions import StackFileError
 from .loader import Mark, Node
 
 

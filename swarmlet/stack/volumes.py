@@ -15,7 +15,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from ..models import VolumeMount
+from ..shipped.models import VolumeMount
 from .loader import Node
 from .values import (Context, as_bool, as_map, as_scalar_str, as_str, check_keys, fail,
                      fail_at)

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from swarmlet.discovery import Discovery
-from swarmlet.models import Route, RouteBackend
+from swarmlet.shipped.discovery import Discovery
+from swarmlet.shipped.models import Route, RouteBackend
 
 pytestmark = pytest.mark.integration
 

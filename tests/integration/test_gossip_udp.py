@@ -9,9 +9,9 @@ from typing import List
 
 import pytest
 
-from swarmlet.exceptions import ConfigError
-from swarmlet.gossip import EventKind, GossipConfig, MemberState, generate_key, start_gossip
-from swarmlet.gossip.transport import GossipNode
+from swarmlet.shipped.exceptions import ConfigError
+from swarmlet.shipped.gossip import EventKind, GossipConfig, MemberState, generate_key, start_gossip
+from swarmlet.shipped.gossip.transport import GossipNode
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ import pytest
 from swarmlet import cluster as clusterlib
 from swarmlet import images as imagelib
 from swarmlet.master.runner import run_master
-from swarmlet.tlsutil import client_context
+from swarmlet.shipped.tlsutil import client_context
 from swarmlet_agent.images import SPOOL_SUBDIR
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env

@@ -8,9 +8,9 @@ import ipaddress
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.discovery import assign_vips, hosts_for
-from swarmlet.models import Health, PortSpec, ServiceSpec, TaskState
-from swarmlet.routes import ReplicaView, build_routes, by_port
+from swarmlet.shipped.discovery import assign_vips, hosts_for
+from swarmlet.shipped.models import Health, PortSpec, ServiceSpec, TaskState
+from swarmlet.shipped.routes import ReplicaView, build_routes, by_port
 
 pytestmark = pytest.mark.unit
 

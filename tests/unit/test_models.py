@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.exceptions import ProtocolError
-from swarmlet.models import (Assignment, Health, PortSpec, ServiceSpec, TaskSpec, TaskState,
+from swarmlet.shipped.exceptions import ProtocolError
+from swarmlet.shipped.models import (Assignment, Health, PortSpec, ServiceSpec, TaskSpec, TaskState,
                              TaskStatus, from_wire, to_wire)
 
 pytestmark = pytest.mark.unit

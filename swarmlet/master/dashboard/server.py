@@ -25,15 +25,14 @@ import hmac
 import json
 import logging
 import secrets
-import ssl
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
-from ...exceptions import APIError
-from ...tlsutil import peer_role
+from ...shipped.exceptions import APIError
+from ...shipped.tlsutil import peer_role, server_context
 from .overview import overview
 
 log = logging.getLogger("swarmlet.master")
@@ -148,22 +147,13 @@ def make_app(master: Any, token: str) -> web.Application:
     return app
 
 
-def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
-    """The master's certificate; a client certificate of the cluster CA is optional."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(cafile=ca)
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
-
-
 async def start_dashboard(master: Any, cluster: Any, host: str, port: int,
                           advertise: Optional[str] = None) -> Optional[web.AppRunner]:
     """Serve the dashboard; sets ``master.dashboard_url``. A port in use is logged, not fatal."""
     token = await ensure_token(master)
+    # The master's certificate; a client certificate of the cluster CA is optional (token login).
     ctx = server_context(str(cluster.path("master.crt")), str(cluster.path("master.key")),
-                         str(cluster.path("ca.crt")))
+                         str(cluster.path("ca.crt")), require_client_cert=False)
     runner = web.AppRunner(make_app(master, token), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)

@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 
 from swarmlet import pki
-from swarmlet.models import Assignment, PortSpec, TaskSpec, to_wire
-from swarmlet.tlsutil import client_context
+from swarmlet.shipped.models import Assignment, PortSpec, TaskSpec, to_wire
+from swarmlet.shipped.tlsutil import client_context
 from swarmlet_agent.config import AgentConfig
 from swarmlet_agent.daemon import Agent
 

@@ -9,8 +9,8 @@ import ssl
 import aiohttp
 import pytest
 
-from swarmlet.models import TaskState
-from swarmlet.tlsutil import client_context
+from swarmlet.shipped.models import TaskState
+from swarmlet.shipped.tlsutil import client_context
 from tests.integration.agent.conftest import Api, assignment, wait_for, web_task
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("swarmlet.gossip.transport")
+pytest.importorskip("swarmlet.shipped.gossip.transport")
 
 
 def _udp_port() -> int:

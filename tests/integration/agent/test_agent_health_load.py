@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarmlet.models import HealthCheck, RestartPolicy, TaskState
+from swarmlet.shipped.models import HealthCheck, RestartPolicy, TaskState
 from tests.integration.agent.conftest import assignment, wait_for, web_task
 
 pytestmark = pytest.mark.integration

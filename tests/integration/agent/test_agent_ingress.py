@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from swarmlet.loadgen import run_load
-from swarmlet.models import Assignment, Route, RouteBackend
+from swarmlet.shipped.models import Assignment, Route, RouteBackend
 from tests.integration.agent.conftest import make_agent, pki_files  # noqa: F401  (fixtures)
 from tests.conftest import free_port
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet.models import Assignment, TaskState
-from swarmlet_agent.state import AssignmentStore, StaleAssignment
+from swarmlet.shipped.models import Assignment, TaskState
+from swarmlet.shipped.exceptions import StaleAssignment
+from swarmlet_agent.state import AssignmentStore
 from tests.integration.agent.conftest import Api, _cleanup, assignment, wait_for, web_task
 from tests.conftest import free_port
 

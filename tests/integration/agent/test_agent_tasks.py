@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from swarmlet.models import (HealthCheck, PortSpec, Resources, RestartPolicy, TaskState,
+from swarmlet.shipped.models import (HealthCheck, PortSpec, Resources, RestartPolicy, TaskState,
                              VolumeMount)
 from tests.integration.agent.conftest import assignment, wait_for, web_task
 

@@ -12,13 +12,13 @@ from typing import Any, AsyncIterator, Callable, List, Optional
 import pytest
 
 from tests.integration.lb.lb_support import TestBackend
-from swarmlet.lb import LBConfig, LoadBalancer
+from swarmlet.shipped.lb import LBConfig, LoadBalancer
 
 
 if os.environ.get("SWARMLET_LB_UVLOOP") == "1":
     @pytest.fixture(scope="session")
     def event_loop_policy():
-        """SWARMLET_LB_UVLOOP=1: run these tests on uvloop, as ``python -m swarmlet.lb`` does."""
+        """SWARMLET_LB_UVLOOP=1: run these tests on uvloop, as ``python -m swarmlet.shipped.lb`` does."""
         import uvloop
         return uvloop.EventLoopPolicy()
 

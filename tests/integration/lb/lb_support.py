@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from aiohttp import WSMsgType, web
 
-from swarmlet.lb import Backend
+from swarmlet.shipped.lb import Backend
 
 
 class TestBackend:

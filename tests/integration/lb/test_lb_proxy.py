@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.integration.lb.lb_support import free_port, headers_of, wait_until
-from swarmlet.lb import Backend, HealthConfig, LBConfig
+from swarmlet.shipped.lb import Backend, HealthConfig, LBConfig
 
 pytestmark = pytest.mark.integration
 

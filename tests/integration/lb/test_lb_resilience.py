@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.integration.lb.lb_support import free_port, wait_until
-from swarmlet.lb import Backend, HealthConfig, LBConfig, OutlierConfig
+from swarmlet.shipped.lb import Backend, HealthConfig, LBConfig, OutlierConfig
 
 pytestmark = pytest.mark.integration
 

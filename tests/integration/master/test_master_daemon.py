@@ -20,7 +20,7 @@ from swarmlet import cluster as clusterlib
 from swarmlet.master.daemon import MasterConfig
 from swarmlet.master.liveness import LivenessConfig
 from swarmlet.master.runner import run_master
-from swarmlet.models import HealthCheck, PortSpec, ServiceSpec, to_wire
+from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, to_wire
 from swarmlet.provision import api
 from swarmlet_agent.config import AgentConfig
 from swarmlet_agent.daemon import Agent

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from swarmlet.loadgen import run_load
-from swarmlet.models import HealthCheck, PortSpec, ServiceSpec, to_wire
+from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, to_wire
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import Env, healthy
 from tests.conftest import free_port

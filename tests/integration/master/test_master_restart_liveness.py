@@ -13,7 +13,7 @@ from swarmlet.master.agents import AgentClient
 from swarmlet.master.daemon import Master, _Live
 from swarmlet.master.state import NodeRecord
 from swarmlet.master.store import Store
-from swarmlet.models import NodeStatus
+from swarmlet.shipped.models import NodeStatus
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from swarmlet.exceptions import ConfigError, StoreError
+from swarmlet.shipped.exceptions import ConfigError, StoreError
 from swarmlet.master.reconcile import Event
 from swarmlet.master.state import NodeRecord, Service, Task, next_revision
 from swarmlet.master.store import SCHEMA_VERSION, Store
-from swarmlet.models import Health, PortSpec, ServiceSpec, TaskState
+from swarmlet.shipped.models import Health, PortSpec, ServiceSpec, TaskState
 
 pytestmark = pytest.mark.integration
 

@@ -49,9 +49,10 @@ def built(tmp_path_factory):
 def test_bundle_contents(built):
     bundle, out = built
     assert (out / "swarmlet_agent" / "__main__.py").exists()
-    for mod in ("exceptions.py", "models.py", "tlsutil.py", "__init__.py"):
-        assert (out / "swarmlet" / mod).exists(), mod
-    for admin_only in ("cli", "provision", "pki.py", "cluster.py", "lab"):
+    for mod in ("exceptions.py", "models.py", "tlsutil.py", "rfc3339.py", "__init__.py", "lb", "gossip"):
+        assert (out / "swarmlet" / "shipped" / mod).exists(), mod
+    assert (out / "swarmlet" / "__init__.py").exists()
+    for admin_only in ("cli", "provision", "pki.py", "cluster.py", "lab", "master", "stack"):
         assert not (out / "swarmlet" / admin_only).exists(), admin_only
     for dep in ("aiohttp", "msgpack", "docker", "cryptography", "yarl", "multidict"):
         assert (out / dep).is_dir(), dep

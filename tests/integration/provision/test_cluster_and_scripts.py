@@ -12,7 +12,7 @@ import pytest
 
 from swarmlet import cluster as clusterlib
 from swarmlet import tlsutil
-from swarmlet.exceptions import ConfigError
+from swarmlet.shipped.exceptions import ConfigError
 from swarmlet.provision import plan
 
 pytestmark = pytest.mark.integration

@@ -117,7 +117,7 @@ async def test_no_permission_to_use_docker(cluster, ssh_server_factory, client_k
 
 
 async def test_upload_failure_disk_full(cluster, ssh_server_factory, client_key, prebuilt_deps):
-    err = "tar: swarmlet/models.py: Cannot write: No space left on device\ntar: Exiting with failure status\n"
+    err = "tar: swarmlet/shipped/models.py: Cannot write: No space left on device\ntar: Exiting with failure status\n"
     host = await ssh_server_factory(client_key[0], canned(upload=(3, err)))
     (res,) = await join_all(cluster, [target(host.port)], opts(cluster, client_key[1], accept_new=True))
     assert not res.ok and res.step == "upload"

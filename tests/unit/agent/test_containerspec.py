@@ -5,7 +5,7 @@ from __future__ import annotations
 import docker
 import pytest
 
-from swarmlet.models import HealthCheck, PortSpec, Resources, TaskSpec, VolumeMount
+from swarmlet.shipped.models import HealthCheck, PortSpec, Resources, TaskSpec, VolumeMount
 from swarmlet_agent import containerspec as cs
 from swarmlet_agent import reconcile as rc
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from swarmlet.exceptions import ConfigError
-from swarmlet.models import Health, HealthCheck, TaskSpec, TaskState
+from swarmlet.shipped import rfc3339
+from swarmlet.shipped.exceptions import ConfigError
+from swarmlet.shipped.models import Health, HealthCheck, TaskSpec, TaskState
 from swarmlet_agent import config, runtime, stats
 from swarmlet_agent import reconcile as rc
 from swarmlet_agent.health import HealthTracker, from_docker
@@ -132,7 +133,14 @@ def test_status_never_goes_backwards():
     ("0001-01-01T00:00:00Z", 0.0), ("", 0.0),
 ])
 def test_parse_docker_time(text, expect):
-    assert runtime.parse_time(text) == pytest.approx(expect)
+    assert rfc3339.parse(text) == pytest.approx(expect)
+
+
+def test_timestamp_prefix_of_a_log_line():
+    ts, end = rfc3339.parse_prefix("2024-01-02T03:04:05.5Z hello")
+    assert ts == pytest.approx(1704164645.5) and end == len("2024-01-02T03:04:05.5Z")
+    assert rfc3339.parse_prefix("hello") is None
+    assert rfc3339.parse("2024-01-02T03:04:05Z trailing") == 0.0   # a whole value must match
 
 
 def test_observed_from_inspect():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmlet.models import RestartPolicy, TaskSpec, TaskState
+from swarmlet.shipped.models import RestartPolicy, TaskSpec, TaskState
 from swarmlet_agent import reconcile as rc
 
 pytestmark = pytest.mark.unit

@@ -8,12 +8,12 @@ from typing import List
 
 import pytest
 
-from swarmlet.exceptions import ConfigError
-from swarmlet.gossip import wire
-from swarmlet.gossip.config import GossipConfig
-from swarmlet.gossip.core import GossipCore
-from swarmlet.gossip.crypto import Keyring, generate_key
-from swarmlet.gossip.members import EventKind, MemberState, suspicion_timeout
+from swarmlet.shipped.exceptions import ConfigError
+from swarmlet.shipped.gossip import wire
+from swarmlet.shipped.gossip.config import GossipConfig
+from swarmlet.shipped.gossip.core import GossipCore
+from swarmlet.shipped.gossip.crypto import Keyring, generate_key
+from swarmlet.shipped.gossip.members import EventKind, MemberState, suspicion_timeout
 
 pytestmark = pytest.mark.unit
 

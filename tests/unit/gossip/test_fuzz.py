@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlet.gossip import wire
-from swarmlet.gossip.config import GossipConfig
-from swarmlet.gossip.core import GossipCore
-from swarmlet.gossip.crypto import Keyring, generate_key
+from swarmlet.shipped.gossip import wire
+from swarmlet.shipped.gossip.config import GossipConfig
+from swarmlet.shipped.gossip.core import GossipCore
+from swarmlet.shipped.gossip.crypto import Keyring, generate_key
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ from typing import List, Tuple
 
 import pytest
 
-from swarmlet.gossip.config import GossipConfig
-from swarmlet.gossip.crypto import Keyring, generate_key
-from swarmlet.gossip.members import EventKind, MemberState
-from swarmlet.gossip.sim import SimNetwork
+from swarmlet.shipped.gossip.config import GossipConfig
+from swarmlet.shipped.gossip.crypto import Keyring, generate_key
+from swarmlet.shipped.gossip.members import EventKind, MemberState
+from swarmlet.shipped.gossip.sim import SimNetwork
 
 pytestmark = pytest.mark.unit
 

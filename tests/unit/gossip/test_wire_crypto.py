@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from swarmlet.exceptions import AuthError, ConfigError, ProtocolError
-from swarmlet.gossip import wire
-from swarmlet.gossip.broadcast import BroadcastQueue
-from swarmlet.gossip.config import GossipConfig
-from swarmlet.gossip.crypto import OVERHEAD, Keyring, generate_key
-from swarmlet.gossip.replay import ReplayGuard
+from swarmlet.shipped.exceptions import AuthError, ConfigError, ProtocolError
+from swarmlet.shipped.gossip import wire
+from swarmlet.shipped.gossip.broadcast import BroadcastQueue
+from swarmlet.shipped.gossip.config import GossipConfig
+from swarmlet.shipped.gossip.crypto import OVERHEAD, Keyring, generate_key
+from swarmlet.shipped.gossip.replay import ReplayGuard
 
 pytestmark = pytest.mark.unit
 

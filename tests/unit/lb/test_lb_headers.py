@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from swarmlet.lb.headers import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE,
+from swarmlet.shipped.lb.headers import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE,
                                  build_request, build_response, chunk, error_response)
-from swarmlet.lb.health import parse_status_line, status_ok
+from swarmlet.shipped.lb.health import parse_status_line, status_ok
 
 pytestmark = pytest.mark.unit
 

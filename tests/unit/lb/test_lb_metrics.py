@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from swarmlet.lb import Backend, LBConfig
-from swarmlet.lb.metrics import Histogram, LBMetrics, RateMeter, render
-from swarmlet.lb.routing import Router
+from swarmlet.shipped.lb import Backend, LBConfig
+from swarmlet.shipped.lb.metrics import Histogram, LBMetrics, RateMeter, render
+from swarmlet.shipped.lb.routing import Router
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as stt
 
-from swarmlet.lb import Backend, HealthConfig, LBConfig, LoadBalancerError, OutlierConfig
-from swarmlet.lb.routing import Router
+from swarmlet.shipped.lb import Backend, HealthConfig, LBConfig, LoadBalancerError, OutlierConfig
+from swarmlet.shipped.lb.routing import Router
 
 pytestmark = pytest.mark.unit
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from swarmlet.cli.services import build_spec, parse_port, parse_scale, parse_size
-from swarmlet.exceptions import UsageError
+from swarmlet.shipped.exceptions import UsageError
 from swarmlet.master.liveness import LivenessConfig, gossip_views, liveness
 from swarmlet.master.state import SHUTDOWN, Task, next_revision
 from swarmlet.master.views import task_row
-from swarmlet.models import Health, NodeStatus, PortSpec, ServiceSpec, TaskState
+from swarmlet.shipped.models import Health, NodeStatus, PortSpec, ServiceSpec, TaskState
 
 pytestmark = pytest.mark.unit
 CFG = LivenessConfig(down_after=2.0, partition_grace=30.0, never_seen_grace=10.0)

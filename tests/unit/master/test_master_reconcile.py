@@ -10,7 +10,7 @@ import pytest
 from swarmlet.master.reconcile import Changes, reconcile
 from swarmlet.master.state import (RUNNING, SHUTDOWN, Service, Task, assignment_tasks,
                                    next_revision, replace)
-from swarmlet.models import (Health, HealthCheck, NodeInfo, NodeStatus, Resources, ServiceSpec,
+from swarmlet.shipped.models import (Health, HealthCheck, NodeInfo, NodeStatus, Resources, ServiceSpec,
                              TaskState, UpdateConfig)
 
 pytestmark = pytest.mark.unit

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmlet.exceptions import UsageError
+from swarmlet.shipped.exceptions import UsageError
 from swarmlet.master.constraints import parse
 from swarmlet.master.scheduler import Placed, Request, Scheduler, placed, schedule
-from swarmlet.models import NodeInfo, NodeStatus, PortSpec, Resources, ServiceSpec
+from swarmlet.shipped.models import NodeInfo, NodeStatus, PortSpec, Resources, ServiceSpec
 
 pytestmark = pytest.mark.unit
 

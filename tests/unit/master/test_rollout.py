@@ -10,7 +10,7 @@ import pytest
 
 from swarmlet.master import rollout as ro
 from swarmlet.master.state import RUNNING, SHUTDOWN, Service, Task
-from swarmlet.models import Health, HealthCheck, ServiceSpec, TaskState, UpdateConfig
+from swarmlet.shipped.models import Health, HealthCheck, ServiceSpec, TaskState, UpdateConfig
 
 pytestmark = pytest.mark.unit
 

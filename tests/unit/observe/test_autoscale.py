@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from swarmlet.master.autoscale import AutoscalePolicy, ScaleState, decide, recommend
-from swarmlet.models import AutoscaleSpec
+from swarmlet.shipped.models import AutoscaleSpec
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 from swarmlet.master.dashboard.overview import lb_by_service, service_health
 from swarmlet.master.events import lb_evictions, task_events
 from swarmlet.master.state import Task
-from swarmlet.models import Health, TaskState
+from swarmlet.shipped.models import Health, TaskState
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from swarmlet.cli.observe import (LineMerger, Painter, LogLine, event_line, parse_since, parse_ts,
                                   prefix, split_lines)
-from swarmlet.exceptions import UsageError
+from swarmlet.shipped.exceptions import UsageError
 
 pytestmark = pytest.mark.unit
 

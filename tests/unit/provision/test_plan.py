@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.exceptions import ProvisionError, UsageError
+from swarmlet.shipped.exceptions import ProvisionError, UsageError
 from swarmlet.provision import plan
 from swarmlet.provision.probes import HostFacts
 

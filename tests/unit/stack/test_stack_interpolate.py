@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.exceptions import StackFileError
+from swarmlet.shipped.exceptions import StackFileError
 from swarmlet.stack.interpolate import interpolate
 
 pytestmark = pytest.mark.unit

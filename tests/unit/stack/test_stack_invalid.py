@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmlet.exceptions import StackFileError, SwarmletError
+from swarmlet.shipped.exceptions import StackFileError, SwarmletError
 from swarmlet.stack import load_stack
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from swarmlet.models import PortSpec, ServiceSpec, UpdateConfig
+from swarmlet.shipped.models import PortSpec, ServiceSpec, UpdateConfig
 from swarmlet.stack import diff_specs, plan_deploy, render_plan
 from swarmlet.stack.plan import ABSENT, FieldChange
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet.models import (AutoscaleSpec, HealthCheck, LBOptions, PortSpec, Resources,
+from swarmlet.shipped.models import (AutoscaleSpec, HealthCheck, LBOptions, PortSpec, Resources,
                              RestartPolicy, UpdateConfig, VolumeMount)
 from swarmlet.stack import load_stack
 

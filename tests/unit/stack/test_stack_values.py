@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.exceptions import StackFileError
+from swarmlet.shipped.exceptions import StackFileError
 from swarmlet.stack.loader import Mark, Node
 from swarmlet.stack.values import as_bytes, as_duration, parse_duration
 

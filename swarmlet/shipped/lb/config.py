@@ -19,11 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from ..exceptions import SwarmletError
-
-
-class LoadBalancerError(SwarmletError):
-    """The load balancer could not start (port taken, bad config...)."""
+from ..exceptions import LoadBalancerError  # noqa: F401 (re-exported by lb)
 
 
 @dataclass(frozen=True)

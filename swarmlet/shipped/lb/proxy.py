@@ -1,6 +1,6 @@
 """``LoadBalancer``: one listening port, its backends, checks, sweeper and admin.
 
-The public face of ``swarmlet.lb``::
+The public face of ``swarmlet.shipped.lb``::
 
     lb = LoadBalancer("0.0.0.0", 8080, LBConfig(), admin_port=9180)
     await lb.start()

@@ -33,7 +33,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .models import Route
 
-log = logging.getLogger("swarmlet.discovery")
+log = logging.getLogger("swarmlet.shipped.discovery")
 VIP_RANGE = "10.254.0.0/16"
 Key = Tuple[str, int]
 

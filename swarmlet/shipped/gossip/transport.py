@@ -24,7 +24,7 @@ from .core import Addr, GossipCore, Output
 from .crypto import Keyring
 from .members import Member, MemberEvent, MemberState
 
-log = logging.getLogger("swarmlet.gossip")
+log = logging.getLogger("swarmlet.shipped.gossip")
 
 Callback = Callable[[MemberEvent], Union[None, Awaitable[None]]]
 

@@ -11,8 +11,13 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     ├── ConfigError           missing/invalid cluster config or home
     ├── StackFileError        malformed stack file (file:line:col)
     ├── DockerError           the local or remote Docker engine failed
-    │   └── DockerUnavailable no daemon, or no permission to use it
+    │   ├── DockerUnavailable no daemon, or no permission to use it
+    │   ├── NoSuchContainer   the container is gone
+    │   └── NoSpace           a node's disk is full (image upload)
     ├── LabError              the local lab could not be built or run
+    ├── BundleError           the agent bundle could not be built
+    ├── MasterError           the master process could not be started or stopped
+    ├── LoadBalancerError     a load balancer could not start (port taken, bad config)
     ├── SSHError              one host's SSH step failed
     │   ├── HostUnreachable
     │   ├── AuthenticationFailed
@@ -20,11 +25,13 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     │   └── HostKeyChanged    always refused
     ├── ProvisionError        a host lacks what the agent needs
     ├── APIError              the master or an agent answered with an error
-    │   └── Unreachable       could not reach the master or an agent
+    │   ├── Unreachable       could not reach the master or an agent
+    │   └── StaleAssignment   an assignment older than the agent's (409)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
     └── ProtocolError         a wire message is malformed (dropped, counted)
-        └── AuthError         a packet failed authentication
+        ├── AuthError         a packet failed authentication
+        └── GarbledUpload     an image upload is not a gzip-compressed tar
 """
 
 from __future__ import annotations
@@ -77,8 +84,28 @@ class DockerUnavailable(DockerError):
     pass
 
 
+class NoSuchContainer(DockerError):
+    """The container is gone (removed behind our back or never existed)."""
+
+
+class NoSpace(DockerError):
+    """The node's disk (spool dir or Docker's root) is full."""
+
+
 class LabError(SwarmletError):
     pass
+
+
+class BundleError(SwarmletError):
+    """The bundle could not be built (pip download failed, sources missing)."""
+
+
+class MasterError(SwarmletError):
+    """The master process could not be started or stopped."""
+
+
+class LoadBalancerError(SwarmletError):
+    """The load balancer could not start (port taken, bad config...)."""
 
 
 class SSHError(SwarmletError):
@@ -120,6 +147,21 @@ class Unreachable(APIError):
     pass
 
 
+class StaleAssignment(APIError):
+    """An assignment older than the one the agent holds (``current``) was offered (HTTP 409).
+
+    The agent raises it with the ``offered`` version; the master's client raises it from a
+    409 answer, where only ``current`` is known."""
+
+    def __init__(self, current: int, offered: "int | None" = None, message: "str | None" = None) -> None:
+        if message is None:
+            message = (f"stale assignment version {offered}: current is {current}"
+                       if offered is not None else f"stale assignment: current is {current}")
+        super().__init__(message, status=409)
+        self.current = current
+        self.offered = offered
+
+
 class SchedulingError(SwarmletError):
     pass
 
@@ -134,3 +176,7 @@ class ProtocolError(SwarmletError):
 
 class AuthError(ProtocolError):
     """A packet failed authentication (AES-GCM tag mismatch, unknown key)."""
+
+
+class GarbledUpload(ProtocolError):
+    """The upload is not a gzip-compressed tar (or was cut short)."""

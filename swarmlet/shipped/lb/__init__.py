@@ -10,7 +10,7 @@ Layout (pure core, thin I/O shells):
 - ``upstream.py`` backend connections (asyncio Protocol) and their keep-alive pool
 - ``downstream.py`` client connections (asyncio Protocol): the proxy's fast path
 - ``proxy.py``    LoadBalancer: start/stop/set_backends/snapshot, sweeper, admin port
-- ``__main__.py`` ``python -m swarmlet.lb``: a standalone proxy (bench, debugging)
+- ``__main__.py`` ``python -m swarmlet.shipped.lb``: a standalone proxy (bench, debugging)
 
 Importable by agents (ingress mode): Python 3.9, no click/asyncssh. Needs
 ``httptools``; aiohttp only for the optional admin port.

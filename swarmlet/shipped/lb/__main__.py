@@ -1,4 +1,4 @@
-"""``python -m swarmlet.lb``: run one load balancer in the foreground.
+"""``python -m swarmlet.shipped.lb``: run one load balancer in the foreground.
 
 For the benchmark and for debugging; the master and agents embed
 ``LoadBalancer`` instead. Uses uvloop when it is importable (``--no-uvloop``
@@ -41,7 +41,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: List[str] = sys.argv[1:]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m swarmlet.lb")
+    ap = argparse.ArgumentParser(prog="python -m swarmlet.shipped.lb")
     ap.add_argument("--listen", default="0.0.0.0:8080", help="host:port")
     ap.add_argument("--backend", action="append", default=[], help="host:port (repeat)")
     ap.add_argument("--policy", default="round_robin", choices=["round_robin", "least_conn"])

@@ -11,12 +11,15 @@ import ssl
 from typing import Any, Optional
 
 
-def server_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
+def server_context(cert_file: str, key_file: str, ca_file: str,
+                   require_client_cert: bool = True) -> ssl.SSLContext:
+    """A server context of the cluster CA. ``require_client_cert=False`` (the dashboard,
+    which also takes a token) still verifies a client certificate that is offered."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
     ctx.load_verify_locations(cafile=ca_file)
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return ctx
 
 

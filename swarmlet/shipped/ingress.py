@@ -28,7 +28,7 @@ from .lb import Backend, LBConfig, LoadBalancer, LoadBalancerError
 from .models import LBOptions
 from .routes import Route, by_port
 
-log = logging.getLogger("swarmlet.ingress")
+log = logging.getLogger("swarmlet.shipped.ingress")
 
 
 def lb_config(opts: LBOptions) -> LBConfig:
