@@ -15,7 +15,8 @@ import ssl
 
 import pytest
 
-from swarmlet import pki, tlsutil
+from swarmlet import pki
+from swarmlet.shipped import tlsutil
 from tests.chaos.support import healthy, node_exec, record, wait_until
 
 pytestmark = pytest.mark.chaos

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet import pki, tlsutil
+from swarmlet import pki
+from swarmlet.shipped import tlsutil
 
 pytestmark = pytest.mark.integration
 

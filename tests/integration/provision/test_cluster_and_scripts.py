@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from swarmlet import cluster as clusterlib
-from swarmlet import tlsutil
+from swarmlet.shipped import tlsutil
 from swarmlet.shipped.exceptions import ConfigError
 from swarmlet.provision import plan
 
