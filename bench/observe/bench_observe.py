@@ -33,7 +33,7 @@ from swarmlet.master.daemon import MasterConfig  # noqa: E402
 from swarmlet.shipped.models import AutoscaleSpec, NodeStatus, PortSpec, ServiceSpec, to_wire  # noqa: E402
 from tests.integration.master.test_master_daemon import FAST, Env  # noqa: E402
 from tests.integration.observe.test_observe import _env, _start  # noqa: E402
-from swarmlet.cli.observe import sse_events  # noqa: E402
+from swarmlet.cli.top import sse_events  # noqa: E402
 
 
 async def watch(url: str, ssl, node: str, headers=None) -> float:

@@ -18,13 +18,14 @@ from . import cluster as cluster_cmds
 from . import deploy as deploy_cmds
 from . import images as image_cmds
 from . import lab as lab_cmds
-from . import observe as observe_cmds
+from . import logs as logs_cmds
 from . import services as services_cmds
+from . import top as top_cmds
 from .stubs import CONTRACT, GROUP_HELP, stub
 
 # Modules that build real commands. Each exposes COMMANDS: a list of click
 # commands or groups, named as in the contract ("node" groups hold "drain"...).
-_MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, observe_cmds]
+_MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds]
 
 
 class _Root(click.Group):

@@ -239,4 +239,28 @@ def rebalance_cmd(auto: Optional[str]) -> None:
     click.echo(f"moving {moving} replicas" if moving else "already balanced")
 
 
-COMMANDS = [run_cmd, services_cmd, ps_cmd, scale_cmd, rm_cmd, status_cmd, node, rebalance_cmd]
+@click.command("autoscale", epilog="Example: swarmlet autoscale web --min 2 --max 6 --cpu 70   "
+                                   "(--off to stop)")
+@click.argument("service")
+@click.option("--min", "min_", type=click.IntRange(0), help="Fewest replicas.")
+@click.option("--max", "max_", type=click.IntRange(1), help="Most replicas.")
+@click.option("--cpu", type=click.FloatRange(1, 1000), default=70.0, show_default=True,
+              help="Target average CPU per replica, percent of its CPU reservation (or of one CPU).")
+@click.option("--off", is_flag=True, help="Stop autoscaling (the replica count stays).")
+def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: float, off: bool) -> None:
+    """Scale SERVICE between --min and --max replicas to hold its average CPU near --cpu %."""
+    if off:
+        call("PATCH", f"/v1/services/{service}", {"autoscale": None})
+        click.echo(f"{service}: autoscaling off")
+        return
+    if min_ is None or max_ is None:
+        raise UsageError("give --min and --max (or --off)")
+    if min_ > max_:
+        raise UsageError(f"--min {min_} is above --max {max_}")
+    call("PATCH", f"/v1/services/{service}", {"autoscale": {"min": min_, "max": max_, "cpu": cpu}})
+    click.echo(f"{service}: autoscaling {min_}..{max_} replicas at {cpu:g}% CPU; "
+               "changes show in: swarmlet events")
+
+
+COMMANDS = [run_cmd, services_cmd, ps_cmd, scale_cmd, rm_cmd, status_cmd, node, rebalance_cmd,
+            autoscale_cmd]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from swarmlet import cluster as clusterlib
-from swarmlet.loadgen import LoadResult, run_load
+from tests.tools.loadgen import LoadResult, run_load
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "artifacts" / "chaos-report.json"

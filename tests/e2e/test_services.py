@@ -18,7 +18,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from swarmlet.loadgen import run_load
+from tests.tools.loadgen import run_load
 from tests.conftest import free_port
 from tests.support import ssh
 

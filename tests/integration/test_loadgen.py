@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from swarmlet.loadgen import check_target, run_load
+from tests.tools.loadgen import check_target, run_load
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from swarmlet.loadgen import run_load
+from tests.tools.loadgen import run_load
 from swarmlet.shipped.models import Assignment, Route, RouteBackend
 from tests.integration.agent.conftest import make_agent, pki_files  # noqa: F401  (fixtures)
 from tests.conftest import free_port

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from swarmlet.loadgen import run_load
+from tests.tools.loadgen import run_load
 from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, to_wire
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import Env, healthy

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from swarmlet.loadgen import run_load
+from tests.tools.loadgen import run_load
 from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, UpdateConfig, to_wire
 from tests.integration.master.test_master_daemon import Env, healthy
 from tests.conftest import free_port

@@ -1,4 +1,4 @@
-"""CLI for seeing the cluster: logs, events, top, dashboard, autoscale.
+"""CLI: ``logs``, the merged logs of every replica of a service.
 
 ``logs`` reaches the agents directly with the ``cli`` certificate (the agent API
 accepts the ``cli`` role), and asks the master only for the task list and the
@@ -17,11 +17,7 @@ line is prefixed ``task@node |``, colored per task on a TTY, as
 polled every second and replicas that replace dead ones are attached
 (from the moment ``logs`` started, so nothing in between is lost).
 
-``events`` reads ``GET /v1/events`` (``-f`` polls with ``since=ID``); ``top``
-renders the master's overview stream (SSE, ``GET /v1/overview?stream=1``) in
-place; ``dashboard`` prints the dashboard's address and token; ``autoscale``
-sets a service's ``autoscale`` policy. Pure parts (parsing, merging, frames)
-are plain functions tested without I/O.
+Pure parts (timestamps, prefixes, merging) are plain functions tested without I/O.
 """
 
 from __future__ import annotations
@@ -30,8 +26,6 @@ import asyncio
 import datetime as _dt
 import heapq
 import itertools
-import json
-import os
 import re
 import ssl
 import sys
@@ -44,8 +38,6 @@ import click
 from .. import cluster as clusterlib
 from ..shipped import rfc3339
 from ..shipped.exceptions import APIError, Unreachable, UsageError
-from .output import emit_json, output_option
-from .services import call
 
 # --- pure: timestamps, prefixes, merging -------------------------------------------
 
@@ -341,229 +333,4 @@ def logs_cmd(service: str, follow: bool, since: Optional[str], tail: Optional[in
         pass
 
 
-# --- events ---------------------------------------------------------------------------
-
-def event_line(e: Mapping[str, Any]) -> str:
-    when = _dt.datetime.fromtimestamp(float(e.get("ts", 0))).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when}  {str(e.get('kind', '')):<9} {e.get('subject', '')}: {e.get('message', '')}"
-
-
-@click.command("events", epilog="Example: swarmlet events -f   (or: swarmlet events -o json)")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
-@click.option("-n", "--limit", default=100, show_default=True, type=click.IntRange(1, 10000),
-              help="How many recent events to show first.")
-@output_option
-def events_cmd(follow: bool, limit: int, output: str) -> None:
-    """The cluster's events: nodes joining and dying, tasks placed, started, failed and
-    restarted, updates and rollbacks, scaling, load-balancer evictions."""
-    events = call("GET", f"/v1/events?limit={limit}")
-    if output == "json" and not follow:
-        emit_json(events)
-        return
-
-    def show(evs: Sequence[Mapping[str, Any]]) -> None:
-        for e in evs:
-            click.echo(json.dumps(e) if output == "json" else event_line(e))
-    show(events)
-    if not follow:
-        return
-    last = max((int(e["id"]) for e in events), default=0)
-    c = clusterlib.load()
-    master = _master_caller(c)
-
-    async def loop() -> None:
-        nonlocal last
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                new = await master("GET", f"/v1/events?limit=1000&since={last}")
-            except Unreachable:
-                continue   # the master restarts: keep waiting
-            show(new)
-            sys.stdout.flush()
-            last = max([last] + [int(e["id"]) for e in new])
-    try:
-        asyncio.run(loop())
-    except KeyboardInterrupt:
-        pass
-
-
-# --- top ------------------------------------------------------------------------------
-
-def bar(fraction: float, width: int = 16) -> str:
-    """``[#####.....]`` for a fraction in 0..1 (clamped)."""
-    f = 0.0 if fraction != fraction else min(1.0, max(0.0, fraction))   # NaN -> 0
-    full = int(round(f * width))
-    return "[" + "#" * full + "." * (width - full) + "]"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit in ("B", "K") else f"{n:.1f}{unit}"
-        n /= 1024.0
-    return f"{n:.1f}T"
-
-
-_STATUS_COLOR = {"ready": 32, "draining": 33, "suspect": 33, "down": 31, "left": 90,
-                 "ok": 32, "degraded": 33, "idle": 90}
-
-
-def _c(text: str, code: Optional[int], color: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
-
-
-def render_top(doc: Mapping[str, Any], color: bool = False, now: Optional[float] = None) -> List[str]:
-    """One frame of ``swarmlet top`` from an overview document. Pure."""
-    cl = doc.get("cluster") or {}
-    when = _dt.datetime.fromtimestamp(now if now is not None else float(doc.get("ts", 0)))
-    lines = [f"swarmlet top - cluster {cl.get('name', '?')} - {when:%H:%M:%S}   (Ctrl-C quits)", ""]
-    nodes = list(doc.get("nodes") or [])
-    w = max([4] + [len(str(n["name"])) for n in nodes])
-    lines.append(f"{'NODE':<{w}}  {'STATUS':<9} {'CPU':<24} {'MEMORY':<31} TASKS")
-    for n in nodes:
-        cpu = float(n.get("cpu_percent") or 0.0)
-        used, total = float(n.get("mem_used") or 0), float(n.get("mem_total") or 0)
-        mem = f"{bar(used / total if total else 0.0)} {human_bytes(used)}/{human_bytes(total)}"
-        status = str(n.get("status"))
-        lines.append(f"{n['name']:<{w}}  {_c(f'{status:<9}', _STATUS_COLOR.get(status), color)} "
-                     f"{bar(cpu / 100.0)} {cpu:5.1f}%  {mem:<31} {n.get('tasks', 0)}")
-    lines.append("")
-    svcs = list(doc.get("services") or [])
-    w = max([7] + [len(str(s["name"])) for s in svcs])
-    lines.append(f"{'SERVICE':<{w}}  {'REPLICAS':<9} {'HEALTH':<9} {'REQ/S':>8} {'ERRORS':>7} "
-                 f"{'CPU':>6}  PORTS")
-    for s in svcs:
-        health = str(s.get("health"))
-        cpu = s.get("cpu")
-        auto = s.get("autoscale")
-        reps = f"{s.get('running', 0)}/{s.get('replicas', 0)}"
-        lines.append(f"{s['name']:<{w}}  {reps:<9} {_c(f'{health:<9}', _STATUS_COLOR.get(health), color)} "
-                     f"{float(s.get('req_s') or 0):8.1f} {int(s.get('errors') or 0):7d} "
-                     f"{(f'{cpu:.0f}%' if isinstance(cpu, (int, float)) else '-'):>6}  "
-                     f"{s.get('ports') or ''}"
-                     + (f"  auto {auto['min']}..{auto['max']} @{auto['cpu']:g}%" if auto else ""))
-    evs = list(doc.get("events") or [])[-5:]
-    if evs:
-        lines += ["", "RECENT EVENTS"] + [event_line(e) for e in evs]
-    return lines
-
-
-def frame_text(lines: Sequence[str]) -> str:
-    """Redraw in place: home, each line cleared to its end, the rest of the screen cleared."""
-    return "\x1b[H" + "".join(ln + "\x1b[K\n" for ln in lines) + "\x1b[J"
-
-
-async def sse_events(resp: Any):
-    """(event, data) pairs from a Server-Sent Events response."""
-    event, data = "message", []
-    async for raw in resp.content:
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-
-
-async def watch_overview(c: Any, on_doc: Callable[[Dict[str, Any]], None],
-                         on_error: Callable[[str], None]) -> None:
-    """Follow the master's overview stream, reconnecting every second while it is away."""
-    import aiohttp
-    ctx = c.client_ssl("cli")
-    url = c.master_url() + "/v1/overview?stream=1"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as s:
-        while True:
-            try:
-                async with s.get(url, ssl=ctx) as resp:
-                    if resp.status != 200:
-                        raise APIError(f"GET {url}: {resp.status}", status=resp.status)
-                    async for event, data in sse_events(resp):
-                        if event == "overview":
-                            on_doc(json.loads(data))
-            except (aiohttp.ClientError, OSError, ssl.SSLError, asyncio.TimeoutError,
-                    ValueError) as exc:
-                on_error(f"cannot reach the master at {c.master_url()}: "
-                         f"{type(exc).__name__}; retrying")
-            await asyncio.sleep(1.0)
-
-
-@click.command("top", epilog="Example: swarmlet top   (Ctrl-C quits)")
-@click.option("--once", is_flag=True, help="Print one frame and exit (no screen control).")
-def top_cmd(once: bool) -> None:
-    """Live view: nodes (CPU and memory bars, tasks) and services (replicas, health,
-    req/s and errors from the load balancer), redrawn in place as the cluster changes."""
-    if once:
-        for line in render_top(call("GET", "/v1/overview")):
-            click.echo(line)
-        return
-    c = clusterlib.load()
-    tty = sys.stdout.isatty()
-    out = sys.stdout
-    last: Dict[str, Any] = {}
-
-    def draw(doc: Dict[str, Any]) -> None:
-        last["doc"] = doc
-        out.write(frame_text(render_top(doc, color=tty, now=time.time())))
-        out.flush()
-
-    def problem(msg: str) -> None:
-        lines = render_top(last["doc"], color=tty) if "doc" in last else []
-        out.write(frame_text(lines + ["", msg]))
-        out.flush()
-
-    out.write("\x1b[?1049h\x1b[?25l\x1b[2J")   # the alternate screen, no cursor
-    out.flush()
-    try:
-        asyncio.run(watch_overview(c, draw, problem))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        out.write("\x1b[?25h\x1b[?1049l")      # give the terminal back as it was
-        out.flush()
-
-
-# --- dashboard and autoscale ----------------------------------------------------------
-
-@click.command("dashboard", epilog="Example: swarmlet dashboard")
-@output_option
-def dashboard_cmd(output: str) -> None:
-    """Print the web dashboard's address with its login token."""
-    info = call("GET", "/v1/dashboard")
-    if output == "json":
-        emit_json(info)
-        return
-    click.echo(f"dashboard: {info['login']}")
-    click.echo("(the token sets a cookie on first visit; the certificate is the cluster CA's: "
-               f"trust {clusterlib.load().path('ca.crt')} in the browser, or accept it)")
-
-
-@click.command("autoscale", epilog="Example: swarmlet autoscale web --min 2 --max 6 --cpu 70   "
-                                   "(--off to stop)")
-@click.argument("service")
-@click.option("--min", "min_", type=click.IntRange(0), help="Fewest replicas.")
-@click.option("--max", "max_", type=click.IntRange(1), help="Most replicas.")
-@click.option("--cpu", type=click.FloatRange(1, 1000), default=70.0, show_default=True,
-              help="Target average CPU per replica, percent of its CPU reservation (or of one CPU).")
-@click.option("--off", is_flag=True, help="Stop autoscaling (the replica count stays).")
-def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: float, off: bool) -> None:
-    """Scale SERVICE between --min and --max replicas to hold its average CPU near --cpu %."""
-    if off:
-        call("PATCH", f"/v1/services/{service}", {"autoscale": None})
-        click.echo(f"{service}: autoscaling off")
-        return
-    if min_ is None or max_ is None:
-        raise UsageError("give --min and --max (or --off)")
-    if min_ > max_:
-        raise UsageError(f"--min {min_} is above --max {max_}")
-    call("PATCH", f"/v1/services/{service}", {"autoscale": {"min": min_, "max": max_, "cpu": cpu}})
-    click.echo(f"{service}: autoscaling {min_}..{max_} replicas at {cpu:g}% CPU; "
-               "changes show in: swarmlet events")
-
-
-COMMANDS: List[Any] = [logs_cmd, events_cmd, top_cmd, dashboard_cmd, autoscale_cmd]
+COMMANDS: List[Any] = [logs_cmd]

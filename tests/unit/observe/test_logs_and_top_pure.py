@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 from hypothesis import given, strategies as st
 
-from swarmlet.cli.observe import (LineMerger, Painter, LogLine, event_line, parse_since, parse_ts,
-                                  prefix, split_lines)
+from swarmlet.cli.logs import (LineMerger, Painter, LogLine, parse_since, parse_ts,
+                             prefix, split_lines)
+from swarmlet.cli.top import event_line
 from swarmlet.shipped.exceptions import UsageError
 
 pytestmark = pytest.mark.unit
@@ -95,7 +96,7 @@ def test_event_line_has_kind_subject_message():
 
 
 def test_top_frame_shows_bars_replicas_and_health():
-    from swarmlet.cli.observe import bar, frame_text, render_top
+    from swarmlet.cli.top import bar, frame_text, render_top
     doc = {"ts": 0, "cluster": {"name": "prod"},
            "nodes": [{"name": "n1", "status": "ready", "cpu_percent": 50.0, "mem_used": 1 << 30,
                       "mem_total": 4 << 30, "tasks": 2},
