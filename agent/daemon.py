@@ -91,7 +91,7 @@ class Agent:
             self._tasks.append(loop.create_task(coro, name=name))
         if self.config.ingress:
             from swarmlet.shipped.ingress import Ingress  # the LB is imported only when it runs
-            self.ingress = Ingress(self.config.ingress_bind)
+            self.ingress = Ingress(self.config.ingress_bind, sticky_key=await self._sticky_key())
         if self.config.discovery:
             from swarmlet.shipped.discovery import Discovery
             self.discovery = Discovery()
@@ -103,6 +103,16 @@ class Agent:
         await self._start_gossip()  # after the API: the meta carries the bound port
         log.info("agent %s up: api port %s, assignment version %s", self.config.name,
                  self.api_port, self.version)
+
+    async def _sticky_key(self) -> bytes:
+        """The LB's sticky-cookie key, derived from the cluster's gossip key (the
+        master derives the same), so every node honours every node's cookies."""
+        from swarmlet.shipped.lb.config import sticky_key_from
+        try:
+            keys = await asyncio.to_thread(load_gossip_keys, self.config.gossip_keys)
+        except Exception:  # no keys: cookies still work, on this node only
+            return b""
+        return sticky_key_from(keys[0])
 
     async def _start_gossip(self) -> None:
         keys = None

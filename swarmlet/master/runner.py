@@ -21,6 +21,7 @@ from .api import serve
 from .daemon import Master, MasterConfig
 from .store import Store
 from ..shipped.ingress import Ingress
+from ..shipped.lb import sticky_key_from
 
 
 @dataclass
@@ -50,7 +51,8 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
     store = Store(c.master_dir / "state.db")
     seeds = [asdict(r) for r in clusterlib.nodes(c)]
-    ingress = Ingress(config.ingress_bind) if config.ingress else None
+    ingress = Ingress(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
+        if config.ingress else None
     master = Master(store, AgentClient(client_ctx, config.request_timeout),
                     cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds,
                     ingress=ingress)

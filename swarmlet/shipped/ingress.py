@@ -22,6 +22,7 @@ Shipped to agents: Python 3.9, no click/asyncssh.
 from __future__ import annotations
 
 import logging
+import os
 from typing import AbstractSet, Dict, Iterable, Optional
 
 from .lb import Backend, LBConfig, LoadBalancer, LoadBalancerError
@@ -31,10 +32,12 @@ from .routes import Route, by_port
 log = logging.getLogger("swarmlet.shipped.ingress")
 
 
-def lb_config(opts: LBOptions) -> LBConfig:
+def lb_config(opts: LBOptions, sticky_key: bytes = b"", **limits: int) -> LBConfig:
+    """``limits``: LBConfig's limits (``max_connections``...) set by the node's config."""
     return LBConfig(policy="least_conn" if opts.algorithm == "least_conn" else "round_robin",
                     sticky_cookie="SWARMLET_STICKY" if opts.sticky else None,
-                    connect_timeout=opts.connect_timeout, response_timeout=opts.timeout)
+                    connect_timeout=opts.connect_timeout, response_timeout=opts.timeout,
+                    sticky_key=sticky_key, **limits)
 
 
 def backends(route: Route) -> list:
@@ -42,9 +45,14 @@ def backends(route: Route) -> list:
 
 
 class Ingress:
-    def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0) -> None:
+    def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0,
+                 sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None) -> None:
         self.bind_host = bind_host
         self.drain_grace = drain_grace
+        # one key for every port and node (derived from the cluster secret), so a
+        # sticky cookie from any node's ingress is honoured by all of them
+        self.sticky_key = sticky_key or os.urandom(32)
+        self.limits = dict(limits or {})
         self.proxies: Dict[int, LoadBalancer] = {}
         self.routes: Dict[int, Route] = {}
         self.errors: Dict[int, str] = {}
@@ -62,7 +70,8 @@ class Ingress:
                 await self._stop(port)       # options changed: a new proxy with the new config
                 lb = None
             if lb is None:
-                lb = LoadBalancer(self.bind_host, port, lb_config(route.lb),
+                lb = LoadBalancer(self.bind_host, port,
+                                  lb_config(route.lb, self.sticky_key, **self.limits),
                                   name=f"{route.service}:{port}")
                 lb.set_backends(backends(route))
                 try:

@@ -4,6 +4,7 @@ Layout (pure core, thin I/O shells):
 
 - ``config.py``   Backend, LBConfig (+ HealthConfig, OutlierConfig), LoadBalancerError
 - ``routing.py``  pure: backend choice, rise/fall, ejection, panic, draining
+- ``framing.py``  pure: the framing/Host/target rules (RFC 9112), where to cut input
 - ``headers.py``  pure: head rewriting (hop-by-hop, X-Forwarded-*, Forwarded), error bodies
 - ``metrics.py``  pure: counters, histogram, req/s meter, Prometheus text
 - ``health.py``   active checks (HTTP GET or TCP connect)
@@ -16,8 +17,9 @@ Importable by agents (ingress mode): Python 3.9, no click/asyncssh. Needs
 ``httptools``; aiohttp only for the optional admin port.
 """
 
-from .config import Backend, HealthConfig, LBConfig, LoadBalancerError, OutlierConfig
+from .config import (Backend, HealthConfig, LBConfig, LoadBalancerError, OutlierConfig,
+                     sticky_key_from)
 from .proxy import LoadBalancer, render_metrics
 
 __all__ = ["Backend", "HealthConfig", "LBConfig", "LoadBalancer", "LoadBalancerError",
-           "OutlierConfig", "render_metrics"]
+           "OutlierConfig", "render_metrics", "sticky_key_from"]

@@ -16,6 +16,8 @@ Shipped to agents (ingress mode): Python 3.9, standard library only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -82,7 +84,19 @@ class LBConfig:
     hold_time: float = 0.2
     upstream_idle_timeout: float = 4.0  # below common backend keep-alive timeouts (5 s)
     max_idle_per_backend: int = 128
-    max_head_size: int = 64 * 1024
+    # Limits, enforced as bytes arrive (nginx: large_client_header_buffers 4 8k;
+    # HAProxy: tune.bufsize 16k). Over them: 414 (request target), 431 (head).
+    max_head_size: int = 16 * 1024     # request line + headers, CRLFs included
+    max_uri_size: int = 8 * 1024       # the request target
+    max_headers: int = 100             # header lines per request (HAProxy: 101)
+    max_response_head_size: int = 32 * 1024   # a backend's head; over it: 502
+    max_connections: int = 4096        # open client connections; more get 503 and close
+    max_pipeline: int = 16             # parsed requests queued per connection
+    # Sticky cookie values are HMAC(sticky_key, backend address), so a cookie
+    # names a backend without revealing it. Empty: a random key per process.
+    # The master and agents pass one derived from the cluster's gossip key
+    # (``sticky_key_from``), so every node's ingress honours every cookie.
+    sticky_key: bytes = b""
     forwarded_proto: str = "http"      # X-Forwarded-Proto / Forwarded proto=
     panic_threshold: float = 0.0       # route to all when eligible share <= this (0: only when none)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -94,3 +108,14 @@ class LBConfig:
                                     hint="use round_robin or least_conn")
         if self.max_attempts < 1:
             raise LoadBalancerError("max_attempts must be at least 1")
+        if not 0 < self.max_uri_size <= self.max_head_size:
+            raise LoadBalancerError("max_uri_size must be positive and at most max_head_size")
+        for name in ("max_headers", "max_response_head_size", "max_connections", "max_pipeline"):
+            if getattr(self, name) < 1:
+                raise LoadBalancerError(f"{name} must be at least 1")
+
+
+def sticky_key_from(secret: bytes) -> bytes:
+    """The sticky-cookie key derived from a cluster secret (the gossip key): one
+    HMAC with a label of its own, so the cookie key reveals nothing of the secret."""
+    return hmac.new(secret, b"swarmlet lb sticky cookie v1", hashlib.sha256).digest()

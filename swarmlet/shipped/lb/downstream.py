@@ -29,9 +29,29 @@ retried: the client connection is closed so the truncation shows. Upgrades
 Timeouts are deadlines on the connection object, checked by the load
 balancer's sweeper tick, rather than a timer handle per request.
 
+Nothing moves upstream before the head is fully checked: ``build_request``
+decides the framing and Host once (``headers.py``/``framing.py``) and refuses
+what it must (400, 501, 505...). A request starts only once the parser has
+been fed the whole read it came in, so an error later in the same bytes (a
+bad chunk size) stops it before anything is written. An error in a body that
+already streamed aborts the upstream connection mid-body (the backend never
+sees a complete request) and answers 400 if nothing of the answer went out. A
+refused second request on a kept-alive connection is answered in its turn,
+after the ones before it.
+
+Limits are enforced as bytes arrive: the parser is fed at most the rest of
+the head budget at a time, cut at the end of each head (``framing.next_cut``),
+so an endless header is refused (431) after ``max_head_size`` bytes, a long
+target (414) after ``max_uri_size``; a Content-Length body is fed exactly
+(the next head starts on a cut), and chunk-size lines and trailers have the
+same budget. Connections past ``max_connections`` get a 503 and are closed;
+more than ``max_pipeline`` parsed requests stop the parsing until they drain.
+
 Backpressure: a client that reads slowly pauses reading from its backend, and
 a backend that reads slowly pauses reading from its client (``pause_reading``
-reasons are a bit mask so they can overlap).
+reasons are a bit mask so they can overlap). An upgrade waiting for its 101
+stops reading the client after one read, so a client that sends before the
+backend answers holds the proxy to one buffer.
 """
 
 from __future__ import annotations
@@ -42,10 +62,13 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools import (HttpParserCallbackError, HttpParserError, HttpParserUpgrade,
+                       HttpRequestParser)
 
-from .headers import (BODY_CHUNKED, BODY_CLOSE, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
-                      RequestInfo, build_request, build_response, chunk, error_response)
+from .framing import Refusal, next_cut
+from .headers import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT,
+                      LAST_CHUNK, RequestInfo, build_request, build_response, chunk,
+                      error_response)
 from .routing import BackendState, Key
 from .upstream import UpstreamConn
 
@@ -55,20 +78,32 @@ if TYPE_CHECKING:  # pragma: no cover
 PAUSE_PIPELINE = 1   # a request is queued behind the current one
 PAUSE_UPSTREAM = 2   # the backend is not reading our writes fast enough
 PAUSE_BUFFER = 4     # request body piling up while no backend is attached
+PAUSE_UPGRADE = 8    # an upgrade waits for the backend's 101
+PAUSE_STOP = 16      # refused: nothing more is read from this client
+
+# What the parser is in the middle of, for feeding it (see ``_cut``).
+IN_HEAD = 0          # a request head (or the gap before one)
+IN_LENGTH = 1        # a Content-Length body: fed exactly
+IN_CHUNKED = 2       # a chunked body: chunk lines and trailers have the head budget
+STOPPED = 3          # refused, upgraded or broken: never fed again
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop the parser (the reason is recorded)."""
 
 
 class Request:
     """One parsed client request and its progress through attempts."""
 
-    __slots__ = ("method", "url", "headers", "head_size", "info", "keep_alive", "http11",
+    __slots__ = ("method", "url", "url_size", "headers", "info", "keep_alive", "http11",
                  "t0", "body_done", "pending", "pending_size", "log", "log_size", "sent",
-                 "attempts", "tried", "fresh_only", "last_error", "last_status")
+                 "attempts", "tried", "fresh_only", "last_error", "last_status", "refusal")
 
     def __init__(self) -> None:
         self.method = b""
-        self.url = b""
+        self.url: List[bytes] = []
+        self.url_size = 0
         self.headers: List[Tuple[bytes, bytes]] = []
-        self.head_size = 0
         self.info: Optional[RequestInfo] = None
         self.keep_alive = True
         self.http11 = True
@@ -84,6 +119,7 @@ class Request:
         self.fresh_only = False             # last failure was on a reused connection
         self.last_error = ""
         self.last_status = 502
+        self.refusal: Optional[Refusal] = None   # answered with this in its turn
 
 
 def _after(r: Request) -> str:
@@ -123,12 +159,25 @@ class Downstream(asyncio.Protocol):
         self.paused = 0
         self.write_paused = False
         self.closed = False
+        self.counted = False                # took a slot under max_connections
         self.deadline = math.inf
+        self.phase = IN_HEAD
+        self.budget = 0                     # head (or chunk-line) bytes fed so far
+        self.tail = b""                     # the last bytes fed, for a CRLFCRLF across reads
+        self.remaining = 0                  # Content-Length bytes still to feed
+        self.stash = b""                    # read but not yet fed (pipeline full)
 
     # --- asyncio ----------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.metrics.open_connections >= self.cfg.max_connections:
+            self.metrics.refused_connections += 1
+            self.closed = True
+            transport.write(error_response(503, "too many connections", False))
+            transport.close()
+            return
+        self.counted = True
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         local = transport.get_extra_info("sockname")
@@ -147,17 +196,74 @@ class Downstream(asyncio.Protocol):
             self.deadline = self.loop.time() + self.cfg.tunnel_timeout
             return
         if self.tunnel_buf is not None:     # upgrade asked, backend has not said 101 yet
-            self.tunnel_buf.append(data)
+            self.tunnel_buf.append(data)    # one read at most: reading is paused
+            self.pause_reading(PAUSE_UPGRADE)
             return
+        if self.phase == STOPPED or self.closed:
+            return
+        if self.stash:                      # a read that was already on its way
+            self.stash += data
+            return
+        self._feed(data)
+        self._kick()
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the parser in cuts (``_cut``) and enforce the limits after each."""
+        parser = self.parser
+        piece = b""
         try:
-            self.parser.feed_data(data)
+            while data:
+                if len(self.queue) >= self.cfg.max_pipeline:
+                    self.stash = data       # parsed enough ahead: the rest waits
+                    self.pause_reading(PAUSE_PIPELINE)
+                    return
+                n = self._cut(data)
+                if n >= len(data):
+                    piece, data = data, b""
+                else:
+                    piece, data = data[:n], data[n:]
+                parser.feed_data(piece)
+                if self.budget >= self.cfg.max_head_size and self.phase != STOPPED:
+                    if self.phase == IN_HEAD:
+                        self._refuse(431, f"request head over {self.cfg.max_head_size} bytes")
+                    else:
+                        self._refuse(400, "chunk size line or trailers too large")
+                    return
         except HttpParserUpgrade as exc:
-            self.tunnel_buf = [data[exc.args[0]:]]
+            last = self.queue[-1] if self.queue else None
+            if last is None or last.info is None or not last.info.upgrade:
+                self._refuse(400, "invalid upgrade request")
+                return
+            self.phase = STOPPED            # the rest is the tunnel's, not HTTP
+            rest = piece[exc.args[0]:] + data
+            self.tunnel_buf = [rest] if rest else []
+            self.pause_reading(PAUSE_UPGRADE)
+        except HttpParserCallbackError:
+            pass                            # _Stop: the callback recorded why
         except HttpParserError as exc:
-            self._bad_request(400, f"malformed request ({exc})")
+            self._refuse(400, f"malformed request ({exc})")
+
+    def _cut(self, data: bytes) -> int:
+        """How much to feed next. A Content-Length body exactly, so the next head
+        starts on a cut; else up to the next CRLFCRLF, within the head budget."""
+        if self.phase == IN_LENGTH:
+            n = self.remaining
+            self.remaining -= min(n, len(data))
+            return n
+        n = next_cut(data, self.tail, self.cfg.max_head_size - self.budget)
+        self.budget += n
+        self.tail = (self.tail + data[:n])[-3:] if n < 3 else data[n - 3:n]
+        return n
+
+    def _kick(self) -> None:
+        """Start the next request, once everything read so far has been parsed."""
+        if self.cur is None and self.queue and not self.closed:
+            self._start(self.queue[0])
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
+        if not self.counted:
+            return
         self.lb.clients.discard(self)
         self.metrics.open_connections -= 1
         if self.connect_task is not None:
@@ -197,13 +303,22 @@ class Downstream(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         r = self.parsing
-        r.url += url                        # type: ignore[union-attr]
-        r.head_size += len(url)             # type: ignore[union-attr]
+        assert r is not None
+        r.url.append(url)                   # pieces as they arrive: no quadratic join
+        r.url_size += len(url)
+        if r.url_size > self.cfg.max_uri_size:
+            self._refuse(414, f"request target over {self.cfg.max_uri_size} bytes")
+            raise _Stop()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         r = self.parsing
-        r.headers.append((name, value))     # type: ignore[union-attr]
-        r.head_size += len(name) + len(value) + 4   # type: ignore[union-attr]
+        assert r is not None
+        if r.info is not None:
+            return                          # a trailer: dropped (chunks are re-framed)
+        r.headers.append((name, value))
+        if len(r.headers) > self.cfg.max_headers:
+            self._refuse(431, f"more than {self.cfg.max_headers} header lines")
+            raise _Stop()
 
     def on_headers_complete(self) -> None:
         r = self.parsing
@@ -211,35 +326,70 @@ class Downstream(asyncio.Protocol):
         p = self.parser
         r.t0 = self.loop.time()
         r.method = p.get_method()
-        r.http11 = p.get_http_version() == "1.1"
+        version = p.get_http_version()
+        r.http11 = version == "1.1"
         r.keep_alive = p.should_keep_alive()
-        r.info = info = build_request(r.method, r.url, r.headers, self.client_ip,
-                                      self.lb.proto, p.should_upgrade(), self.lb.sticky_name,
-                                      self.local_host)
+        try:
+            r.info = info = build_request(r.method, b"".join(r.url), r.headers, self.client_ip,
+                                          self.lb.proto, p.should_upgrade(), self.lb.sticky_name,
+                                          self.local_host, version)
+        except Refusal as exc:
+            self._refuse(exc.status, exc.detail)
+            raise _Stop() from None
+        r.headers = []                      # built: the head is all we keep
         r.body_done = info.body == BODY_NONE
         if info.upgrade:
             r.keep_alive = False            # after a tunnel (or a refusal) the connection ends
+        self.budget = 0
+        self.tail = b""
+        if info.body == BODY_LENGTH:
+            self.phase = IN_LENGTH
+            self.remaining = info.length
+        elif info.body == BODY_CHUNKED:
+            self.phase = IN_CHUNKED
         self.queue.append(r)
-        if r.head_size > self.cfg.max_head_size:
-            self._bad_request(431, "request head too large")
-        elif self.cur is None:
-            self._start(r)
-        else:
+        if self.cur is not None:
             self.pause_reading(PAUSE_PIPELINE)
+
+    def on_chunk_header(self) -> None:
+        self.budget = 0                     # a chunk line ended: its budget starts over
 
     def on_body(self, body: bytes) -> None:
         r = self.parsing
         assert r is not None and r.info is not None
+        self.budget = 0
         self._body(r, chunk(body) if r.info.body == BODY_CHUNKED else body)
 
     def on_message_complete(self) -> None:
         r = self.parsing
         self.parsing = None
+        if self.phase != STOPPED:
+            self.phase = IN_HEAD
+            self.budget = 0
+            self.tail = b""
         if r is None or r.body_done:
             return
         r.body_done = True
         if r.info is not None and r.info.body == BODY_CHUNKED:
             self._body(r, LAST_CHUNK)
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Stop parsing this client for good, and answer ``status`` in turn: after
+        the requests before it, or now if it is the request in flight."""
+        self.phase = STOPPED
+        self.stash = b""
+        self.pause_reading(PAUSE_STOP)
+        r = self.parsing
+        if r is None:
+            r = self.parsing = Request()
+        self.metrics.refused(status)
+        r.refusal = Refusal(status, detail)
+        r.keep_alive = False
+        if r.info is None or r not in self.queue:
+            r.t0 = self.loop.time()
+            self.queue.append(r)            # its head was refused: answered in its turn
+        elif r is self.cur:
+            self._abort_current(r)          # its body was bad: the backend must not finish it
 
     def _body(self, r: Request, data: bytes) -> None:
         if r.log is not None:
@@ -264,11 +414,40 @@ class Downstream(asyncio.Protocol):
         self.resp_started = False
         self.interim = False
         self.deadline = math.inf
+        if r.refusal is not None:
+            self._error(r, r.refusal.status, r.refusal.detail)
+            return
         self._attempt(r)
 
     def _next(self) -> None:
-        if self.cur is None and self.queue and not self.closed:
-            self._start(self.queue[0])
+        if self.closed:
+            return
+        if self.stash and len(self.queue) < self.cfg.max_pipeline:
+            data, self.stash = self.stash, b""
+            self._feed(data)
+        self._kick()
+        if not self.stash:
+            self.resume_reading(PAUSE_PIPELINE)
+
+    def _abort_current(self, r: Request) -> None:
+        """The request in flight had a bad body: cut its backend connection (it
+        never sees the request end), answer the refusal if nothing went out yet."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        committed = self.resp_started and not self.holding
+        up = self.up
+        if up is not None:
+            up.aborted = True
+            self._detach(reuse=False)
+            up.transport.abort()
+        if committed:
+            self._close()                   # the client sees the answer end early
+            return
+        self._unsend()
+        refusal = r.refusal
+        assert refusal is not None
+        self._error(r, refusal.status, refusal.detail)
 
     def _attempt(self, r: Request) -> None:
         now = self.loop.time()
@@ -306,7 +485,7 @@ class Downstream(asyncio.Protocol):
             return
         self.connect_task = None
         up.reused = False
-        if self.closed or self.cur is not r:
+        if self.closed or self.cur is not r or r.refusal is not None:
             self.pool.put(up, self.loop.time())   # fresh and unused: keep it
             return
         if up.closed or up.transport.is_closing():
@@ -384,8 +563,11 @@ class Downstream(asyncio.Protocol):
         if status < 200 and status != 101:
             self.interim = True             # e.g. 100 Continue: pass on, wait for the real one
             if r.http11:
-                self.wbuf.append(build_response(status, reason, headers, http11=True,
-                                                keep_alive=True, head_request=False)[0])
+                try:
+                    self.wbuf.append(build_response(status, reason, headers, http11=True,
+                                                    keep_alive=True, head_request=False)[0])
+                except Refusal as exc:
+                    self.upstream_failed(up, "invalid", exc.detail)
             return
         info = r.info
         assert info is not None
@@ -396,11 +578,16 @@ class Downstream(asyncio.Protocol):
         set_cookie = None
         sticky = self.lb.sticky_name
         if sticky is not None and st is not None and info.sticky != st.sticky_id:
-            set_cookie = sticky + b"=" + st.sticky_id.encode() + b"; Path=/; HttpOnly"
-        head, self.resp_up, self.resp_down, r.keep_alive = build_response(
-            status, reason, headers, http11=r.http11,
-            keep_alive=r.keep_alive and r.body_done and not self.lb.stopping,
-            head_request=r.method == b"HEAD", set_cookie=set_cookie)
+            set_cookie = (sticky + b"=" + st.sticky_id.encode()
+                          + b"; Path=/; HttpOnly; SameSite=Lax")
+        try:
+            head, self.resp_up, self.resp_down, r.keep_alive = build_response(
+                status, reason, headers, http11=r.http11,
+                keep_alive=r.keep_alive and r.body_done and not self.lb.stopping,
+                head_request=r.method == b"HEAD", set_cookie=set_cookie)
+        except Refusal as exc:
+            self.upstream_failed(up, "invalid", exc.detail)
+            return
         self.resp_started = True
         self.resp_status = status
         self.up_keep = up_keep
@@ -440,8 +627,10 @@ class Downstream(asyncio.Protocol):
         if self.hold_timer is not None:
             self._stop_holding()
         self.flush()
-        # reusable only if the backend said so and saw the whole request body
-        self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE)
+        # reusable only if the backend said so, saw the whole request body, and no
+        # bytes of this answer can still be on their way (HEAD declaring a body)
+        self._detach(reuse=self.up_keep and r.body_done and self.resp_up != BODY_CLOSE
+                     and not (r.method == b"HEAD" and self.resp_up != BODY_NONE))
         if self.router.record_response(st, self.resp_status, now):
             self.pool.close_idle(st.key)
         self.metrics.answered(self.resp_status, now - r.t0, now)
@@ -525,6 +714,7 @@ class Downstream(asyncio.Protocol):
                 up.transport.write(data)
         self.tunnel_buf = None
         self.deadline = now + self.cfg.tunnel_timeout
+        self.resume_reading(PAUSE_UPGRADE | PAUSE_PIPELINE)
 
     def tunnel_data(self, data: bytes) -> None:
         self.flush()
@@ -559,7 +749,7 @@ class Downstream(asyncio.Protocol):
             self._close()
             return
         self.deadline = now + self.cfg.client_timeout
-        if self.queue:
+        if self.queue or self.stash:
             self.loop.call_soon(self._next)   # not from inside a parser callback
         else:
             self.resume_reading(PAUSE_PIPELINE)
@@ -571,13 +761,6 @@ class Downstream(asyncio.Protocol):
         self.flush()
         self.transport.write(error_response(status, detail, r.keep_alive))
         self._finish(r, now)
-
-    def _bad_request(self, status: int, detail: str) -> None:
-        self.metrics.answered(status, 0.0, self.loop.time())
-        if self.cur is None and not self.closed:
-            self.flush()
-            self.transport.write(error_response(status, detail, False))
-        self._close()
 
     def on_deadline(self, now: float) -> None:
         """The sweeper found this connection past its deadline."""

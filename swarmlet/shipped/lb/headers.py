@@ -1,16 +1,30 @@
 """Pure HTTP/1.1 head rewriting for the proxy, and its own error answers.
 
+The framing of every message is decided here once, from what was parsed
+(``framing.py`` holds the rules), and the head that goes on carries exactly
+that framing, written by us: ``Content-Length: N`` or
+``Transfer-Encoding: chunked`` or nothing. The sender's own framing lines are
+never copied, and a ``Connection`` token can drop only headers we copy, never
+framing or Host (``Connection: Content-Length`` was a request smuggling).
+Anything ambiguous raises ``Refusal`` before a byte moves on.
+
 Requests going up: hop-by-hop headers (RFC 9110 §7.6.1, plus whatever the
 ``Connection`` header names) are dropped; ``X-Forwarded-For`` is appended to
 (as nginx's ``$proxy_add_x_forwarded_for``), ``X-Forwarded-Proto`` and
 ``X-Forwarded-Host`` are set, and ``Forwarded`` (RFC 7239) is appended to, so
-the client IP survives (Swarm's routing mesh loses it, moby/moby#25526). The
-client's ``Host`` is passed unchanged. The upstream hop is always HTTP/1.1
-keep-alive; a chunked body is re-framed chunk by chunk (trailers dropped).
+the client IP survives (Swarm's routing mesh loses it, moby/moby#25526).
+Exactly one valid ``Host`` is required in HTTP/1.1 (400 otherwise); an
+absolute-form target's authority becomes the Host and the target goes up in
+origin form. A header whose name, read with ``_`` as ``-``, is one the proxy
+owns (``Transfer_Encoding``, ``X_Forwarded_For``) is dropped: some backends
+(CGI, WSGI) fold the two spellings together. The upstream hop is always
+HTTP/1.1 keep-alive; a chunked body is re-framed chunk by chunk (trailers
+dropped).
 
 Responses going down: hop-by-hop headers dropped; a body with a length keeps
 it; a chunked or close-delimited body is re-chunked for HTTP/1.1 clients and
-close-delimited for HTTP/1.0 ones.
+close-delimited for HTTP/1.0 ones; an answer with a transfer coding we do not
+implement, or with both framings, is refused (502, as nginx does).
 
 Heads are bytes in, bytes out; names keep the sender's case.
 """
@@ -19,6 +33,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .framing import Refusal, content_length, split_absolute, transfer_chunked, valid_host
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -41,22 +57,25 @@ _REQ_SPECIAL = HOP_BY_HOP | {
 }
 _RESP_SPECIAL = HOP_BY_HOP | {b"content-length"}
 _PLAIN_CONN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+_VERSIONS = frozenset({"1.1", "1.0"})
 
 
 class RequestInfo:
     """What the proxy needs to know about a request besides its new head."""
 
-    __slots__ = ("head", "body", "sticky", "upgrade")
+    __slots__ = ("head", "body", "length", "sticky", "upgrade")
 
-    def __init__(self, head: bytes, body: int, sticky: Optional[str], upgrade: bool) -> None:
+    def __init__(self, head: bytes, body: int, length: int, sticky: Optional[str],
+                 upgrade: bool) -> None:
         self.head = head
         self.body = body
+        self.length = length          # Content-Length, for BODY_LENGTH
         self.sticky = sticky
         self.upgrade = upgrade
 
 
 def _conn_tokens(value: bytes) -> List[bytes]:
-    return [t.strip().lower() for t in value.split(b",")]
+    return [t.strip(b" \t").lower() for t in value.split(b",")]
 
 
 def _forwarded_node(ip: str) -> str:
@@ -101,17 +120,41 @@ def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
     return None
 
 
+def _owned_alias(lname: bytes, owned: frozenset) -> bool:
+    """``transfer_encoding`` and the like: a backend may read it as ours."""
+    return b"_" in lname and lname.replace(b"_", b"-") in owned
+
+
 def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
                   proto: str = "http", upgrade: bool = False,
-                  sticky_cookie: Optional[bytes] = None, default_host: bytes = b"") -> RequestInfo:
-    """The head to send upstream, and how the request body is framed.
+                  sticky_cookie: Optional[bytes] = None, default_host: bytes = b"",
+                  version: str = "1.1") -> RequestInfo:
+    """The head to send upstream and how the request body is framed; raises
+    ``Refusal`` for anything that must not go on.
 
     ``default_host`` (the address the client connected to) fills in ``Host``
     for HTTP/1.0 clients that sent none: the upstream hop is HTTP/1.1, which
     requires it."""
-    out = [method, b" ", url, b" HTTP/1.1\r\n"]
-    body = BODY_NONE
-    host = b""
+    if version not in _VERSIONS:
+        if version in ("0.9", "0.0"):
+            raise Refusal(400, "HTTP/0.9 requests are not supported")
+        raise Refusal(505, f"HTTP/{version} is not supported here")
+    if method == b"CONNECT":
+        raise Refusal(405, "CONNECT is not supported by this proxy")
+    target = url
+    authority = None
+    if url[:1] != b"/":
+        if url == b"*" and method == b"OPTIONS":
+            pass
+        else:
+            split = split_absolute(url)
+            if split is None:
+                raise Refusal(400, "invalid request target")
+            authority, target = split
+    out = [method, b" ", target, b" HTTP/1.1\r\n", b""]   # [4]: the Host line
+    hosts: List[bytes] = []
+    lengths: List[bytes] = []
+    codings: List[bytes] = []
     xff = b""
     fwd = b""
     sticky = None
@@ -120,17 +163,14 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
     for name, value in headers:
         lname = name.lower()
         if lname not in _REQ_SPECIAL:
-            out.append(name + b": " + value + b"\r\n")
+            if not _owned_alias(lname, _REQ_SPECIAL):
+                out.append(name + b": " + value + b"\r\n")
         elif lname == b"host":
-            host = value
-            out.append(name + b": " + value + b"\r\n")
+            hosts.append(value)
         elif lname == b"content-length":
-            if body != BODY_CHUNKED:
-                body = BODY_LENGTH
-            out.append(name + b": " + value + b"\r\n")
+            lengths.append(value)
         elif lname == b"transfer-encoding":
-            if b"chunked" in value.lower():
-                body = BODY_CHUNKED
+            codings.append(value)
         elif lname == b"cookie":
             if sticky_cookie is not None and sticky is None:
                 sticky = _cookie_value(value, sticky_cookie)
@@ -144,10 +184,38 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
         elif lname == b"upgrade":
             upgrade_value = value
         # other hop-by-hop and X-Forwarded-Proto/-Host: dropped (we set our own)
+    # Host: exactly one, valid (RFC 9112 §3.2); the authority of an absolute target wins
+    if len(hosts) > 1:
+        raise Refusal(400, "more than one Host header")
+    host = hosts[0].strip(b" \t") if hosts else b""
+    if hosts and not valid_host(host):
+        raise Refusal(400, "invalid Host header")
+    if not hosts and version == "1.1":
+        raise Refusal(400, "missing Host header (required in HTTP/1.1)")
+    if authority is not None:
+        host = authority
+    # framing: decided once, from what was parsed
+    length = 0
+    if codings:
+        if version != "1.1":
+            raise Refusal(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if lengths:
+            raise Refusal(400, "both Content-Length and Transfer-Encoding")
+        transfer_chunked(codings)
+        body = BODY_CHUNKED
+    elif lengths:
+        length = content_length(lengths)
+        body = BODY_LENGTH
+    else:
+        body = BODY_NONE
     if extra_hop:
-        out = [line for line in out if line.split(b":", 1)[0].lower() not in extra_hop]
-    if not host and default_host:
-        out.append(b"Host: " + default_host + b"\r\n")
+        # only lines we copied can go: framing and Host are written below, by us
+        out = out[:5] + [line for line in out[5:]
+                         if line.split(b":", 1)[0].lower() not in extra_hop]
+    if host:
+        out[4] = b"Host: " + host + b"\r\n"
+    elif default_host:
+        out[4] = b"Host: " + default_host + b"\r\n"
     ip = client_ip.encode()
     out.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
     out.append(b"X-Forwarded-Proto: " + proto.encode() + b"\r\n")
@@ -163,34 +231,52 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
         upgrade = False
     if body == BODY_CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
+    elif body == BODY_LENGTH:
+        out.append(b"Content-Length: %d\r\n" % length)
     out.append(b"\r\n")
-    return RequestInfo(b"".join(out), body, sticky, upgrade)
+    return RequestInfo(b"".join(out), body, length, sticky, upgrade)
 
 
 def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool,
                    keep_alive: bool, head_request: bool,
                    set_cookie: Optional[bytes] = None) -> Tuple[bytes, int, int, bool]:
-    """(head for the client, upstream body framing, client body framing, keep-alive)."""
+    """(head for the client, upstream body framing, client body framing, keep-alive).
+
+    Raises ``Refusal`` (502) for an answer whose framing is ambiguous."""
     out = [b"HTTP/1.1 %d " % status, reason or _reason(status), b"\r\n"]
-    up_body = BODY_CLOSE
+    lengths: List[bytes] = []
+    codings: List[bytes] = []
     upgrade_value = b""
     extra_hop: List[bytes] = []
     for name, value in headers:
         lname = name.lower()
         if lname not in _RESP_SPECIAL:
-            out.append(name + b": " + value + b"\r\n")
+            if not _owned_alias(lname, _RESP_SPECIAL):
+                out.append(name + b": " + value + b"\r\n")
         elif lname == b"content-length":
-            if up_body != BODY_CHUNKED:
-                up_body = BODY_LENGTH
-            out.append(name + b": " + value + b"\r\n")
+            lengths.append(value)
         elif lname == b"transfer-encoding":
-            if b"chunked" in value.lower():
-                up_body = BODY_CHUNKED
+            codings.append(value)
         elif lname == b"connection":
             extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
         elif lname == b"upgrade":
             upgrade_value = value
+    length = -1
+    try:
+        if codings:
+            if lengths:
+                raise Refusal(502, "both Content-Length and Transfer-Encoding")
+            transfer_chunked(codings)
+            up_body = BODY_CHUNKED
+        elif lengths:
+            length = content_length(lengths)
+            up_body = BODY_LENGTH
+        else:
+            up_body = BODY_CLOSE
+    except Refusal as exc:
+        raise Refusal(502, f"invalid answer from backend ({exc.detail})") from None
     if extra_hop:
+        # only lines we copied can go: the framing is written below, by us
         out = out[:3] + [line for line in out[3:]
                          if line.split(b":", 1)[0].lower() not in extra_hop]
     if set_cookie is not None:
@@ -199,9 +285,17 @@ def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool
         out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n\r\n")
         return b"".join(out), BODY_NONE, BODY_NONE, True
     if head_request or status < 200 or status in (204, 304):
-        up_body = down_body = BODY_NONE
+        # no body follows; a length describes what a GET would get (not for 1xx/204)
+        if length >= 0 and status >= 200 and status != 204:
+            out.append(b"Content-Length: %d\r\n" % length)
+        if not head_request or length == 0:
+            up_body = BODY_NONE
+        # else: a HEAD answer that declares a body. llhttp cannot be told that none
+        # follows, so the caller ends the exchange itself and drops the connection.
+        down_body = BODY_NONE
     elif up_body == BODY_LENGTH:
         down_body = BODY_LENGTH
+        out.append(b"Content-Length: %d\r\n" % length)
     elif http11:
         down_body = BODY_CHUNKED
         out.append(b"Transfer-Encoding: chunked\r\n")

@@ -86,6 +86,11 @@ class LBMetrics:
         self.connections = 0                    # accepted, total
         self.open_connections = 0
         self.tunnels = 0
+        self.refused_connections = 0            # over max_connections
+        self.refusals: Dict[int, int] = {}      # requests refused by the proxy, by status
+
+    def refused(self, status: int) -> None:
+        self.refusals[status] = self.refusals.get(status, 0) + 1
 
     def answered(self, status: int, seconds: float, now: float) -> None:
         req = self.requests
@@ -134,6 +139,12 @@ def render(lbs: Iterable, now: float) -> str:
             "Requests whose client went away before the answer ended.", base, m.client_aborts)
         add("swarmlet_lb_connections_open", "gauge", "Open client connections.",
             base, m.open_connections)
+        add("swarmlet_lb_connections_refused_total", "counter",
+            "Client connections refused over max_connections.", base, m.refused_connections)
+        for code, n in sorted(m.refusals.items()):
+            add("swarmlet_lb_refused_requests_total", "counter",
+                "Requests the proxy refused itself (bad framing, Host, limits), by status.",
+                {**base, "code": str(code)}, n)
         add("swarmlet_lb_panic_routes_total", "counter",
             "Requests routed in panic mode (no eligible backend).", base, lb.router.panics)
         add("swarmlet_lb_requests_per_second", "gauge", "Answers per second, last 10 s.",

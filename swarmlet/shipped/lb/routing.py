@@ -22,15 +22,20 @@ The rules:
   it is collected once its in-flight count reaches zero or its drain deadline
   passes.
 - **Policies**: round robin, least connections (ties rotate), and sticky
-  sessions by cookie value on top of either.
+  sessions by cookie value on top of either. The value is
+  HMAC-SHA256(``sticky_key``, backend address), truncated: it names a backend
+  without telling anyone its address (an unkeyed hash of ip:port did).
 
 Shipped to agents (ingress mode): Python 3.9, standard library only.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import math
+import os
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .config import Backend, LBConfig
@@ -49,10 +54,10 @@ class BackendState:
         "failures", "last_check_at", "last_error", "rate",
     )
 
-    def __init__(self, backend: Backend, healthy: bool) -> None:
+    def __init__(self, backend: Backend, healthy: bool, sticky_id: str = "") -> None:
         self.backend = backend
         self.key: Key = backend.key
-        self.sticky_id = hashlib.sha1(backend.address.encode()).hexdigest()[:12]
+        self.sticky_id = sticky_id
         self.healthy = healthy
         self.ok_streak = 0
         self.fail_streak = 0
@@ -90,6 +95,7 @@ class Router:
         self.config = config
         self.states: Dict[Key, BackendState] = {}
         self.by_sticky: Dict[str, BackendState] = {}
+        self.sticky_key = config.sticky_key or os.urandom(32)
         self.panic = False
         self.panics = 0             # picks made in panic mode
         self._rr = 0
@@ -109,7 +115,7 @@ class Router:
             st = self.states.get(key)
             if st is None:
                 st = BackendState(backend, self.config.health.initial_healthy
-                                  or not self.config.health.enabled)
+                                  or not self.config.health.enabled, self.sticky_id(backend))
                 self.states[key] = st
                 self.by_sticky[st.sticky_id] = st
                 added.append(st)
@@ -125,6 +131,11 @@ class Router:
                 drained.append(st)
         self._invalidate()
         return added, drained
+
+    def sticky_id(self, backend: Backend) -> str:
+        """The cookie value naming ``backend``: keyed, so it reveals no address."""
+        mac = hmac.new(self.sticky_key, backend.address.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:12]).decode()
 
     def collect_drained(self, now: float) -> List[BackendState]:
         """Forget draining backends that are idle or past their deadline."""

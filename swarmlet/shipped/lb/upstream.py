@@ -12,6 +12,12 @@ connection is reused first and the cold ones age out after
 ``upstream_idle_timeout`` (shorter than the usual 5 s backend keep-alive, so we
 rarely pick a connection the backend is closing). Only a pool miss costs a
 connect, the slow path, driven by a task.
+
+A backend is held to the same rules as a client: its head is fed in cuts
+within ``max_response_head_size`` (over it: the attempt fails, 502), and so
+are chunk-size lines and trailers; bytes after the end of an answer mean the
+connection cannot be trusted for another exchange, so it is closed, never
+pooled.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .config import LBConfig
+from .framing import next_cut
 from .routing import BackendState, Key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "st", "transport", "owner", "parser", "reason", "headers",
-                 "reused", "idle_since", "tunnel", "closed", "read_paused", "aborted")
+                 "reused", "idle_since", "tunnel", "closed", "read_paused", "aborted",
+                 "in_head", "budget", "tail", "ended", "chunked")
 
     def __init__(self, pool: "Pool", st: BackendState) -> None:
         self.pool = pool
@@ -46,12 +54,22 @@ class UpstreamConn(asyncio.Protocol):
         self.closed = False
         self.read_paused = False
         self.aborted = False        # cut by us: a close is then never a body's end
+        self.in_head = True         # feeding a head (or chunk lines): cut within budget
+        self.budget = 0
+        self.tail = b""
+        self.ended = False          # the answer ended: any byte more is garbage
+        self.chunked = False
 
     # --- driven by the owner ----------------------------------------------------
 
     def begin(self, owner: "Downstream") -> None:
         self.owner = owner
         self.parser = HttpResponseParser(self)
+        self.in_head = True
+        self.budget = 0
+        self.tail = b""
+        self.ended = False
+        self.chunked = False
 
     def pause_reading(self) -> None:
         if not self.read_paused and not self.closed:
@@ -76,15 +94,36 @@ class UpstreamConn(asyncio.Protocol):
         if self.tunnel:
             owner.tunnel_data(data)
             return
+        limit = self.pool.config.max_response_head_size
+        piece = b""
         try:
-            self.parser.feed_data(data)
+            while data:
+                if self.in_head or self.chunked:
+                    n = next_cut(data, self.tail, limit - self.budget)
+                    self.budget += n
+                    self.tail = (self.tail + data[:n])[-3:] if n < 3 else data[n - 3:n]
+                else:
+                    n = len(data)
+                if n >= len(data):
+                    piece, data = data, b""
+                else:
+                    piece, data = data[:n], data[n:]
+                self.parser.feed_data(piece)
+                if self.budget >= limit and self.owner is not None and not self.ended:
+                    self.owner.upstream_failed(self, "invalid", f"backend sent a head (or "
+                                               f"chunk line) over {limit} bytes")
+                    break
+                if self.owner is None or self.closed:
+                    break
         except HttpParserUpgrade as exc:
-            rest = data[exc.args[0]:]
+            rest = piece[exc.args[0]:] + data
             if rest and self.tunnel and self.owner is not None:
                 self.owner.tunnel_data(rest)
         except HttpParserError as exc:
             if self.owner is not None:
                 self.owner.upstream_failed(self, "invalid", f"invalid answer from backend ({exc})")
+            elif not self.closed:
+                self.transport.close()      # garbage after an answer: never reuse
         owner.flush()                   # the owner may have let go of us meanwhile
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
@@ -105,6 +144,8 @@ class UpstreamConn(asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.ended:              # bytes after the answer's end: not to be trusted
+            self.transport.close()
         self.reason = b""
         self.headers = []
 
@@ -112,20 +153,36 @@ class UpstreamConn(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if self.in_head:            # trailers are dropped
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.budget = 0
+        self.tail = b""
+        self.chunked = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
         if self.owner is not None:
             self.owner.response_head(self, self.parser.get_status_code(), self.reason,
                                      self.headers, self.parser.should_keep_alive())
 
+    def on_chunk_header(self) -> None:
+        self.budget = 0
+
     def on_body(self, body: bytes) -> None:
+        self.budget = 0
         if self.owner is not None:
             self.owner.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.owner is not None:
-            self.owner.response_done(self)
+        owner = self.owner
+        self.in_head = True         # an interim answer (100) is followed by the real one
+        self.budget = 0
+        self.tail = b""
+        self.chunked = False
+        if owner is not None:
+            owner.response_done(self)
+        if self.owner is None:
+            self.ended = True       # released: the exchange is over
 
 
 class Pool:
