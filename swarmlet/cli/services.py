@@ -19,6 +19,7 @@ import click
 from .. import cluster as clusterlib
 from ..shipped.exceptions import Unreachable, UsageError
 from ..shipped.models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
+from ..shipped.validate import validate_spec
 from .output import emit, emit_json, output_option
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
@@ -79,16 +80,16 @@ def build_spec(name: str, image: str, replicas: int, ports: Tuple[str, ...], env
                health_path: Optional[str], cpus: Optional[float], memory: Optional[str],
                constraints: Tuple[str, ...], max_per_node: Optional[int], placement: str,
                mode: str, command: Tuple[str, ...]) -> ServiceSpec:
-    from ..master.constraints import parse_all
-    parse_all(constraints)   # fail here, with the flag's own words
     mem = parse_size(memory) if memory else None
     res = Resources(cpus=cpus, memory=mem)
-    return ServiceSpec(
+    spec = ServiceSpec(
         name=name, image=image, replicas=replicas, mode=mode, env=parse_env(env),
         ports=tuple(parse_port(p) for p in ports),
         health=HealthCheck(kind="http", path=health_path) if health_path else HealthCheck(),
         limits=res, reservations=res, constraints=tuple(constraints), max_per_node=max_per_node,
         placement=placement, command=tuple(command) if command else None)
+    validate_spec(spec)     # judged here as the master will: nothing is sent if it would refuse
+    return spec
 
 
 # --- the master connection -------------------------------------------------------

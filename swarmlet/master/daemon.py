@@ -28,23 +28,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, SwarmletError, UsageError
+from ..shipped.validate import validate_spec
 from ..shipped.models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
 from . import views
 from .agents import AgentClient, base_url
 from .autoscale import AutoscalePolicy, Autoscaler
-from .constraints import parse_all
 from .events import task_events
 from .metrics import MasterObs, lb_watch
 from .liveness import LivenessConfig, gossip_views, liveness
 from .reconcile import Changes, Event, reconcile
-from .scheduler import STRATEGIES
 from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task, assignment_tasks,
                     merge_observed, next_revision, node_status, replace, same_template)
 from .store import Store
@@ -53,7 +51,6 @@ from ..shipped.discovery import assign_vips
 from ..shipped.routes import ReplicaView, Route, build_routes
 
 log = logging.getLogger("swarmlet.master")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _LOST = (NodeStatus.DOWN, NodeStatus.LEFT)
 
 
@@ -689,19 +686,3 @@ class Master:
 
 def _num(v: Any, default: float) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
-
-
-def validate_spec(spec: ServiceSpec) -> None:
-    if not _NAME.match(spec.name):
-        raise UsageError(f"bad service name {spec.name!r}: use a-z, 0-9, '-', '_', '.'")
-    if not spec.image:
-        raise UsageError("a service needs an image")
-    if spec.replicas < 0:
-        raise UsageError("replicas must be 0 or more")
-    if spec.mode not in ("replicated", "global"):
-        raise UsageError(f"mode must be replicated or global, not {spec.mode!r}")
-    if spec.placement not in STRATEGIES:
-        raise UsageError(f"placement must be one of {', '.join(STRATEGIES)}")
-    if spec.max_per_node is not None and spec.max_per_node < 1:
-        raise UsageError("max_per_node must be at least 1")
-    parse_all(spec.constraints)

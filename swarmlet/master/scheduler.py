@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec
-from .constraints import Constraint, first_failing, parse_all
+from ..shipped.constraints import Constraint, first_failing, parse_all
 
 SPREAD = "spread"
 BINPACK = "binpack"

@@ -9,16 +9,14 @@ Docker's ``max_attempts: 0`` means "no limit", which is ``None`` here.
 
 from __future__ import annotations
 
-import re
 from typing import Dict
 
+from ..shipped import validate
 from ..shipped.models import Resources, RestartPolicy, UpdateConfig
 from .loader import Node
 from .values import (Context, as_bytes, as_choice, as_duration, as_float, as_int, as_map,
                      as_scalar_str, as_seq, as_str, check_keys, fail)
 
-_CONSTRAINT = re.compile(r"\s*(node\.(id|hostname|role|platform\.os|platform\.arch)|"
-                         r"node\.labels\.[\w.\-]+|engine\.labels\.[\w.\-]+)\s*(==|!=)\s*\S.*")
 CONSTRAINT_WHAT = 'a constraint like "node.labels.zone==a" or "node.hostname!=node-1"'
 
 
@@ -94,7 +92,7 @@ def _placement(node: Node, ctx: Context) -> Dict[str, object]:
         constraints = []
         for item in as_seq(keys["constraints"]):
             text = as_str(item, CONSTRAINT_WHAT)
-            if not _CONSTRAINT.fullmatch(text):
+            if validate.constraint_problem(text):      # the master's own grammar
                 fail(item, CONSTRAINT_WHAT)
             constraints.append(text.strip())
         out["constraints"] = tuple(constraints)

@@ -13,6 +13,7 @@ import re
 import shlex
 from typing import Dict, Optional, Tuple
 
+from ..shipped import validate
 from ..shipped.models import HealthCheck, RestartPolicy, ServiceSpec
 from .deploy import parse_deploy, parse_labels
 from .envfile import parse_env_file
@@ -48,7 +49,6 @@ IGNORED = {
     "group_add": _NO, "oom_score_adj": _NO, "storage_opt": _NO, "develop": _NO, "attach": _NO,
 }
 
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _IMAGE = re.compile(
     r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
@@ -57,9 +57,9 @@ STACK_LABEL = "io.swarmlet.stack"
 
 
 def check_name(name: str, node: Node) -> None:
-    if not _NAME.fullmatch(name):
-        fail_at(node.mark, f"expected a service name of letters, digits, '_', '.' or '-' "
-                           f"(at most 63, starting with a letter or digit), got {name!r}")
+    why = validate.name_problem(name)     # the one rule the master and the CLI apply too
+    if why:
+        fail_at(node.mark, why)
 
 
 def parse_service(name: str, node: Node, stack: str, volumes: Dict[str, VolumeDef],
@@ -103,7 +103,10 @@ def parse_service(name: str, node: Node, stack: str, volumes: Dict[str, VolumeDe
         fields.update(apply_extras(keys["x-swarmlet"], health, test, ports, ctx))
     labels[STACK_LABEL] = stack
     fields["labels"] = labels
-    return ServiceSpec(**fields)
+    spec = ServiceSpec(**fields)
+    for problem in validate.problems(spec):   # whatever the master would refuse, refused here
+        fail_at(node.mark, f"service {name!r}: {problem}")
+    return spec
 
 
 def _argv(node: Node) -> Optional[Tuple[str, ...]]:

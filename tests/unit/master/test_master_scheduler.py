@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmlet.shipped.exceptions import UsageError
-from swarmlet.master.constraints import parse
+from swarmlet.shipped.constraints import parse
 from swarmlet.master.scheduler import Placed, Request, Scheduler, placed, schedule
 from swarmlet.shipped.models import NodeInfo, NodeStatus, PortSpec, Resources, ServiceSpec
 

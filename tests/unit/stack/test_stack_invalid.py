@@ -38,7 +38,7 @@ CASES = [
                  'stack.yml:3:12: expected an image reference like "swarmlet-hello:1" or "repo/app:tag" for services.web.image, got \'UPPER/Case\'',
                  id='image_bad'),
     pytest.param("services:\n  'web app':\n    image: a\n",
-                 "stack.yml:2:3: expected a service name of letters, digits, '_', '.' or '-' (at most 63, starting with a letter or digit), got 'web app'",
+                 "stack.yml:2:3: expected a service name of lower-case letters, digits, '_', '.' or '-' (at most 63, starting with a letter or digit), got 'web app'",
                  id='bad_name'),
     pytest.param('services:\n  web:\n    image: a\n    deploy:\n      replicas: three\n',
                  "stack.yml:5:17: expected an integer >= 0 for services.web.deploy.replicas, got 'three'",
