@@ -45,7 +45,7 @@ from .liveness import LivenessConfig, gossip_views, liveness
 from .reconcile import Changes, Event, reconcile
 from .state import (ACTIVE, DRAIN, RUNNING, SHUTDOWN, NodeRecord, Service, Task, assignment_tasks,
                     merge_observed, next_revision, node_status, replace, same_template)
-from .store import Store
+from .store import Batch, Fence, Store
 from . import rollout as ro
 from ..shipped.discovery import assign_vips
 from ..shipped.routes import ReplicaView, Route, build_routes
@@ -95,6 +95,8 @@ class Master:
                  seed_nodes: Optional[List[Mapping[str, Any]]] = None,
                  ingress: Optional[Any] = None) -> None:
         self.store = store
+        self.fence: Optional[Fence] = None     # set by an HA leader: its writes are fenced by term
+        self.meta: Dict[str, Any] = {}          # the store's meta, as of the last load or write
         self.ingress = ingress          # swarmlet.shipped.ingress.Ingress, fed from routes()
         self._routes_dirty = asyncio.Event()
         self.client = client
@@ -129,12 +131,13 @@ class Master:
 
     async def start(self) -> None:
         snap = await asyncio.to_thread(self.store.load)
-        self.services, self.specs, self.nodes = snap.services, snap.specs, snap.nodes
+        self.services, self.specs, self.nodes, self.meta = (snap.services, snap.specs, snap.nodes,
+                                                            dict(snap.meta))
         for t in snap.tasks.values():
             self._index(t)
         self.auto_rebalance = bool(snap.meta.get("auto_rebalance", True))
         if self.cluster:
-            await asyncio.to_thread(self.store.commit, meta={"cluster": self.cluster})
+            await self.write(Batch.of(meta={"cluster": self.cluster}))
         for name in self.nodes:
             self.live[name] = _Live()
         self._recover_rollouts()
@@ -173,6 +176,12 @@ class Master:
     def kick(self) -> None:
         self._kick.set()
 
+    async def write(self, batch: Batch) -> int:
+        """Persist one batch atomically (in a thread; fenced when this master is an HA leader)."""
+        rev = await asyncio.to_thread(self.store.commit, batch, self.fence)
+        self.meta.update(batch.meta)
+        return rev
+
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
         self._bg.add(t)
@@ -197,8 +206,8 @@ class Master:
 
     async def _commit(self, changes: Changes, **more: Any) -> None:
         events = changes.events + task_events(self.tasks, changes.create + changes.update)
-        await asyncio.to_thread(self.store.commit, tasks=changes.create + changes.update,
-                                delete_tasks=changes.delete, events=events, **more)
+        await self.write(Batch.of(tasks=changes.create + changes.update,
+                                  delete_tasks=changes.delete, events=events, **more))
         for t in changes.create + changes.update:
             self._index(t)
         for tid in changes.delete:
@@ -289,8 +298,8 @@ class Master:
                 rec = replace(old, address=address, api_port=api_port,
                               labels=dict(labels if labels is not None else old.labels))
                 msg = f"updated: {address}:{api_port}"
-            await asyncio.to_thread(self.store.commit, nodes=[rec],
-                                    events=[Event("node", name, msg)], now=self.clock())
+            await self.write(Batch.of(nodes=[rec],
+                                      events=[Event("node", name, msg)], now=self.clock()))
             self.nodes[name] = rec
             self.live.setdefault(name, _Live())
         if self._loops:
@@ -301,8 +310,8 @@ class Master:
     async def remove_node(self, name: str) -> None:
         async with self._lock:
             self._node(name)
-            await asyncio.to_thread(self.store.commit, delete_nodes=[name],
-                                    events=[Event("node", name, "removed")], now=self.clock())
+            await self.write(Batch.of(delete_nodes=[name],
+                                      events=[Event("node", name, "removed")], now=self.clock()))
             del self.nodes[name]
             self.live.pop(name, None)
             loop = self._node_loops.pop(name, None)
@@ -318,8 +327,8 @@ class Master:
             if rec.availability != availability:
                 rec = replace(rec, availability=availability)
                 word = "draining" if availability == DRAIN else "active again"
-                await asyncio.to_thread(self.store.commit, nodes=[rec],
-                                        events=[Event("node", name, word)], now=self.clock())
+                await self.write(Batch.of(nodes=[rec],
+                                          events=[Event("node", name, word)], now=self.clock()))
                 self.nodes[name] = rec
                 if availability == ACTIVE and self.auto_rebalance:
                     self._rebalance_until = self.clock() + self.cfg.rebalance_window
@@ -346,8 +355,8 @@ class Master:
             if old is not None and old.spec.replicas != spec.replicas:
                 events.append(Event("scale", spec.name, scale_reason or
                                     f"replicas {old.spec.replicas} -> {spec.replicas}"))
-            await asyncio.to_thread(self.store.commit, services=[svc], events=events,
-                                    now=self.clock())
+            await self.write(Batch.of(services=[svc], events=events,
+                                      now=self.clock()))
             self.services[spec.name] = svc
             self.specs[(spec.name, svc.revision)] = spec
             if old is not None and svc.template_revision == svc.revision:
@@ -427,8 +436,8 @@ class Master:
                    ro.FAILED: f"update to revision {r.revision} failed: {new.reason}; "
                               f"rolling back to revision {r.previous}"}.get(new.status, new.status)
             log.info("service %s: %s", name, msg)
-            await asyncio.to_thread(self.store.commit, events=[Event("service", name, msg)],
-                                    now=now)
+            await self.write(Batch.of(events=[Event("service", name, msg)],
+                                      now=now))
             if new.status == ro.FAILED:
                 spec = self.specs.get((name, r.previous))
                 if spec is not None:
@@ -445,7 +454,7 @@ class Master:
 
     async def set_config(self, auto_rebalance: Optional[bool] = None) -> Dict[str, Any]:
         if auto_rebalance is not None:
-            await asyncio.to_thread(self.store.commit, meta={"auto_rebalance": bool(auto_rebalance)})
+            await self.write(Batch.of(meta={"auto_rebalance": bool(auto_rebalance)}))
             self.auto_rebalance = bool(auto_rebalance)
         return {"auto_rebalance": self.auto_rebalance}
 
@@ -497,7 +506,7 @@ class Master:
                 bumped.append(replace(rec, assignment_version=rec.assignment_version + 1))
         if not bumped:
             return
-        await asyncio.to_thread(self.store.commit, nodes=bumped)
+        await self.write(Batch.of(nodes=bumped))
         for rec in bumped:
             self.nodes[rec.name] = rec
             if self.live[rec.name].status not in _LOST:
@@ -529,7 +538,7 @@ class Master:
                     # The agent holds a newer version (e.g. a store restored from backup): leapfrog.
                     async with self._lock:
                         rec = replace(self.nodes[name], assignment_version=exc.current + 1)
-                        await asyncio.to_thread(self.store.commit, nodes=[rec])
+                        await self.write(Batch.of(nodes=[rec]))
                         self.nodes[name] = rec
                     live.repush = True
                 except SwarmletError as exc:
@@ -676,7 +685,7 @@ class Master:
             self._rebalance_until = self.clock() + self.cfg.rebalance_window
         msg = f"{old.value} -> {new.value}"
         log.info("node %s: %s", name, msg)
-        self._spawn(asyncio.to_thread(self.store.commit, events=[Event("node", name, msg)]))
+        self._spawn(self.write(Batch.of(events=[Event("node", name, msg)])))
         self.obs.touch()   # the live views (top, dashboard) show it now
         if new == NodeStatus.READY and live.content is not None:
             self._push(name)

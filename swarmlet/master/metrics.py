@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..shipped.lb.metrics import Histogram
 from ..shipped.models import NodeStatus
 from . import views
+from .store import Batch
 from .events import LBState, lb_evictions
 from .state import RUNNING
 
@@ -80,7 +81,7 @@ async def lb_watch(master: Any, interval: float = 0.5) -> None:
             if events:
                 for e in events:
                     log.info("%s %s: %s", e.kind, e.subject, e.message)
-                await asyncio.to_thread(master.store.commit, events=events)
+                await master.write(Batch.of(events=events))
                 master.obs.touch()
         except Exception:  # never let the watcher die; events are a convenience
             log.exception("load balancer watch failed")

@@ -19,7 +19,7 @@ from ..shipped.exceptions import ConfigError
 from .agents import AgentClient
 from .api import serve
 from .daemon import Master, MasterConfig
-from .store import Store
+from .store import Store, open_store
 from ..shipped.ingress import Ingress
 from ..shipped.lb import sticky_key_from
 
@@ -49,7 +49,7 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         client_ctx = c.client_ssl("master")
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
-    store = Store(c.master_dir / "state.db")
+    store = open_store(c.master_dir / "state.db")
     seeds = [asdict(r) for r in clusterlib.nodes(c)]
     ingress = Ingress(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
         if config.ingress else None

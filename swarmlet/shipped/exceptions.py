@@ -29,6 +29,7 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     │   └── StaleAssignment   an assignment older than the agent's (409)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
+    │   └── FencedOut         a write guarded by a fence no longer holding (deposed leader)
     └── ProtocolError         a wire message is malformed (dropped, counted)
         ├── AuthError         a packet failed authentication
         └── GarbledUpload     an image upload is not a gzip-compressed tar
@@ -168,6 +169,10 @@ class SchedulingError(SwarmletError):
 
 class StoreError(SwarmletError):
     """The master's state store (SQLite) could not be read or written."""
+
+
+class FencedOut(StoreError):
+    """A commit's fence (``meta[key] == value``) no longer held: nothing was written."""
 
 
 class ProtocolError(SwarmletError):

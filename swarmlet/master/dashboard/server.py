@@ -33,6 +33,7 @@ from aiohttp import web
 
 from ...shipped.exceptions import APIError
 from ...shipped.tlsutil import peer_role, server_context
+from ..store import Batch
 from .overview import overview
 
 log = logging.getLogger("swarmlet.master")
@@ -48,11 +49,10 @@ async def ensure_token(master: Any) -> str:
     token = getattr(master, "dashboard_token", None)
     if token:
         return token
-    snap = await asyncio.to_thread(master.store.load)
-    token = snap.meta.get("dashboard_token")
+    token = master.meta.get("dashboard_token")
     if not isinstance(token, str) or len(token) < 32:
         token = secrets.token_urlsafe(32)
-        await asyncio.to_thread(master.store.commit, meta={"dashboard_token": token})
+        await master.write(Batch.of(meta={"dashboard_token": token}))
     master.dashboard_token = token
     return token
 

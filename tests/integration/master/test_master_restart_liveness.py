@@ -12,7 +12,7 @@ import pytest
 from swarmlet.master.agents import AgentClient
 from swarmlet.master.daemon import Master, _Live
 from swarmlet.master.state import NodeRecord
-from swarmlet.master.store import Store
+from swarmlet.master.store import Batch, SQLiteStore as Store
 from swarmlet.shipped.models import NodeStatus
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 async def test_unpolled_nodes_stay_suspect_after_a_restart(tmp_path):
     store = Store(tmp_path / "state.db")
-    await asyncio.to_thread(store.commit, nodes=[NodeRecord("n1", "127.0.0.1", 9, registered_at=1000.0)])
+    await asyncio.to_thread(store.commit, Batch.of(nodes=[NodeRecord("n1", "127.0.0.1", 9, registered_at=1000.0)]))
     now = [1000.0 + 86400]                      # the master restarts a day later
     master = Master(store, AgentClient(ssl.create_default_context()), clock=lambda: now[0])
     snap = await asyncio.to_thread(store.load)

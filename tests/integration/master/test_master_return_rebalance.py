@@ -14,7 +14,7 @@ import pytest
 from swarmlet.master.agents import AgentClient
 from swarmlet.master.daemon import Master, _Live
 from swarmlet.master.state import NodeRecord
-from swarmlet.master.store import Store
+from swarmlet.master.store import Batch, SQLiteStore as Store
 from swarmlet.shipped.models import NodeStatus
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def master(tmp_path):
     store = Store(tmp_path / "state.db")
-    await asyncio.to_thread(store.commit, nodes=[NodeRecord("n1", "127.0.0.1", 9, registered_at=0.0)])
+    await asyncio.to_thread(store.commit, Batch.of(nodes=[NodeRecord("n1", "127.0.0.1", 9, registered_at=0.0)]))
     now = [100.0]
     m = Master(store, AgentClient(ssl.create_default_context()), clock=lambda: now[0])
     m.nodes = (await asyncio.to_thread(store.load)).nodes

@@ -1,8 +1,8 @@
-"""The master's embedded store: SQLite in WAL mode, with a schema version.
+"""The master's embedded store: SQLite in WAL mode, with a schema version (``base.Store``).
 
 Holds cluster config (``meta``), services and every revision of their specs,
 tasks (desired and observed), nodes, and a bounded event log. Every change
-goes through ``commit``, one transaction: a crash (even SIGKILL mid-write)
+goes through ``commit(batch, fence)``, one transaction: a crash (even SIGKILL mid-write)
 leaves either all of it or none of it. ``synchronous=FULL`` so a committed
 change also survives power loss.
 
@@ -16,21 +16,25 @@ columns, and decoded with the validating ``from_wire``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..shipped.exceptions import ConfigError, StoreError
-from ..shipped.models import ServiceSpec, from_wire, to_wire
-from .reconcile import Event
-from .state import NodeRecord, Service, Task
+from ...shipped.exceptions import ConfigError, FencedOut, StoreError
+from ...shipped.models import ServiceSpec, from_wire, to_wire
+from ..state import NodeRecord, Service, Task
+from .base import Batch, Fence, Snapshot, Watcher
+
+log = logging.getLogger("swarmlet.master.store")
 
 SCHEMA_VERSION = 1
 MAX_EVENTS = 10_000
+_REVISION = "store_revision"        # meta key: the revision of the last commit
+_RESERVED = {_REVISION, "schema_version"}
 
 _SCHEMA = [
     # version 1
@@ -54,20 +58,12 @@ _SCHEMA = [
 ]
 
 
-@dataclass
-class Snapshot:
-    services: Dict[str, Service] = field(default_factory=dict)
-    specs: Dict[Tuple[str, int], ServiceSpec] = field(default_factory=dict)
-    tasks: Dict[str, Task] = field(default_factory=dict)
-    nodes: Dict[str, NodeRecord] = field(default_factory=dict)
-    meta: Dict[str, Any] = field(default_factory=dict)
-
-
-class Store:
+class SQLiteStore:
     def __init__(self, path: "str | os.PathLike[str]", max_events: int = MAX_EVENTS) -> None:
         self.path = Path(path)
         self.max_events = max_events
         self._lock = threading.Lock()
+        self._watchers: List[Watcher] = []
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False,
@@ -116,24 +112,55 @@ class Store:
 
     # --- reads ------------------------------------------------------------
 
+    def revision(self) -> int:
+        with self._lock:
+            return self._revision()
+
+    def _revision(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (_REVISION,)).fetchone()
+        return int(json.loads(row[0])) if row else 0
+
+    def watch(self, callback: Watcher) -> Callable[[], None]:
+        """``callback(revision, batch)`` after each durable commit, in order (in the committing
+        thread, under the store's lock: keep it short and never call the store from it)."""
+        with self._lock:
+            self._watchers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
+        return unsubscribe
+
     def load(self) -> Snapshot:
         snap = Snapshot()
         with self._lock:
             db = self._db
-            for key, value in db.execute("SELECT key, value FROM meta"):
-                snap.meta[key] = json.loads(value)
-            for name, rev, spec in db.execute("SELECT name, revision, spec FROM revisions"):
-                snap.specs[(name, rev)] = from_wire(ServiceSpec, json.loads(spec))
-            for name, rev, tmpl, created, updated in db.execute(
-                    "SELECT name, revision, template_revision, created_at, updated_at FROM services"):
-                snap.services[name] = Service(snap.specs[(name, rev)], rev, created, updated, tmpl)
-            for (data,) in db.execute("SELECT data FROM tasks"):
-                t = from_wire(Task, json.loads(data))
-                snap.tasks[t.task_id] = t
-            for (data,) in db.execute("SELECT data FROM nodes"):
-                n = from_wire(NodeRecord, json.loads(data))
-                snap.nodes[n.name] = n
+            db.execute("BEGIN")       # one consistent read of every table
+            try:
+                self._load_into(snap)
+            finally:
+                db.execute("COMMIT")
         return snap
+
+    def _load_into(self, snap: Snapshot) -> None:
+        db = self._db
+        for key, value in db.execute("SELECT key, value FROM meta"):
+            if key == _REVISION:
+                snap.revision = int(json.loads(value))
+                continue
+            snap.meta[key] = json.loads(value)
+        for name, rev, spec in db.execute("SELECT name, revision, spec FROM revisions"):
+            snap.specs[(name, rev)] = from_wire(ServiceSpec, json.loads(spec))
+        for name, rev, tmpl, created, updated in db.execute(
+                "SELECT name, revision, template_revision, created_at, updated_at FROM services"):
+            snap.services[name] = Service(snap.specs[(name, rev)], rev, created, updated, tmpl)
+        for (data,) in db.execute("SELECT data FROM tasks"):
+            t = from_wire(Task, json.loads(data))
+            snap.tasks[t.task_id] = t
+        for (data,) in db.execute("SELECT data FROM nodes"):
+            n = from_wire(NodeRecord, json.loads(data))
+            snap.nodes[n.name] = n
 
     def revisions(self, name: str) -> List[Tuple[int, ServiceSpec, float]]:
         with self._lock:
@@ -151,42 +178,48 @@ class Store:
 
     # --- the one write path -------------------------------------------------
 
-    def commit(self, *, services: Iterable[Service] = (), delete_services: Iterable[str] = (),
-               tasks: Iterable[Task] = (), delete_tasks: Iterable[str] = (),
-               nodes: Iterable[NodeRecord] = (), delete_nodes: Iterable[str] = (),
-               events: Sequence[Event] = (), meta: Optional[Mapping[str, Any]] = None,
-               now: Optional[float] = None) -> None:
-        """Apply every change in one transaction: all of it, or (on any error) none."""
-        ts = time.time() if now is None else now
+    def commit(self, batch: Batch, fence: Optional[Fence] = None) -> int:
+        """Apply ``batch`` in one transaction: all of it, or (on any error) none. With ``fence``,
+        only while ``meta[fence.key] == fence.value`` (else ``FencedOut``). Returns the revision."""
+        ts = time.time() if batch.now is None else batch.now
         with self._lock:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for s in services:
+                if fence is not None:
+                    row = db.execute("SELECT value FROM meta WHERE key=?", (fence.key,)).fetchone()
+                    if row is None or json.loads(row[0]) != fence.value:
+                        raise FencedOut(f"store write refused: {fence.key} is no longer "
+                                        f"{fence.value!r}")
+                for s in batch.services:
                     db.execute("INSERT OR IGNORE INTO revisions VALUES (?, ?, ?, ?)",
                                (s.name, s.revision, json.dumps(to_wire(s.spec)), s.updated_at))
                     db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?)",
                                (s.name, s.revision, s.current_from, s.created_at, s.updated_at))
-                for name in delete_services:
+                for name in batch.delete_services:
                     db.execute("DELETE FROM services WHERE name=?", (name,))
                     db.execute("DELETE FROM revisions WHERE name=?", (name,))
-                for t in tasks:
+                for t in batch.tasks:
                     db.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)",
                                (t.task_id, t.service, t.node, t.desired, json.dumps(to_wire(t))))
-                for tid in delete_tasks:
+                for tid in batch.delete_tasks:
                     db.execute("DELETE FROM tasks WHERE task_id=?", (tid,))
-                for n in nodes:
+                for n in batch.nodes:
                     db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?)",
                                (n.name, json.dumps(to_wire(n))))
-                for name in delete_nodes:
+                for name in batch.delete_nodes:
                     db.execute("DELETE FROM nodes WHERE name=?", (name,))
-                for key, value in (meta or {}).items():
+                for key, value in batch.meta.items():
+                    if key in _RESERVED:
+                        raise StoreError(f"meta key {key!r} is the store's own")
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-                if events:
+                if batch.events:
                     db.executemany("INSERT INTO events (ts, kind, subject, message) VALUES (?, ?, ?, ?)",
-                                   [(ts, e.kind, e.subject, e.message) for e in events])
+                                   [(ts, e.kind, e.subject, e.message) for e in batch.events])
                     db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                                (self.max_events,))
+                rev = self._revision() + 1
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_REVISION, json.dumps(rev)))
                 db.execute("COMMIT")
             except BaseException as exc:
                 if db.in_transaction:
@@ -194,3 +227,9 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"master store write failed: {exc}") from exc
                 raise
+            for w in list(self._watchers):
+                try:
+                    w(rev, batch)
+                except Exception:  # a watcher's bug must not undo or block a durable commit
+                    log.exception("store watcher failed")
+            return rev
