@@ -19,6 +19,8 @@ Used by the LB tests, the conformance harness and the fuzz (``tests/lbconf``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -211,13 +213,23 @@ class Recorder:
 
     async def _answer(self, seen: Seen, writer: asyncio.StreamWriter, conn: Conn) -> None:
         if seen.target.startswith("/r/") and seen.target[3:] in self.responses:
-            writer.write(self.responses[seen.target[3:]])
+            answer = self.responses[seen.target[3:]]
+            writer.write(answer)
+            head = answer.split(b"\r\n\r\n", 1)[0].lower()
+            if b"content-length" not in head and b"transfer-encoding" not in head \
+                    and b" 101 " not in head:
+                await writer.drain()
+                writer.close()              # close-delimited: the close ends it
+                conn.upgraded = True        # nothing more is read as HTTP
         elif seen.target.startswith("/ws") and seen.header("upgrade"):
             if self.upgrade_delay:
                 await asyncio.sleep(self.upgrade_delay)
             conn.upgraded = True
+            key = (seen.header("sec-websocket-key") or [""])[0]
+            accept = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\n\r\n")
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept)
         else:
             n = len(conn.requests)
             body = f"seen {n} {seen.method} {seen.target} {len(seen.body)}".encode()
