@@ -17,11 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from ..shipped.exceptions import StackFileError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
+from ..shipped.validate import port_clashes
 from ..stack import load_stack, plan_deploy, render_plan
+from ..stack.locate import port_location
 from .offer_push import offer_push
 from .output import emit, emit_json, err, output_option
-from .services import call, parse_env
+from .services import call, parse_env, parse_port
 
 _DONE = ("completed", "rolled_back", "paused")
 
@@ -64,6 +67,21 @@ def follow(names: List[str], timeout: float, echo=click.echo) -> List[str]:
     return failures
 
 
+def _refuse_port_clashes(path: str, plan: Any, current: Dict[str, ServiceSpec]) -> None:
+    """A port another service publishes is refused at its line, before anything is applied
+    (the master refuses it too, with the same words, but cannot point into the file)."""
+    clashes = port_clashes([ch.new for ch in plan.create + plan.update if ch.new is not None],
+                           current, [ch.name for ch in plan.remove])
+    if clashes:
+        c = clashes[0]
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        raise StackFileError(port_location(text, path, dict(os.environ), c.service, c.index), c.message)
+
+
 def _finish(failures: List[str]) -> None:
     if failures:
         for f in failures:
@@ -86,6 +104,7 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
     stack = load_stack(path, dict(os.environ))      # invalid -> StackFileError, nothing applied
     current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
     plan = plan_deploy(current, stack, prune)
+    _refuse_port_clashes(path, plan, current)
     for w in plan.warnings:
         err(f"warning: {w}")
     click.echo(render_plan(plan))
@@ -108,6 +127,9 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
 @click.option("-e", "--env", "env_add", multiple=True, help="Set KEY=VALUE (repeatable).")
 @click.option("--env-rm", multiple=True, help="Remove an environment variable (repeatable).")
 @click.option("--replicas", type=click.IntRange(0), help="New replica count.")
+@click.option("--publish-add", multiple=True, help="Publish PUBLISHED:TARGET[/PROTO] (repeatable).")
+@click.option("--publish-rm", multiple=True,
+              help="Stop publishing PORT[/PROTO], a published or target port (repeatable).")
 @click.option("--health-path", help="New HTTP health check path.")
 @click.option("--parallelism", type=click.IntRange(1), help="Replicas updated at a time.")
 @click.option("--monitor", type=float, help="Seconds a new replica must stay healthy.")
@@ -117,7 +139,8 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
 @click.option("--push/--no-push", default=None,
               help="Push the new image to nodes that lack it (default: ask on a terminal, else warn).")
 def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env_rm: Tuple[str, ...],
-               replicas: Optional[int], health_path: Optional[str], parallelism: Optional[int],
+               replicas: Optional[int], publish_add: Tuple[str, ...], publish_rm: Tuple[str, ...],
+               health_path: Optional[str], parallelism: Optional[int],
                monitor: Optional[float], failure_action: Optional[str], detach: bool,
                timeout: float, push: Optional[bool]) -> None:
     """Rolling-update a service: health-gated, start-first, rolled back on failure."""
@@ -133,6 +156,8 @@ def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env
         changes["env"] = env
     if replicas is not None:
         changes["replicas"] = replicas
+    if publish_add or publish_rm:
+        changes["ports"] = _ports_after(spec.get("ports") or [], publish_add, publish_rm)
     if health_path:
         changes["health"] = {**spec["health"], "kind": "http", "path": health_path}
     upd = dict(spec["update"])
@@ -152,6 +177,21 @@ def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env
     click.echo(f"{service}: revision {out['revision']}")
     if not detach:
         _finish(follow([service], timeout))
+
+
+def _ports_after(ports: List[Dict[str, Any]], add: Tuple[str, ...], rm: Tuple[str, ...]
+                 ) -> List[Dict[str, Any]]:
+    """The wire ``ports`` after ``--publish-rm`` (by published or target port) and ``--publish-add``."""
+    gone = []
+    for text in rm:
+        num, _, proto = text.partition("/")
+        if not num.isdigit() or proto not in ("", "tcp", "udp"):
+            raise click.UsageError(f"bad --publish-rm {text!r}: use PORT or PORT/udp")
+        gone.append((int(num), proto or "tcp"))
+    kept = [p for p in ports if not any(
+        n in (p.get("published"), p.get("target")) and proto == p.get("protocol", "tcp")
+        for n, proto in gone)]
+    return kept + [to_wire(parse_port(text)) for text in add]
 
 
 @click.command("rollback", epilog="Example: swarmlet rollback web --to 3")

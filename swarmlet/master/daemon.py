@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, SwarmletError, UsageError
-from ..shipped.validate import validate_spec
+from ..shipped.validate import check_ports, validate_spec
 from ..shipped.models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
 from . import views
 from .agents import AgentClient, base_url
@@ -346,6 +346,7 @@ class Master:
                 raise APIError(f"service {spec.name!r} exists", status=409)
             if old is not None and old.spec == spec:
                 return {"name": spec.name, "revision": old.revision, "changed": False}
+            check_ports([spec], {n: s.spec for n, s in self.services.items()})   # 409: one line
             svc = next_revision(old, spec, self.clock())
             what = "created" if old is None else f"revision {svc.revision}"
             if old is not None and svc.template_revision == svc.revision:

@@ -11,7 +11,13 @@ position, by ``run`` before any request, and by the master with a 400.
   container-name parts, so case must not matter);
 - ``constraints``: the placement grammar (``constraints.parse``);
 - ``problems(spec)``: every problem, each with the field it is about;
-  ``validate_spec(spec)`` raises ``UsageError`` naming the first.
+  ``validate_spec(spec)`` raises ``UsageError`` naming the first;
+- ``port_clashes(specs, current, removing)``: the cross-service check, a
+  published port (number *and* protocol: 53/tcp and 53/udp are two ports)
+  that another service already holds. The master runs it on every write
+  (one service, or a whole stack at once); ``check_ports`` raises
+  ``APIError`` 409 with one line: "port 18080/tcp is published by service
+  'hello'". ``deploy`` runs it first to point at the stack file's line.
 
 Pure, standard library only (shipped, so an agent could judge a spec too).
 """
@@ -20,11 +26,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .constraints import parse as parse_constraint
-from .exceptions import UsageError
-from .models import ServiceSpec
+from .exceptions import APIError, UsageError
+from .models import PortSpec, ServiceSpec
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 SERVICE_NAME_WHAT = ("a service name of lower-case letters, digits, '_', '.' or '-' "
@@ -78,6 +84,14 @@ def problems(spec: ServiceSpec) -> List[Problem]:
         why = constraint_problem(expr)
         if why:
             out.append(Problem("constraints", why))
+    seen = set()
+    for port in spec.ports:
+        key = _held(port)
+        if key is not None and key[:2] in seen:
+            out.append(Problem("ports", f"expected each published port once, got "
+                                        f"{key[0]}/{key[1]} twice"))
+        elif key is not None:
+            seen.add(key[:2])
     return out
 
 
@@ -86,3 +100,83 @@ def validate_spec(spec: ServiceSpec) -> None:
     found = problems(spec)
     if found:
         raise UsageError(f"service {spec.name!r}: {found[0]}")
+
+
+# --- ports held across services -------------------------------------------------
+
+# (number, protocol, how): "published" ports are served by the load balancer on every node
+# and on the master; "host" ports are bound by the replica on whichever node runs it.
+Held = Tuple[int, str, str]
+
+
+def _held(port: PortSpec) -> Optional[Held]:
+    if port.host_port is not None:
+        return (port.host_port, port.protocol, "host")
+    if port.published is not None:
+        return (port.published, port.protocol, "published")
+    return None
+
+
+@dataclass(frozen=True)
+class Clash:
+    service: str        # the service being written
+    index: int          # which of its ``ports``
+    port: int
+    protocol: str
+    holder: str         # the service that holds the port
+    holder_how: str     # "published" or "host"
+
+    @property
+    def message(self) -> str:
+        if self.holder_how == "published":
+            return f"port {self.port}/{self.protocol} is published by service {self.holder!r}"
+        return (f"port {self.port}/{self.protocol} is bound on its nodes by service "
+                f"{self.holder!r} (host mode)")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _clash(mine: Held, theirs: Held) -> bool:
+    """Two host-mode ports can share a number (the scheduler puts them on different nodes);
+    a published port is taken on every node, so it clashes with any use of that port."""
+    return mine[:2] == theirs[:2] and "published" in (mine[2], theirs[2])
+
+
+def port_clashes(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec],
+                 removing: Iterable[str] = ()) -> List[Clash]:
+    """Ports of ``specs`` (written together, e.g. one stack) that another service holds.
+
+    ``current``: every service as stored now; a service in ``specs`` replaces its stored
+    self, and ``removing`` ones are gone. A port a service already holds is never refused
+    to it again (a clash stored before this check existed must not block scaling it).
+    """
+    gone = set(removing) | {s.name for s in specs}
+    holders: List[Tuple[Held, str]] = [(h, name) for name, spec in sorted(current.items())
+                                       if name not in gone
+                                       for h in (_held(p) for p in spec.ports) if h is not None]
+    out: List[Clash] = []
+    for spec in specs:
+        before = current.get(spec.name)
+        had = {_held(p) for p in before.ports} if before is not None else set()
+        mine = [(i, h) for i, h in ((i, _held(p)) for i, p in enumerate(spec.ports)) if h is not None]
+        for i, h in mine:
+            for theirs, holder in holders:
+                if _clash(h, theirs) and not (h in had and _holds(current.get(holder), theirs)):
+                    out.append(Clash(spec.name, i, h[0], h[1], holder, theirs[2]))
+                    break
+        holders += [(h, spec.name) for _, h in mine]
+    return out
+
+
+def _holds(spec: Optional[ServiceSpec], held: Held) -> bool:
+    """Whether the stored ``spec`` holds ``held`` (so the clash predates this write)."""
+    return spec is not None and held in {_held(p) for p in spec.ports}
+
+
+def check_ports(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec],
+                removing: Iterable[str] = ()) -> None:
+    """Raise ``APIError`` (HTTP 409) naming the first clash of ``port_clashes``."""
+    found = port_clashes(specs, current, removing)
+    if found:
+        raise APIError(found[0].message, status=409)

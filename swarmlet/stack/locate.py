@@ -1,0 +1,52 @@
+"""Where a service's port was written in a stack file: ``file:line:col``. Pure.
+
+A ``Stack`` keeps values, not places, and some checks can only run once the
+cluster is known (a published port held by a service of *another* stack, seen
+by ``deploy`` from the master's list). ``port_location`` reads the file's text
+again and returns the place of the ``ports:`` entry that made a given
+``PortSpec`` (entries are counted as the loader counts them: a range such as
+``"8000-8001:80-81"`` makes two). It never raises: an entry it cannot find
+falls back to the service's key, then to the file name.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Mapping
+
+from ..shipped.exceptions import StackFileError
+from .loader import Node, parse_yaml
+from .ports import parse_ports
+from .values import Context
+
+
+def _none(path: str) -> str:
+    raise FileNotFoundError(2, "No such file or directory", path)
+
+
+def port_location(text: str, filename: str, env: Mapping[str, str], service: str, index: int) -> str:
+    """``file:line:col`` of the entry behind ``ports[index]`` of ``service`` (its name in the file)."""
+    ctx = Context(filename=filename, base_dir=posixpath.dirname(filename) or ".", env=dict(env),
+                  read_text=_none)
+    try:
+        root = parse_yaml(text, filename, dict(env), ctx.warn)
+    except StackFileError:
+        return filename
+    services = root.value.get("services") if root is not None and root.is_map else None
+    if services is None or not services.is_map or service not in services.value:
+        return filename
+    snode = services.value[service]
+    here = str(services.key_marks.get(service, snode.mark))
+    ports = snode.value.get("ports") if snode.is_map else None
+    if ports is None or not ports.is_seq:
+        return here
+    seen = 0
+    for item in ports.value:
+        try:
+            made = len(parse_ports(Node([item], item.mark, ports.path), ctx))
+        except StackFileError:
+            made = 1
+        if index < seen + made:
+            return str(item.mark)
+        seen += made
+    return str(ports.mark)
