@@ -1,0 +1,439 @@
+"""Simulated agents: many cheap stand-ins that speak the real agent API over mutual TLS.
+
+For scale benchmarks (``bench/scale``) and tests that need hundreds or thousands
+of nodes behind a real master. Each simulated node listens on its own loopback
+address (127.0.0.0/8 holds millions) and the same port, with its own certificate
+from the cluster CA: role ``agent``, CN = the node's name, its address in the
+SANs (what the master checks of an agent). All nodes of one ``SimFleet`` share
+one aiohttp application and one event loop; the handler finds the node by the
+local address the request arrived on.
+
+What a node does (the agent API of docs/internal-apis.md, without Docker):
+
+- ``PUT /v1/assignment``: versioned like the real agent (older -> 409 with
+  ``current``, same -> not applied). A new task is ``assigned`` at once and
+  ``running`` after ``run_delay`` seconds (``healthy`` if its spec has a
+  health check); a task left out is gone at once. Every new task is logged
+  with the time it arrived (``log``), so a benchmark can tell when a
+  replacement reached a node.
+- ``GET /v1/tasks``; with ``?since=SEQ&wait=S`` a long poll (answer when the
+  report's ``seq`` moves past ``SEQ``, or after ``S`` seconds);
+  ``/v1/info``; ``/v1/stats`` (fixed, plausible figures);
+  ``/v1/members``: the fleet's shared gossip view, in which a killed node turns
+  ``suspect`` after ``suspect_after`` and ``dead`` after ``dead_after`` seconds.
+- ``kill``: the listener closes (connections refused) and open connections are
+  cut; ``revive`` brings it back with its tasks as they were.
+- bytes received are counted per method (request line, headers and body:
+  the HTTP bytes inside TLS), and answered bytes per path.
+
+Only role ``master`` or ``cli`` client certificates may call, as on a real agent.
+
+Run as a process (``python -m tests.tools.simagents --home H --roster F --part i/k``)
+it serves a small plain-HTTP control API on 127.0.0.1 for the benchmark driver
+(``/kill``, ``/revive``, ``/health``, ``/log``, ``/counters``) and prints
+``ready PORT`` once every node listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from aiohttp import web
+
+from swarmlet import pki
+from swarmlet.shipped.tlsutil import peer_role, server_context
+
+RUNNING, ASSIGNED = 5, 2
+LONG_POLL_MAX = 60.0
+
+
+def roster(n: int, prefix: str = "sim", base: str = "127.100", rack: int = 100) -> List[Dict[str, Any]]:
+    """``n`` nodes on distinct loopback addresses, labelled by zone and rack."""
+    out = []
+    b1, b2 = (int(x) for x in base.split("."))
+    for i in range(n):
+        hi, lo = divmod(i, 250)
+        out.append({"name": f"{prefix}-{i:05d}", "address": f"{b1}.{b2 + hi // 250}.{hi % 250}.{lo + 1}",
+                    "labels": {"zone": "abc"[i % 3], "rack": f"r{i // rack:03d}"}})
+    return out
+
+
+@dataclass
+class SimNode:
+    name: str
+    address: str
+    labels: Dict[str, str]
+    alive: bool = True
+    version: int = 0
+    assignment: Optional[bytes] = None
+    tasks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    seq: int = 0
+    cached: Optional[bytes] = None
+    waiters: Set["asyncio.Future[None]"] = field(default_factory=set)
+    transports: Set[Any] = field(default_factory=set)
+    site: Any = None
+    ctx: Optional[ssl.SSLContext] = None
+    died_at: Optional[float] = None
+
+    def changed(self) -> None:
+        self.seq += 1
+        self.cached = None
+        for w in self.waiters:
+            if not w.done():
+                w.set_result(None)
+        self.waiters.clear()
+
+    def report(self) -> bytes:
+        if self.cached is None:
+            self.cached = json.dumps({"version": self.version, "seq": self.seq,
+                                      "tasks": list(self.tasks.values())}).encode()
+        return self.cached
+
+
+NODE_KEY: "web.RequestKey[SimNode]" = web.RequestKey("sim_node", SimNode)
+
+
+class SimFleet:
+    def __init__(self, home: Path, nodes: Sequence[Dict[str, Any]], port: int,
+                 run_delay: float = 0.5, suspect_after: float = 1.5,
+                 dead_after: Optional[float] = None, everyone: Optional[Sequence[Dict[str, Any]]] = None,
+                 cluster_id: str = "") -> None:
+        self.home = Path(home)
+        self.port = port
+        self.run_delay = run_delay
+        self.cluster_id = cluster_id
+        self.nodes: Dict[str, SimNode] = {n["name"]: SimNode(n["name"], n["address"], dict(n.get("labels") or {}))
+                                          for n in nodes}
+        self.by_addr = {n.address: n for n in self.nodes.values()}
+        total = len(everyone) if everyone is not None else len(nodes)
+        self.suspect_after = suspect_after
+        # memberlist's suspicion timeout: 4 * max(1, log10 N) probe intervals of 1 s
+        self.dead_after = dead_after if dead_after is not None else 4 * max(1.0, math.log10(max(total, 1)))
+        self.members: Dict[str, Dict[str, Any]] = {}
+        for n in (everyone if everyone is not None else nodes):
+            self.members[n["name"]] = {
+                "name": n["name"], "address": n["address"], "port": 7946, "state": "alive",
+                "incarnation": 1, "meta": {"address": n["address"], "api_port": port,
+                                           "labels": dict(n.get("labels") or {}), "version": "sim",
+                                           "cpu_percent": 12.5, "mem_used": 2 << 30,
+                                           "mem_total": 16 << 30, "load1": 0.4, "cpus": 8, "tasks": 10}}
+        self._members_body: Optional[bytes] = None
+        self.log: List[Tuple[float, str, str, str, int]] = []   # (t, node, task, service, slot)
+        self.bytes_in: Dict[str, int] = {}
+        self.bytes_out: Dict[str, int] = {}
+        self.requests: Dict[str, int] = {}
+        self.runner: Optional[web.AppRunner] = None
+        self._timers: List[asyncio.TimerHandle] = []
+
+    # --- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._make_certs)
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.get("/v1/info", self._info), web.put("/v1/assignment", self._put),
+                        web.get("/v1/assignment", self._get_assignment),
+                        web.get("/v1/tasks", self._tasks), web.get("/v1/stats", self._stats),
+                        web.get("/v1/members", self._members)])
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self.runner.setup()
+        for n in self.nodes.values():
+            await self._listen(n)
+
+    def _make_certs(self) -> None:
+        ca = pki.KeyPair((self.home / "ca.key").read_bytes(), (self.home / "ca.crt").read_bytes())
+        with tempfile.TemporaryDirectory(prefix="simagents-") as tmp:
+            for n in self.nodes.values():
+                kp = pki.issue(ca, n.name, "agent", [n.address])
+                crt, key = Path(tmp) / f"{n.name}.crt", Path(tmp) / f"{n.name}.key"
+                crt.write_bytes(kp.cert_pem)
+                key.write_bytes(kp.key_pem)
+                key.chmod(0o600)
+                n.ctx = server_context(str(crt), str(key), str(self.home / "ca.crt"))
+
+    async def _listen(self, n: SimNode) -> None:
+        assert self.runner is not None
+        n.site = web.TCPSite(self.runner, n.address, self.port, ssl_context=n.ctx,
+                             reuse_address=True, backlog=128)
+        await n.site.start()
+
+    async def close(self) -> None:
+        for h in self._timers:
+            h.cancel()
+        for n in self.nodes.values():
+            self._cut(n)
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # --- faults ---------------------------------------------------------------------
+
+    async def kill(self, names: Iterable[str]) -> None:
+        """Nodes die: refused connections, cut streams; gossip suspects, then buries them."""
+        now = time.time()
+        loop = asyncio.get_running_loop()
+        for name in names:
+            n = self.nodes.get(name)
+            if n is not None and n.alive:
+                n.alive, n.died_at = False, now
+                if n.site is not None:
+                    await n.site.stop()
+                    n.site = None
+                self._cut(n)
+            if name in self.members:
+                self._timers.append(loop.call_later(self.suspect_after, self._gossip, name, "suspect", now))
+                self._timers.append(loop.call_later(self.dead_after, self._gossip, name, "dead", now))
+
+    async def revive(self, names: Iterable[str]) -> None:
+        for name in names:
+            n = self.nodes.get(name)
+            if n is not None and not n.alive:
+                n.alive, n.died_at = True, None
+                await self._listen(n)
+            m = self.members.get(name)
+            if m is not None:
+                m["state"], m["incarnation"] = "alive", m["incarnation"] + 1
+                self._members_body = None
+
+    def _gossip(self, name: str, state: str, died_at: float) -> None:
+        n, m = self.nodes.get(name), self.members.get(name)
+        if m is None:
+            return
+        if n is not None and (n.alive or n.died_at != died_at):
+            return   # came back meanwhile
+        if n is None and m.get("_revived_after", 0) > died_at:
+            return
+        m["state"] = state
+        self._members_body = None
+
+    def _cut(self, n: SimNode) -> None:
+        for t in list(n.transports):
+            t.abort()
+        n.transports.clear()
+        n.changed()   # wake long polls: they find the node dead and are cut
+
+    def set_health(self, node: str, task: str, health: str) -> bool:
+        n = self.nodes.get(node)
+        if n is None or task not in n.tasks:
+            return False
+        n.tasks[task] = {**n.tasks[task], "health": health, "updated_at": time.time()}
+        n.changed()
+        return True
+
+    def set_gossip(self, name: str, state: str) -> None:
+        """For fleets that do not own ``name``: follow the driver's word on its state."""
+        if name in self.members:
+            self.members[name]["state"] = state
+            self._members_body = None
+
+    # --- the agent API --------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        n = self.by_addr.get(sock[0]) if sock else None
+        if n is None or not n.alive:
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPServiceUnavailable()
+        ssl_object = request.transport.get_extra_info("ssl_object")
+        if peer_role(ssl_object) not in ("master", "cli"):
+            return web.json_response({"error": "role may not use the agent API"}, status=403)
+        size = len(request.method) + len(request.raw_path) + 11 + sum(
+            len(k) + len(v) + 4 for k, v in request.raw_headers) + (request.content_length or 0)
+        self.bytes_in[request.method] = self.bytes_in.get(request.method, 0) + size
+        key = f"{request.method} {request.path.split('?')[0]}"
+        self.requests[key] = self.requests.get(key, 0) + 1
+        request[NODE_KEY] = n
+        n.transports.add(request.transport)
+        try:
+            resp = await handler(request)
+        finally:
+            n.transports.discard(request.transport)
+        body = getattr(resp, "body", None)
+        self.bytes_out[key] = self.bytes_out.get(key, 0) + (len(body) if isinstance(body, (bytes, bytearray)) else 0)
+        return resp
+
+    async def _info(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        return web.json_response({"name": n.name, "address": n.address, "version": "sim",
+                                  "cluster_id": self.cluster_id, "api_port": self.port,
+                                  "gossip_port": 7946, "labels": n.labels})
+
+    async def _put(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+            version = int(body["version"])
+            tasks = body.get("tasks") or []
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad assignment: {exc}"}, status=400)
+        if body.get("node") != n.name:
+            return web.json_response({"error": f"assignment is for node {body.get('node')!r}"}, status=400)
+        if version < n.version:
+            return web.json_response({"error": "stale assignment", "current": n.version}, status=409)
+        if version == n.version:
+            return web.json_response({"version": version, "applied": False})
+        now = time.time()
+        n.version, n.assignment = version, raw
+        want = {}
+        for t in tasks:
+            want[t["task_id"]] = t
+        for tid in list(n.tasks):
+            if tid not in want:
+                del n.tasks[tid]
+        loop = asyncio.get_running_loop()
+        for tid, t in want.items():
+            if tid in n.tasks:
+                continue
+            checked = ((t.get("health") or {}).get("kind") or "none") != "none"
+            ports = {f"{p['target']}/tcp": 20000 + (hash(tid) % 40000) for p in t.get("ports") or []}
+            n.tasks[tid] = {"task_id": tid, "service": t["service"], "revision": t["revision"],
+                            "state": ASSIGNED, "health": "starting" if checked else "none", "reason": "",
+                            "container_id": f"sim{abs(hash(tid)) % 10**12:012d}", "host_ports": ports,
+                            "restarts": 0, "updated_at": now}
+            self.log.append((now, n.name, tid, t["service"], int(t.get("slot", 0))))
+            self._timers.append(loop.call_later(self.run_delay, self._run, n, tid, checked))
+        if len(self._timers) > 4096:
+            self._timers = [h for h in self._timers if not h.cancelled() and h.when() > loop.time()]
+        n.changed()
+        return web.json_response({"version": version, "applied": True})
+
+    def _run(self, n: SimNode, tid: str, checked: bool) -> None:
+        t = n.tasks.get(tid)
+        if t is None or t["state"] >= RUNNING:
+            return
+        n.tasks[tid] = {**t, "state": RUNNING, "health": "healthy" if checked else "none",
+                        "updated_at": time.time()}
+        n.changed()
+
+    async def _get_assignment(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        if n.assignment is None:
+            return web.json_response({"error": "no assignment yet", "current": 0}, status=404)
+        return web.Response(body=n.assignment, content_type="application/json")
+
+    async def _tasks(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        q = request.query
+        if "since" in q and "wait" in q:
+            try:
+                since, wait = int(q["since"]), min(LONG_POLL_MAX, max(0.0, float(q["wait"])))
+            except ValueError:
+                return web.json_response({"error": "since and wait are numbers"}, status=400)
+            if since == n.seq and wait > 0:
+                fut = asyncio.get_running_loop().create_future()
+                n.waiters.add(fut)
+                try:
+                    await asyncio.wait_for(fut, wait)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    n.waiters.discard(fut)
+                if not n.alive:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise web.HTTPServiceUnavailable()
+        return web.Response(body=n.report(), content_type="application/json")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        tasks = {tid: {"cpu_percent": 3.0, "mem_used": 64 << 20} for tid in n.tasks}
+        return web.json_response({"node": {"cpu_percent": 12.5, "mem_used": 2 << 30, "mem_total": 16 << 30,
+                                           "load1": 0.4, "cpus": 8, "tasks": len(n.tasks)},
+                                  "tasks": tasks})
+
+    async def _members(self, request: web.Request) -> web.Response:
+        n = request[NODE_KEY]
+        if self._members_body is None:
+            self._members_body = json.dumps(
+                [{k: v for k, v in m.items() if not k.startswith("_")} for m in self.members.values()]).encode()
+        return web.Response(body=self._members_body, content_type="application/json")
+
+    # --- what the benchmark reads ------------------------------------------------------
+
+    def counters(self) -> Dict[str, Any]:
+        return {"bytes_in": dict(self.bytes_in), "bytes_out": dict(self.bytes_out),
+                "requests": dict(self.requests), "log": len(self.log),
+                "tasks": sum(len(n.tasks) for n in self.nodes.values() if n.alive),
+                "running": sum(1 for n in self.nodes.values() if n.alive
+                               for t in n.tasks.values() if t["state"] == RUNNING)}
+
+
+# --- process mode: a control API for the benchmark driver ----------------------------------
+
+def control_app(fleet: SimFleet) -> web.Application:
+    async def kill(request: web.Request) -> web.Response:
+        await fleet.kill((await request.json())["names"])
+        return web.json_response({"ok": True})
+
+    async def revive(request: web.Request) -> web.Response:
+        await fleet.revive((await request.json())["names"])
+        return web.json_response({"ok": True})
+
+    async def health(request: web.Request) -> web.Response:
+        b = await request.json()
+        return web.json_response({"ok": fleet.set_health(b["node"], b["task"], b["health"])})
+
+    async def log(request: web.Request) -> web.Response:
+        since = int(request.query.get("since", 0))
+        return web.json_response(fleet.log[since:])
+
+    async def counters(request: web.Request) -> web.Response:
+        return web.json_response(fleet.counters())
+
+    async def tasks(request: web.Request) -> web.Response:
+        return web.json_response({n.name: sorted(n.tasks) for n in fleet.nodes.values()})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes([web.post("/kill", kill), web.post("/revive", revive), web.post("/health", health),
+                    web.get("/log", log), web.get("/counters", counters), web.get("/tasks", tasks)])
+    return app
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    everyone = json.loads(Path(args.roster).read_text())
+    part, parts = (int(x) for x in args.part.split("/"))
+    mine = everyone[part::parts]
+    fleet = SimFleet(Path(args.home), mine, args.port, run_delay=args.run_delay,
+                     everyone=everyone, cluster_id=args.cluster_id)
+    await fleet.start()
+    runner = web.AppRunner(control_app(fleet), access_log=None, handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"ready {port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await fleet.close()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description="simulated swarmlet agents (see the module docstring)")
+    ap.add_argument("--home", required=True, help="cluster home with ca.crt and ca.key")
+    ap.add_argument("--roster", required=True, help="JSON list of {name, address, labels}")
+    ap.add_argument("--part", default="0/1", help="this process serves roster[i::k]")
+    ap.add_argument("--port", type=int, required=True, help="the agents' API port")
+    ap.add_argument("--run-delay", type=float, default=0.5)
+    ap.add_argument("--cluster-id", default="")
+    args = ap.parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
