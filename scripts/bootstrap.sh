@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker.io debootstrap busybox-static musl-tools openssh-client iproute2 curl
-              wrk nginx-light haproxy procps psmisc chromium tmux)
+              wrk nginx-light haproxy procps psmisc chromium tmux
+              etcd-server etcd-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,9 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # nginx and haproxy are benchmark peers only: never leave their services running.
+  # nginx and haproxy are benchmark peers only: never leave their services running. etcd
+  # (3.4, Go binaries needing only libc) is what the HA tests start on loopback and what
+  # 'master ha' uploads to servers: its packaged service (where systemd runs) is stopped too.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   for s in nginx haproxy; do (service "$s" stop || pkill -x "$s") >/dev/null 2>&1 || true; done
+  (service etcd stop; systemctl disable etcd) >/dev/null 2>&1 || true
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -29,7 +29,8 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     │   └── StaleAssignment   an assignment older than the agent's (409)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
-    │   └── FencedOut         a write guarded by a fence no longer holding (deposed leader)
+    │   ├── FencedOut         a write guarded by a fence no longer holding (deposed leader)
+    │   └── NoQuorum          etcd has no quorum: writes fail at once (HA masters)
     └── ProtocolError         a wire message is malformed (dropped, counted)
         ├── AuthError         a packet failed authentication
         └── GarbledUpload     an image upload is not a gzip-compressed tar
@@ -173,6 +174,10 @@ class StoreError(SwarmletError):
 
 class FencedOut(StoreError):
     """A commit's fence (``meta[key] == value``) no longer held: nothing was written."""
+
+
+class NoQuorum(StoreError):
+    """Too few etcd members answer for a write (``no quorum: 1 of 3 masters reachable``)."""
 
 
 class ProtocolError(SwarmletError):
