@@ -119,6 +119,7 @@ class Etcd:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._preferred = 0
+        self._streams: set = set()       # open watch responses, closed by cancel_watches()
 
     # --- one call, any endpoint ------------------------------------------------------------
 
@@ -268,6 +269,10 @@ class Etcd:
             except requests.exceptions.RequestException as exc:
                 last = exc
                 continue
+            with self._lock:
+                self._streams.add(resp)
+            if stop.is_set():
+                resp.close()
             try:
                 if resp.status_code != 200:
                     last = StoreError(f"watch refused: {resp.status_code}")
@@ -279,16 +284,46 @@ class Etcd:
                                          f"{result.get('compact_revision', '?')})")
                     on_response(result)
                 return
-            except requests.exceptions.RequestException as exc:
+            except (requests.exceptions.RequestException, AttributeError, ValueError) as exc:
+                # AttributeError/ValueError: the stream was closed under the reader (cancel).
+                if stop.is_set():
+                    return
                 raise StoreError(f"watch stream broke: {exc}") from exc
             finally:
+                with self._lock:
+                    self._streams.discard(resp)
                 resp.close()
         raise StoreError(f"cannot watch: {last}")
 
+    def cancel_watches(self) -> None:
+        """Close every open watch stream (their readers return once ``stop`` is set)."""
+        with self._lock:
+            streams = list(self._streams)
+        for resp in streams:
+            _shutdown(resp)
+
     def close(self) -> None:
+        self.cancel_watches()
         clients = getattr(self._local, "clients", None) or {}
         for c in clients.values():
             c.session.close()
+
+
+def _shutdown(resp: requests.Response) -> None:
+    """Wake a reader blocked on ``resp``'s socket: ``close()`` alone does not interrupt a
+    ``recv`` in another thread, ``shutdown`` does."""
+    import socket
+    conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        resp.close()
+    except Exception:   # closing under another thread's read: best effort
+        pass
 
 
 def _lines(resp: requests.Response, stop: threading.Event) -> Iterator[bytes]:

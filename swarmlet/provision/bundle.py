@@ -38,7 +38,7 @@ from ..shipped.exceptions import BundleError
 # What the shipped code imports from PyPI (the load balancer needs httptools). ``requirements()``
 # adds whatever else swarmlet's own metadata declares, minus the admin-only packages.
 REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6")
-ADMIN_ONLY = {"asyncssh", "click", "pyyaml"}
+ADMIN_ONLY = {"asyncssh", "click", "pyyaml", "etcd3gw"}   # etcd3gw: masters only
 PIP_TIMEOUT = 600.0
 # Bumped when the way wheels are prepared changes (v2: extension modules stripped).
 CACHE_FORMAT = "v2"

@@ -7,9 +7,10 @@ import pytest
 from tests.tools.etcd import EtcdCluster
 
 
-@pytest.fixture
-def etcd1(tmp_path):
-    c = EtcdCluster(tmp_path / "etcd1", 1)
+@pytest.fixture(scope="session")
+def etcd1(tmp_path_factory):
+    """One single-member etcd for the session: tests use their own key prefixes."""
+    c = EtcdCluster(tmp_path_factory.mktemp("etcd1"), 1)
     c.start()
     yield c
     c.stop()
@@ -17,6 +18,7 @@ def etcd1(tmp_path):
 
 @pytest.fixture
 def etcd3(tmp_path):
+    """A fresh 3-member cluster per test: tests kill and pause its members."""
     c = EtcdCluster(tmp_path / "etcd3", 3)
     c.start()
     yield c
