@@ -205,12 +205,13 @@ class EtcdStore:
         """Every operation of ``batch`` (encoded first: a record that cannot be encoded fails
         the commit before anything is sent); also the next event id."""
         puts: Dict[str, str] = {}
+        revs: Dict[str, str] = {}          # written only if absent: a revision never changes
         deletes: Dict[str, Optional[bytes]] = {}
         gone_services = set(batch.delete_services)
         for s in batch.services:
             if s.name in gone_services:
                 continue
-            puts[self._k("rev", s.name, f"{s.revision:010d}")] = _dumps(
+            revs[self._k("rev", s.name, f"{s.revision:010d}")] = _dumps(
                 {"spec": to_wire(s.spec), "created_at": s.updated_at})
             puts[self._k("svc", s.name)] = _dumps(
                 {"revision": s.revision, "template_revision": s.current_from,
@@ -239,6 +240,9 @@ class EtcdStore:
                 {"ts": ts, "kind": e.kind, "subject": e.subject, "message": e.message})
             nxt += 1
         ops = [E.put(k, v) for k, v in puts.items()]
+        ops += [{"request_txn": {"compare": [E.create_revision_is(k, 0)],
+                                 "success": [E.put(k, v)], "failure": []}}
+                for k, v in revs.items()]
         ops += [E.delete(k, end) for k, end in deletes.items()]
         if batch.events and nxt - 1 > self.max_events:
             ops.append(E.delete(self._k("event", f"{0:016d}"),
@@ -278,6 +282,24 @@ class EtcdStore:
         if self._thread is not None:
             self._wait_delivered(rev)
         return rev
+
+    def restore_events(self, rows: List[Dict[str, Any]], chunk: int = 1000) -> None:
+        """Bulk-load an event log with its own ids and timestamps (migration into an empty
+        store: ``migrate.copy``), then move ``seq`` past the highest id."""
+        rows = sorted(rows, key=lambda r: int(r["id"]))
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            with self._lock:
+                self._seq_rev = -1
+                seq_rev, nxt = self._read_seq()
+                nxt = max(nxt, int(part[-1]["id"]) + 1)
+                ops = [E.put(self._k("event", f"{int(r['id']):016d}"), _dumps(
+                    {"ts": r["ts"], "kind": r["kind"], "subject": r["subject"],
+                     "message": r["message"]})) for r in part]
+                ops.append(E.put(self.seq_key, _dumps({"events": nxt})))
+                out = self.etcd.txn([E.mod_revision_is(self.seq_key, seq_rev)], ops)
+                if not out.get("succeeded"):
+                    raise StoreError("restoring events conflicted with another writer")
 
     # --- watch and the hot copy ----------------------------------------------------------
 
