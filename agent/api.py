@@ -61,7 +61,9 @@ async def put_assignment(request: web.Request) -> web.Response:
     try:
         applied = await agent.set_assignment(assignment)
     except StaleAssignment as exc:
-        return _error(409, "stale assignment", current=exc.current)
+        older_term = exc.term > assignment.term
+        return _error(409, str(exc) if older_term else "stale assignment", current=exc.current,
+                      term=exc.term)
     if not applied:
         return web.json_response({"version": assignment.version, "applied": False})
     return web.json_response({"version": assignment.version, "applied": True})
@@ -72,6 +74,14 @@ async def get_assignment(request: web.Request) -> web.Response:
     if cur is None:
         return _error(404, "no assignment yet", current=0)
     return web.json_response(to_wire(cur))
+
+
+async def get_terms(request: web.Request) -> web.Response:
+    """The leader terms this node heard from: {"term": current, "offers": {term: {last, count}}}."""
+    store = _agent(request).store
+    cur = store.current
+    return web.json_response({"term": cur.term if cur is not None else 0,
+                              "offers": {str(t): o for t, o in store.offers.items()}})
 
 
 async def get_tasks(request: web.Request) -> web.Response:
@@ -198,6 +208,7 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/info", get_info),
         web.put("/v1/assignment", put_assignment),
         web.get("/v1/assignment", get_assignment),
+        web.get("/v1/terms", get_terms),
         web.get("/v1/tasks", get_tasks),
         web.get("/v1/tasks/{task_id}/logs", get_logs),
         web.get("/v1/stats", get_stats),

@@ -3,8 +3,14 @@
 Owns ``<state_dir>/assignment.json``. A write goes to a temporary file in the
 same directory, is fsynced, renamed over the old file, and the directory is
 fsynced: after a crash or a power cut the file holds either the old or the
-new assignment, never a torn one. Versions only move forward: an older
-assignment raises ``StaleAssignment``, the same version again is a no-op.
+new assignment, never a torn one. Assignments are ordered by (term, version):
+the term is the HA leader's (0 for a single master), so one from a newer
+leader replaces the stored one whatever its version, and one from an older
+term is refused (``StaleAssignment`` with ``term``) however new its version:
+a deposed leader can never move a task. Within a term, versions only move
+forward, and the same version again is a no-op. ``offers`` keeps, per term,
+when an assignment of that term last arrived (accepted or not): the agents'
+own view of which leader still talks to them (``GET /v1/terms``).
 
 "No assignment known" (``None``) differs from "an empty assignment": with
 ``None`` the agent adopts and restarts what it finds but removes nothing.
@@ -15,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Optional
+import time
+from typing import Dict, Optional
 
 from swarmlet.shipped.exceptions import ConfigError, ProtocolError, StaleAssignment
 from swarmlet.shipped.models import Assignment, from_wire, to_wire
 
 FILENAME = "assignment.json"
+KEEP_TERMS = 8
 
 
 class AssignmentStore:
@@ -28,6 +36,7 @@ class AssignmentStore:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, FILENAME)
         self.current: Optional[Assignment] = None
+        self.offers: Dict[int, Dict[str, float]] = {}     # term -> {"last": unix time, "count"}
 
     def load(self) -> Optional[Assignment]:
         """Read the stored assignment; a corrupt file is set aside, not trusted."""
@@ -49,15 +58,26 @@ class AssignmentStore:
 
     def offer(self, assignment: Assignment) -> bool:
         """Store ``assignment`` if newer. True if it replaced the stored one."""
+        self._note(assignment.term)
         cur = self.current
         if cur is not None:
-            if assignment.version < cur.version:
-                raise StaleAssignment(cur.version, offered=assignment.version)
-            if assignment.version == cur.version:
+            if assignment.term < cur.term:
+                raise StaleAssignment(
+                    cur.version, offered=assignment.version, term=cur.term,
+                    message=f"stale term {assignment.term}: this node follows term {cur.term}")
+            if assignment.term == cur.term and assignment.version < cur.version:
+                raise StaleAssignment(cur.version, offered=assignment.version, term=cur.term)
+            if assignment.term == cur.term and assignment.version == cur.version:
                 return False
         self._write(assignment)
         self.current = assignment
         return True
+
+    def _note(self, term: int) -> None:
+        o = self.offers.setdefault(term, {"last": 0.0, "count": 0})
+        o["last"], o["count"] = time.time(), o["count"] + 1
+        for old in sorted(self.offers)[:-KEEP_TERMS]:
+            del self.offers[old]
 
     def _write(self, assignment: Assignment) -> None:
         body = json.dumps(to_wire(assignment), separators=(",", ":")).encode()

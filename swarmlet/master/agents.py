@@ -48,7 +48,8 @@ class AgentClient:
             async with self._s().request(method, url, json=body) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status == 409 and isinstance(data, dict) and "current" in data:
-                    raise StaleAssignment(int(data["current"]), message=f"{method} {url}: stale assignment")
+                    raise StaleAssignment(int(data["current"]), term=int(data.get("term") or 0),
+                                          message=f"{method} {url}: {data.get('error') or 'stale assignment'}")
                 if resp.status >= 400:
                     msg = data.get("error") if isinstance(data, dict) else data
                     raise APIError(f"{method} {url}: {resp.status} {msg}", status=resp.status)

@@ -96,6 +96,7 @@ class Master:
                  ingress: Optional[Any] = None) -> None:
         self.store = store
         self.fence: Optional[Fence] = None     # set by an HA leader: its writes are fenced by term
+        self.term = 0                           # the HA leader's term, sent in every assignment
         self.meta: Dict[str, Any] = {}          # the store's meta, as of the last load or write
         self.ingress = ingress          # swarmlet.shipped.ingress.Ingress, fed from routes()
         self._routes_dirty = asyncio.Event()
@@ -530,12 +531,17 @@ class Master:
                 if rec is None or live is None or live.content is None:
                     return
                 live.repush = False
-                a = Assignment(name, rec.assignment_version, live.content, *live.routing)
+                a = Assignment(name, rec.assignment_version, live.content, *live.routing,
+                               term=self.term)
                 try:
                     await self.client.put_assignment(base_url(rec.address, rec.api_port), a)
                     self.counters["pushes"] += 1
                     live.agent_version = max(live.agent_version, a.version)
                 except StaleAssignment as exc:
+                    if exc.term > self.term:
+                        # A newer leader talks to this node: we are deposed; never leapfrog it.
+                        log.warning("push to %s refused: %s", name, exc)
+                        return
                     # The agent holds a newer version (e.g. a store restored from backup): leapfrog.
                     async with self._lock:
                         rec = replace(self.nodes[name], assignment_version=exc.current + 1)

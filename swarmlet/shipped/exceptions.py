@@ -155,13 +155,15 @@ class StaleAssignment(APIError):
     The agent raises it with the ``offered`` version; the master's client raises it from a
     409 answer, where only ``current`` is known."""
 
-    def __init__(self, current: int, offered: "int | None" = None, message: "str | None" = None) -> None:
+    def __init__(self, current: int, offered: "int | None" = None, message: "str | None" = None,
+                 term: int = 0) -> None:
         if message is None:
             message = (f"stale assignment version {offered}: current is {current}"
                        if offered is not None else f"stale assignment: current is {current}")
         super().__init__(message, status=409)
         self.current = current
         self.offered = offered
+        self.term = term      # the newest leader term the agent has seen
 
 
 class SchedulingError(SwarmletError):

@@ -206,13 +206,17 @@ class Assignment:
 
     ``routes`` is the cluster's routing table, so the node's ingress proxies
     keep routing while the master is down; ``draining`` names tasks leaving
-    the routes on purpose (their in-flight requests may finish)."""
+    the routes on purpose (their in-flight requests may finish). ``term`` is the
+    sending master's leader term (0: a single master): agents order assignments
+    by (term, version) and refuse one of an older term, so a deposed HA leader
+    can never move a task."""
 
     node: str
     version: int
     tasks: Tuple[TaskSpec, ...] = ()
     routes: Tuple[Route, ...] = ()
     draining: Tuple[str, ...] = ()
+    term: int = 0
 
 
 @dataclass(frozen=True)

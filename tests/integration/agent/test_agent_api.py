@@ -55,7 +55,7 @@ async def test_stale_assignment_is_ignored_and_same_version_is_idempotent(make_a
     assert (await api.request("PUT", "/v1/assignment", json=assignment(node, 5, t1)))[1] == \
         {"version": 5, "applied": True}
     status, body = await api.request("PUT", "/v1/assignment", json=assignment(node, 4, t2))
-    assert (status, body) == (409, {"error": "stale assignment", "current": 5})
+    assert (status, body) == (409, {"error": "stale assignment", "current": 5, "term": 0})
     status, body = await api.request("PUT", "/v1/assignment", json=assignment(node, 5, t2))
     assert (status, body) == (200, {"version": 5, "applied": False})
     stored = (await api.request("GET", "/v1/assignment"))[1]
