@@ -1,7 +1,9 @@
 """CLI for changing services over time: deploy (stack files), update, rollback, history.
 
 ``deploy`` validates the whole stack file first (an invalid file changes
-nothing), shows the plan, applies it through the master API and, unless
+nothing), asks the master for the plan (``POST /v1/stacks/NAME`` with
+``dry_run``), shows it, then sends the whole stack again to be applied in one
+transaction (a stack the master refuses changes nothing either) and, unless
 ``--detach``, follows every rollout it started until the new revision serves
 everywhere or has rolled back. ``update`` and ``rollback`` follow the same
 way. Exit codes: 0 done, 1 an update failed and was rolled back or paused.
@@ -20,7 +22,7 @@ import click
 from ..shipped.exceptions import StackFileError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.validate import port_clashes
-from ..stack import load_stack, plan_deploy, render_plan
+from ..stack import load_stack
 from ..stack.locate import port_location
 from .offer_push import offer_push
 from .output import emit, emit_json, err, output_option
@@ -67,11 +69,15 @@ def follow(names: List[str], timeout: float, echo=click.echo) -> List[str]:
     return failures
 
 
-def _refuse_port_clashes(path: str, plan: Any, current: Dict[str, ServiceSpec]) -> None:
+def _refuse_port_clashes(path: str, stack: Any, plan: Dict[str, Any]) -> None:
     """A port another service publishes is refused at its line, before anything is applied
-    (the master refuses it too, with the same words, but cannot point into the file)."""
-    clashes = port_clashes([ch.new for ch in plan.create + plan.update if ch.new is not None],
-                           current, [ch.name for ch in plan.remove])
+    (the master refuses the whole stack too, with the same words, but cannot point into the
+    file). ``plan``: the master's dry run of this stack."""
+    changing = {c["name"] for c in plan["create"] + plan["update"]}
+    if not changing:
+        return
+    current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
+    clashes = port_clashes([s for s in stack.services if s.name in changing], current, plan["remove"])
     if clashes:
         c = clashes[0]
         try:
@@ -102,23 +108,25 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
                push: Optional[bool]) -> None:
     """Create or update services from a Compose stack file, as 'docker stack deploy' does."""
     stack = load_stack(path, dict(os.environ))      # invalid -> StackFileError, nothing applied
-    current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
-    plan = plan_deploy(current, stack, prune)
-    _refuse_port_clashes(path, plan, current)
-    for w in plan.warnings:
+    # The master plans and applies the whole stack in one transaction (POST /v1/stacks/NAME):
+    # the same request with dry_run asks for the plan alone.
+    body = {"services": [to_wire(s) for s in stack.services], "prune": prune, "file": stack.file,
+            "warnings": [{"location": w.location, "message": w.message, "key": w.key}
+                         for w in stack.warnings]}
+    plan = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": True})
+    _refuse_port_clashes(path, stack, plan)
+    for w in plan["warnings"]:
         err(f"warning: {w}")
-    click.echo(render_plan(plan))
-    if dry_run or not plan.has_changes:
+    click.echo(plan["text"])
+    if dry_run or not plan["has_changes"]:
         return
-    offer_push([ch.new.image for ch in plan.create + plan.update if ch.new is not None], push)
-    for ch in plan.create + plan.update:
-        out = call("POST", "/v1/services", to_wire(ch.new))
-        click.echo(f"{ch.name}: {ch.action}d, revision {out['revision']}")
-    for ch in plan.remove:
-        call("DELETE", f"/v1/services/{ch.name}")
-        click.echo(f"{ch.name}: removed")
+    offer_push([c["image"] for c in plan["create"] + plan["update"] if c["image"]], push)
+    out = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": False})
+    for a in out["applied"]:
+        click.echo(f"{a['name']}: removed" if a["action"] == "remove"
+                   else f"{a['name']}: {a['action']}d, revision {a['revision']}")
     if not detach:
-        _finish(follow([c.name for c in plan.create + plan.update], timeout))
+        _finish(follow([a["name"] for a in out["applied"] if a["action"] != "remove"], timeout))
 
 
 @click.command("update", epilog="Example: swarmlet update web --image swarmlet-hello:2")

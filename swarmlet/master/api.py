@@ -19,6 +19,7 @@ from aiohttp import web
 from ..shipped.exceptions import APIError, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.tlsutil import peer_name, peer_role
+from ..stack.values import StackWarning
 
 ALLOWED_ROLES = ("cli", "master")
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)
@@ -96,6 +97,28 @@ async def post_services(request: web.Request) -> web.Response:
     spec = from_wire(ServiceSpec, await _body(request))
     out = await _m(request).put_service(spec, create_only=_flag(request, "create"))
     return web.json_response(out, status=201 if out.get("created") else 200)
+
+
+async def post_stack(request: web.Request) -> web.Response:
+    """Apply a whole stack in one transaction (or, with ``dry_run``, only plan it)."""
+    b = await _body(request)
+    if not isinstance(b, dict) or not isinstance(b.get("services"), list):
+        raise UsageError('expected {"services": [SPEC, ...], "prune": bool, "dry_run": bool}')
+    specs = []
+    for i, raw in enumerate(b["services"]):
+        try:
+            specs.append(from_wire(ServiceSpec, raw))
+        except ProtocolError as exc:
+            raise UsageError(f"services[{i}]: {exc}") from exc
+    warnings = []
+    for w in b.get("warnings") or ():   # the loader's, shown in the plan as the file had them
+        if isinstance(w, dict):
+            warnings.append(StackWarning(str(w.get("location", "")), str(w.get("message", "")),
+                                         str(w.get("key", ""))))
+    out = await _m(request).apply_stack(request.match_info["name"], specs, bool(b.get("prune")),
+                                        bool(b.get("dry_run")), str(b.get("file") or ""),
+                                        tuple(warnings))
+    return web.json_response(out)
 
 
 async def get_service(request: web.Request) -> web.Response:
@@ -187,6 +210,7 @@ def make_app(master: Any) -> web.Application:
         web.delete("/v1/nodes/{name}", delete_node),
         web.post("/v1/nodes/{name}/{action}", post_node_action),
         web.get("/v1/services", get_services), web.post("/v1/services", post_services),
+        web.post("/v1/stacks/{name}", post_stack),
         web.get("/v1/services/{name}", get_service), web.patch("/v1/services/{name}", patch_service),
         web.delete("/v1/services/{name}", delete_service),
         web.get("/v1/services/{name}/revisions", get_revisions),

@@ -34,7 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, SwarmletError, UsageError
-from ..shipped.validate import check_ports, validate_spec
+from ..shipped.validate import check_ports, port_clashes, problems as validate_problems, validate_spec
+from ..stack.compose import Stack
+from ..stack.plan import plan_deploy
+from ..stack.render import render_plan
+from ..stack.service import STACK_LABEL
 from ..shipped.models import Assignment, NodeInfo, NodeStatus, ServiceSpec, TaskSpec, TaskState, from_wire, to_wire
 from . import views
 from .agents import AgentClient, base_url
@@ -67,6 +71,16 @@ class MasterConfig:
     ingress: bool = True            # run a load balancer for every published port
     ingress_bind: str = "0.0.0.0"
     autoscale: AutoscalePolicy = AutoscalePolicy()
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A service write prepared in memory, committed with others in one batch."""
+
+    svc: Service
+    old: Optional[Service]
+    events: List[Event]
+    rollout: Optional[ro.Rollout]
 
 
 @dataclass
@@ -337,6 +351,43 @@ class Master:
         return {"name": name, "availability": availability,
                 "tasks": sum(1 for t in self.tasks_on(name) if t.desired == RUNNING)}
 
+    def _stage_put(self, spec: ServiceSpec, now: float, rollback_of: Optional[int] = None,
+                   scale_reason: Optional[str] = None) -> Optional["_Staged"]:
+        """The new revision of ``spec`` and its events, not yet stored (None: unchanged)."""
+        old = self.services.get(spec.name)
+        if old is not None and old.spec == spec:
+            return None
+        svc = next_revision(old, spec, now)
+        what = "created" if old is None else f"revision {svc.revision}"
+        rollout = None
+        if old is not None and svc.template_revision == svc.revision:
+            what += (f": rolling back to revision {svc.revision} (the spec of an earlier one)"
+                     if rollback_of is not None else ": rolling update started")
+            rollout = ro.Rollout(spec.name, svc.revision, old.revision, now,
+                                 status=ro.ROLLING_BACK if rollback_of is not None else ro.UPDATING,
+                                 rollback_of=rollback_of)
+        events = [Event("service", spec.name, what)]
+        if old is not None and old.spec.replicas != spec.replicas:
+            events.append(Event("scale", spec.name, scale_reason or
+                                f"replicas {old.spec.replicas} -> {spec.replicas}"))
+        return _Staged(svc, old, events, rollout)
+
+    def _applied_put(self, st: "_Staged") -> None:
+        """In memory, after the store has it."""
+        self.services[st.svc.name] = st.svc
+        self.specs[(st.svc.name, st.svc.revision)] = st.svc.spec
+        if st.rollout is not None:
+            self.rollouts[st.svc.name] = st.rollout
+
+    def _stage_delete(self, name: str, now: float) -> List[Task]:
+        return [replace(t, desired=SHUTDOWN, reason="service removed", updated_at=now)
+                for t in self.tasks.values() if t.service == name and t.desired == RUNNING]
+
+    def _applied_delete(self, name: str) -> None:
+        del self.services[name]
+        for key in [k for k in self.specs if k[0] == name]:
+            del self.specs[key]
+
     async def put_service(self, spec: ServiceSpec, create_only: bool = False,
                           rollback_of: Optional[int] = None,
                           scale_reason: Optional[str] = None) -> Dict[str, Any]:
@@ -345,29 +396,67 @@ class Master:
             old = self.services.get(spec.name)
             if old is not None and create_only:
                 raise APIError(f"service {spec.name!r} exists", status=409)
-            if old is not None and old.spec == spec:
+            now = self.clock()
+            st = self._stage_put(spec, now, rollback_of, scale_reason)
+            if st is None:
+                assert old is not None
                 return {"name": spec.name, "revision": old.revision, "changed": False}
             check_ports([spec], {n: s.spec for n, s in self.services.items()})   # 409: one line
-            svc = next_revision(old, spec, self.clock())
-            what = "created" if old is None else f"revision {svc.revision}"
-            if old is not None and svc.template_revision == svc.revision:
-                what += (f": rolling back to revision {svc.revision} (the spec of an earlier one)"
-                         if rollback_of is not None else ": rolling update started")
-            events = [Event("service", spec.name, what)]
-            if old is not None and old.spec.replicas != spec.replicas:
-                events.append(Event("scale", spec.name, scale_reason or
-                                    f"replicas {old.spec.replicas} -> {spec.replicas}"))
-            await self.write(Batch.of(services=[svc], events=events,
-                                      now=self.clock()))
-            self.services[spec.name] = svc
-            self.specs[(spec.name, svc.revision)] = spec
-            if old is not None and svc.template_revision == svc.revision:
-                self.rollouts[spec.name] = ro.Rollout(
-                    spec.name, svc.revision, old.revision, self.clock(),
-                    status=ro.ROLLING_BACK if rollback_of is not None else ro.UPDATING,
-                    rollback_of=rollback_of)
+            await self.write(Batch.of(services=[st.svc], events=st.events, now=now))
+            self._applied_put(st)
         self.kick()
-        return {"name": spec.name, "revision": svc.revision, "changed": True, "created": old is None}
+        return {"name": spec.name, "revision": st.svc.revision, "changed": True,
+                "created": old is None}
+
+    async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
+                          dry_run: bool = False, file: str = "",
+                          warnings: Tuple[Any, ...] = ()) -> Dict[str, Any]:
+        """A whole stack in one step: every spec judged, the plan made, and all of it stored in
+        one transaction, or (any problem) nothing. ``dry_run``: the plan alone."""
+        problems = [f"service {s.name!r}: {p}" for s in specs for p in validate_problems(s)]
+        names = [s.name for s in specs]
+        problems += [f"service {n!r} is in the stack twice" for n in sorted(set(names))
+                     if names.count(n) > 1]
+        problems += [f"service {s.name!r}: expected the label {STACK_LABEL}={stack}"
+                     for s in specs if s.labels.get(STACK_LABEL) != stack]
+        if problems:
+            raise UsageError(f"stack {stack!r} not applied, nothing changed: " + "; ".join(problems))
+        async with self._lock:
+            current = {n: svc.spec for n, svc in self.services.items()}
+            plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file),
+                               prune)
+            clashes = port_clashes(specs, current, [c.name for c in plan.remove])
+            out = views.plan_view(plan, render_plan(plan))
+            out["problems"] = [c.message for c in clashes]
+            if dry_run:
+                return {**out, "applied": []}
+            if clashes:      # 409 as for one service, naming the stack that was not applied
+                raise APIError(f"stack {stack!r} not applied, nothing changed: "
+                               f"{clashes[0].message}", status=409)
+            if not plan.has_changes:
+                return {**out, "applied": []}
+            now = self.clock()
+            staged = [st for st in (self._stage_put(ch.new, now) for ch in plan.create + plan.update)
+                      if st is not None]
+            stopped: List[Task] = []
+            events: List[Event] = []
+            for st in staged:
+                events += st.events
+            for ch in plan.remove:
+                stopped += self._stage_delete(ch.name, now)
+                events.append(Event("service", ch.name, f"removed (stack {stack} pruned)"))
+            await self._commit(Changes(update=stopped, events=events), now=now,
+                               services=[st.svc for st in staged],
+                               delete_services=[ch.name for ch in plan.remove])
+            for st in staged:
+                self._applied_put(st)
+            for ch in plan.remove:
+                self._applied_delete(ch.name)
+        self.kick()
+        applied = [{"name": st.svc.name, "action": "create" if st.old is None else "update",
+                    "revision": st.svc.revision} for st in staged]
+        applied += [{"name": ch.name, "action": "remove", "revision": None} for ch in plan.remove]
+        return {**out, "applied": applied}
 
     async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
         if "name" in changes and changes["name"] != name:
@@ -384,13 +473,10 @@ class Master:
         async with self._lock:
             self._service(name)
             now = self.clock()
-            stopped = [replace(t, desired=SHUTDOWN, reason="service removed", updated_at=now)
-                       for t in self.tasks.values() if t.service == name and t.desired == RUNNING]
+            stopped = self._stage_delete(name, now)
             await self._commit(Changes(update=stopped, events=[Event("service", name, "removed")]),
                                delete_services=[name], now=now)
-            del self.services[name]
-            for key in [k for k in self.specs if k[0] == name]:
-                del self.specs[key]
+            self._applied_delete(name)
         self.kick()
         return {"name": name, "stopping": len(stopped)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
+from ..stack.plan import DeployPlan, format_value
 from .state import RUNNING, NodeRecord, Service, Task
 
 
@@ -71,4 +72,20 @@ def status_summary(cluster: Mapping[str, Any], infos: List[NodeInfo], services: 
                   "healthy": sum(1 for t in live if t.serving),
                   "pending": sum(1 for t in live if t.node is None)},
         **extra,
+    }
+
+
+def plan_view(plan: DeployPlan, text: str) -> Dict[str, Any]:
+    """A stack apply's plan as the API answers it (``text`` is what ``deploy`` prints)."""
+    return {
+        "stack": plan.stack, "file": plan.file, "text": text, "has_changes": plan.has_changes,
+        "create": [{"name": c.name, "image": c.new.image if c.new else None} for c in plan.create],
+        "update": [{"name": c.name, "image": c.new.image if c.new else None, "rollout": c.rollout,
+                    "changes": [{"path": f.path, "old": format_value(f.old, f.path),
+                                 "new": format_value(f.new, f.path)} for f in c.changes]}
+                   for c in plan.update],
+        "remove": [c.name for c in plan.remove],
+        "unchanged": [c.name for c in plan.unchanged],
+        "kept": [c.name for c in plan.kept],
+        "warnings": [str(w) for w in plan.warnings],
     }

@@ -18,6 +18,11 @@ from typing import Callable, Dict, List
 
 import pytest
 
+from swarmlet import cluster as clusterlib
+from swarmlet.provision import api
+from swarmlet.shipped.exceptions import APIError
+from swarmlet.shipped.models import to_wire
+from swarmlet.stack import load_stack
 from tests.tools.loadgen import run_load
 from tests.conftest import free_port
 from tests.support import ssh
@@ -137,6 +142,36 @@ def test_invalid_stack_files_change_nothing(svc, tmp_path, text, where, expected
     line = r.stderr.strip().splitlines()[0]
     assert line.startswith(f"error: {bad}{where}") and expected in line, line
     assert svc.cli.json("services") == before
+
+
+def test_a_stack_the_master_refuses_changes_nothing(svc, port, tmp_path):
+    """One service is valid for the loader but not for the master (its port is the hello
+    stack's): the whole stack is refused, and its valid service is not made either. Sent as
+    ``deploy`` sends it (the loader, then one request to the lab's master), and by the CLI,
+    which points at the port's line."""
+    before = svc.cli.json("services")
+    stack = tmp_path / "stack.yml"
+    stack.write_text("name: other\nservices:\n"
+                     "  extra:\n    image: swarmlet-hello:1\n"
+                     f"  clash:\n    image: swarmlet-hello:1\n    ports:\n      - \"{port}:8080\"\n")
+    loaded = load_stack(str(stack), {})          # valid for the loader
+    assert [s.name for s in loaded.services] == ["clash", "extra"]
+    c = clusterlib.load(svc.cli.env["SWARMLET_HOME"])
+    body = {"services": [to_wire(s) for s in loaded.services], "prune": False}
+    with pytest.raises(APIError) as exc:
+        asyncio.run(api.master_call(c.master_url(), "POST", "/v1/stacks/other", c.client_ssl("cli"),
+                                    {**body, "dry_run": False}))
+    assert exc.value.status == 409, exc.value
+    assert (f"stack 'other' not applied, nothing changed: port {port}/tcp is published by "
+            "service 'web'") in str(exc.value)
+    assert svc.cli.json("services") == before
+    r = svc.cli("deploy", "-f", str(stack))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[0]
+    assert line.startswith(f"error: {stack}:8:") and f"port {port}/tcp is published by service 'web'" \
+        in line, line
+    assert svc.cli.json("services") == before
+    assert not [t for t in svc.cli.json("ps", "--all") if t["service"] in ("extra", "clash")]
 
 
 def test_update_under_load_fails_no_request(svc, port):
