@@ -138,7 +138,7 @@ async def delete_service(request: web.Request) -> web.Response:
 
 async def get_revisions(request: web.Request) -> web.Response:
     m = _m(request)
-    m._service(request.match_info["name"])
+    m.service_view(request.match_info["name"])     # 404 for an unknown service
     revs = await asyncio.to_thread(m.store.revisions, request.match_info["name"])
     return web.json_response([{"revision": r, "created_at": c, "spec": to_wire(s)} for r, s, c in revs])
 

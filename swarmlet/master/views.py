@@ -1,4 +1,8 @@
-"""JSON views of the master's state for the API (and so for ``-o json``). Pure.
+"""JSON views of the master's state for the API (and so for ``-o json``). Pure: reads only.
+
+The row functions turn records into rows; the functions at the end read a
+running master's working state (``node_infos`` is also what the scheduler
+gets: every node's status, labels and last polled utilization).
 
 The keys here are the CLI's contract: ``ps`` rows carry ``service``, ``task``,
 ``node``, ``state``, ``health``, ``reason`` and ``revision`` (plus ``slot``,
@@ -7,11 +11,12 @@ The keys here are the CLI's contract: ``ps`` rows carry ``service``, ``task``,
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
 from ..stack.plan import DeployPlan, format_value
-from .state import RUNNING, NodeRecord, Service, Task
+from ..shipped.exceptions import APIError
+from .state import RUNNING, NodeRecord, Service, Task, node_status
 
 
 def task_row(t: Task) -> Dict[str, Any]:
@@ -89,3 +94,72 @@ def plan_view(plan: DeployPlan, text: str) -> Dict[str, Any]:
         "kept": [c.name for c in plan.kept],
         "warnings": [str(w) for w in plan.warnings],
     }
+
+
+# --- views of a running master (read its working state; no I/O) ---------------------------
+
+def _num(v: Any, default: float) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+def node_infos(m: Any) -> List[NodeInfo]:
+    """Every node as the scheduler sees it: status, labels, and the last polled utilization."""
+    out = []
+    for name, rec in sorted(m.nodes.items()):
+        live = m.live.get(name)
+        stats = live.stats if live is not None and isinstance(live.stats, dict) else {}
+        s = stats.get("node", {}) if isinstance(stats.get("node", {}), dict) else {}
+        out.append(NodeInfo(
+            name=name, address=rec.address, api_port=rec.api_port,
+            status=node_status(rec, live.status if live is not None else NodeStatus.SUSPECT),
+            labels=dict(rec.labels), version=str((live.info if live is not None else {}).get("version", "")),
+            cpus=_num(s.get("cpus"), 1.0), cpu_percent=_num(s.get("cpu_percent"), 0.0),
+            mem_used=int(_num(s.get("mem_used"), 0)), mem_total=int(_num(s.get("mem_total"), 0)),
+            load1=_num(s.get("load1"), 0.0),
+            tasks=sum(1 for t in m.tasks.on(name) if t.desired == RUNNING)))
+    return out
+
+
+def nodes_view(m: Any) -> List[Dict[str, Any]]:
+    out = []
+    for info in node_infos(m):
+        live = m.live.get(info.name)
+        out.append(node_row(m.nodes[info.name], info, info.tasks,
+                            live.last_ok if live is not None else None))
+    return out
+
+
+def rollout_view(m: Any, name: str) -> Optional[Dict[str, Any]]:
+    r = m.rollouts.get(name)
+    return r.view() if r is not None else None
+
+
+def services_view(m: Any) -> List[Dict[str, Any]]:
+    tasks = list(m.tasks.values())
+    return [{**service_row(m.services[n], tasks), "update": rollout_view(m, n)}
+            for n in sorted(m.services)]
+
+
+def service_view(m: Any, name: str) -> Dict[str, Any]:
+    svc = m.services.get(name)
+    if svc is None:
+        raise APIError(f"no service {name!r}", status=404)
+    return {**service_row(svc, m.tasks.values()), "update": rollout_view(m, name)}
+
+
+def tasks_view(m: Any, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
+    if service is not None and service not in m.services and not any(
+            t.service == service for t in m.tasks.values()):
+        raise APIError(f"no service {service!r}", status=404)
+    rows = [t for t in m.tasks.values()
+            if (service is None or t.service == service)
+            and (all_tasks or t.desired == RUNNING or not t.state.terminal)]
+    rows.sort(key=lambda t: (t.service, t.slot, t.desired != RUNNING, -t.created_at))
+    return [task_row(t) for t in rows]
+
+
+def status_view(m: Any) -> Dict[str, Any]:
+    return status_summary(m.cluster, node_infos(m), m.services, m.tasks.values(),
+                          {"auto_rebalance": m.auto_rebalance,
+                           "uptime": round(m.clock() - m.started_at, 1),
+                           "counters": dict(m.counters)})

@@ -1,0 +1,178 @@
+"""The poller: what the master sees of each node, and the node's status from it.
+
+Owns each node's ``NodeLive`` (not persisted) and two loops:
+
+- one poll loop per node: ``GET /v1/tasks`` every ``poll_interval`` (folded
+  into the tasks with ``state.merge_observed``), ``/v1/info`` once,
+  ``/v1/stats`` every ``stats_interval``; an agent behind the stored version
+  is pushed its assignment again;
+- a tick: the gossip view (``/v1/members`` of two reachable agents, merged),
+  new members registered, and every node's status judged by the pure
+  ``nodestatus.judge``. A change becomes an event, new routes, a push to a
+  node that came back, a reconcile and maybe the auto-rebalance window.
+
+Until a node is polled after a master restart it counts as suspect: its tasks
+are kept and nothing new lands on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from ..shipped.exceptions import SwarmletError
+from ..shipped.models import NodeStatus, TaskStatus
+from .agents import base_url
+from .liveness import gossip_views
+from .nodestatus import NodeMemory, Observation, judge
+from .reconcile import Changes, Event
+from .state import merge_observed
+from .store import Batch
+
+if TYPE_CHECKING:
+    from .daemon import Master
+
+log = logging.getLogger("swarmlet.master.poller")
+
+
+@dataclass
+class NodeLive:
+    """What the master currently knows about one node (not persisted)."""
+
+    memory: NodeMemory = NodeMemory()
+    reachable: bool = False
+    failing_since: Optional[float] = None
+    last_ok: Optional[float] = None
+    stats: Dict[str, Any] = field(default_factory=dict)
+    stats_at: float = 0.0
+    info: Dict[str, Any] = field(default_factory=dict)
+    agent_version: int = -1
+
+    @property
+    def status(self) -> NodeStatus:
+        return self.memory.status
+
+
+class Poller:
+    def __init__(self, m: "Master") -> None:
+        self.m = m
+        self._loops: Dict[str, "asyncio.Task[Any]"] = {}
+        self._members_rr = 0
+
+    def start_node(self, name: str) -> None:
+        if name not in self._loops or self._loops[name].done():
+            self._loops[name] = asyncio.create_task(self._node_loop(name), name=f"poll-{name}")
+
+    def stop_node(self, name: str) -> None:
+        loop = self._loops.pop(name, None)
+        if loop is not None:
+            loop.cancel()
+
+    def tasks(self) -> List["asyncio.Task[Any]"]:
+        return list(self._loops.values())
+
+    # --- one node -----------------------------------------------------------------
+
+    async def _node_loop(self, name: str) -> None:
+        m = self.m
+        while name in m.nodes:
+            rec, live = m.nodes[name], m.live[name]
+            base = base_url(rec.address, rec.api_port)
+            now = m.clock()
+            m.counters["polls"] += 1
+            try:
+                version, reported = await m.client.tasks(base)
+                if not live.info:
+                    live.info = await m.client.info(base)
+                if now - live.stats_at >= m.cfg.stats_interval:
+                    live.stats = await m.client.stats(base)
+                    live.stats_at = now
+            except SwarmletError as exc:
+                m.counters["poll_failures"] += 1
+                if live.reachable or live.failing_since is None:
+                    log.info("node %s unreachable: %s", name, exc)
+                live.reachable = False
+                if live.failing_since is None:
+                    live.failing_since = now
+            else:
+                live.reachable, live.failing_since, live.last_ok = True, None, now
+                live.agent_version = version
+                await self._observe(name, reported)
+                if version < rec.assignment_version:
+                    m.pusher.push(name)
+            self.update_status(name)
+            await asyncio.sleep(m.cfg.poll_interval)
+
+    async def _observe(self, name: str, reported: List[TaskStatus]) -> None:
+        m = self.m
+        async with m.lock:
+            changed = merge_observed(name, m.tasks.on(name), reported, m.clock())
+            if not changed:
+                return
+            await m.commit_changes(Changes(update=changed))
+        m.pusher.routes_dirty.set()
+        m.kick()   # a task started, stopped, failed or changed health: reconcile reacts
+
+    # --- every node -----------------------------------------------------------------
+
+    async def tick_loop(self) -> None:
+        m = self.m
+        while True:
+            try:
+                await self._poll_members()
+            except Exception:  # never let the liveness loop die
+                log.exception("members poll crashed")
+            for name in list(m.nodes):
+                self.update_status(name)
+            await asyncio.sleep(m.cfg.tick_interval)
+
+    async def _poll_members(self) -> None:
+        m = self.m
+        up = [n for n, live in m.live.items() if live.reachable and n in m.nodes]
+        if not up:
+            m.gossip = {}
+            return
+        self._members_rr += 1
+        picks = [up[(self._members_rr + i) % len(up)] for i in range(min(2, len(up)))]
+        results = await asyncio.gather(
+            *(m.client.members(base_url(m.nodes[n].address, m.nodes[n].api_port))
+              for n in picks if n in m.nodes), return_exceptions=True)
+        lists = [r for r in results if isinstance(r, list)]
+        if lists:
+            m.gossip = gossip_views(lists)
+            await self._learn_members(lists)
+
+    async def _learn_members(self, lists: List[List[Dict[str, Any]]]) -> None:
+        """Register alive gossip members the master does not know (joined while it was down)."""
+        m = self.m
+        for members in lists:
+            for mem in members:
+                name, meta = mem.get("name"), mem.get("meta") or {}
+                if (name and name not in m.nodes and str(mem.get("state")) == "alive"
+                        and meta.get("address") and meta.get("api_port")):
+                    await m.register_node(str(name), str(meta["address"]), int(meta["api_port"]),
+                                          dict(meta.get("labels") or {}))
+
+    def update_status(self, name: str) -> None:
+        """Judge one node now and act on a change (see ``nodestatus``)."""
+        m = self.m
+        rec, live = m.nodes.get(name), m.live.get(name)
+        if rec is None or live is None:
+            return
+        t = judge(live.memory, Observation(m.clock(), live.reachable, live.failing_since,
+                                           m.gossip.get(name), rec.registered_at, m.started_at),
+                  m.cfg.liveness)
+        if t is None:
+            return
+        live.memory = t.memory
+        if t.rebalance and m.auto_rebalance:
+            m.rebalance_until = m.clock() + m.cfg.rebalance_window
+        log.info("node %s: %s", name, t.message)
+        m.spawn(m.write(Batch.of(events=[Event("node", name, t.message)])))
+        m.obs.touch()   # the live views (top, dashboard) show it now
+        if t.new == NodeStatus.READY:
+            m.pusher.push(name)
+        m.pusher.routes_dirty.set()
+        m.kick()

@@ -1,0 +1,112 @@
+"""The reconciler loop: turns the pure ``reconcile`` and ``rollout`` decisions into stored changes.
+
+Runs a pass on every kick (an API change, a node status change, a task that
+started, failed or changed health) and at least every ``reconcile_interval``:
+``reconcile.reconcile`` (scheduler, replacements, rebalancing) gives the task
+changes, they are stored, the routes are marked dirty before the pusher sends
+new assignments (load balancers stop routing to stopping tasks first), then
+every rollout in progress is judged and a failed one rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from ..shipped.exceptions import SwarmletError
+from . import rollout as ro
+from . import views
+from .reconcile import Event, reconcile
+from .state import RUNNING
+from .store import Batch
+
+if TYPE_CHECKING:
+    from .daemon import Master
+
+log = logging.getLogger("swarmlet.master")
+
+
+class Reconciler:
+    def __init__(self, m: "Master") -> None:
+        self.m = m
+
+    def recover_rollouts(self) -> None:
+        """After a restart: a service with tasks older than its template is mid-update."""
+        m = self.m
+        now = m.clock()
+        for name, svc in m.services.items():
+            old = [t.revision for t in m.tasks.values()
+                   if t.service == name and t.desired == RUNNING and t.revision < svc.current_from]
+            if old:
+                m.rollouts[name] = ro.Rollout(name, svc.revision, max(old), now)
+
+    def _new_id(self, service: str, slot: int) -> str:
+        return f"{service}.{slot}.{secrets.token_hex(3)}"
+
+    async def loop(self) -> None:
+        m = self.m
+        while True:
+            try:
+                await asyncio.wait_for(m.kick_event.wait(), m.cfg.reconcile_interval)
+            except asyncio.TimeoutError:
+                pass
+            m.kick_event.clear()
+            try:
+                await self.reconcile_once()
+                await self.check_rollouts()
+            except SwarmletError as exc:
+                log.error("reconcile failed: %s", exc)
+            except Exception:  # a bug: log it, keep the control loop alive
+                log.exception("reconcile crashed")
+                await asyncio.sleep(1.0)
+
+    async def reconcile_once(self, rebalance: bool = False) -> int:
+        """One pass; returns the number of rebalance moves started."""
+        m = self.m
+        async with m.lock:
+            now, t0 = m.clock(), time.perf_counter()
+            rebalance = rebalance or now < m.rebalance_until
+            ch = reconcile(m.services, list(m.tasks.values()), views.node_infos(m), now,
+                           self._new_id, rebalance=rebalance, gc_after=m.cfg.gc_after)
+            m.counters["reconcile_passes"] += 1
+            if not ch.empty or ch.events:
+                await m.commit_changes(ch, now=now)
+            m.pusher.routes_dirty.set()   # before the push: the LB stops routing to stopped tasks first
+            await m.pusher.sync()
+            m.obs.reconciled(time.perf_counter() - t0)
+            return sum(1 for e in ch.events if "rebalancing" in e.message)
+
+    async def check_rollouts(self) -> None:
+        """Judge every rollout in progress; roll back a failed one (see ``rollout``)."""
+        m = self.m
+        now = m.clock()
+        for name, r in list(m.rollouts.items()):
+            svc = m.services.get(name)
+            if svc is None or svc.revision != r.revision:
+                if svc is None:
+                    del m.rollouts[name]
+                continue
+            new = ro.assess(r, svc, [t for t in m.tasks.values() if t.service == name], now)
+            m.rollouts[name] = new
+            if new.status == r.status:
+                continue
+            msg = {ro.COMPLETED: f"update to revision {r.revision} completed",
+                   ro.ROLLED_BACK: f"rolled back: revision {r.revision} serves on every replica",
+                   ro.PAUSED: f"update to revision {r.revision} paused: {new.reason}",
+                   ro.FAILED: f"update to revision {r.revision} failed: {new.reason}; "
+                              f"rolling back to revision {r.previous}"}.get(new.status, new.status)
+            log.info("service %s: %s", name, msg)
+            await m.write(Batch.of(events=[Event("service", name, msg)],
+                                   now=now))
+            if new.status == ro.FAILED:
+                spec = m.specs.get((name, r.previous))
+                if spec is not None:
+                    await m.put_service(spec, rollback_of=r.revision)
+                    if name in m.rollouts:   # the rollback carries why it happened
+                        m.rollouts[name] = dataclasses.replace(
+                            m.rollouts[name],
+                            reason=f"update to revision {r.revision} failed: {new.reason}")
