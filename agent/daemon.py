@@ -1,7 +1,11 @@
 """The agent daemon: wires config, state, Docker, reconcile, health, stats, gossip and API.
 
-Owns the loops and the in-flight bookkeeping; every decision is delegated to
-the pure ``reconcile.plan`` and every Docker call to ``runtime``. Loops:
+Owns the loops; every decision is delegated to the pure ``reconcile.plan``,
+what is remembered per task to the ``ledger.TaskLedger``, every action to the
+``executor.Executor`` and every Docker call to ``runtime`` (whose container
+shape comes from the pure ``containerspec``). One clock is injected
+(``clock``): timestamps, backoff, probe schedules and rates all read it.
+Loops:
 
 - reconcile: wakes on a Docker event, an assignment, a finished action, an
   expiring backoff, or every ``resync_interval`` (events can be missed).
@@ -23,16 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
 import swarmlet
-from swarmlet.shipped.exceptions import DockerError, DockerUnavailable
-from swarmlet.shipped.models import Assignment, Health, TaskSpec, TaskState
+from swarmlet.shipped.exceptions import DockerError
+from swarmlet.shipped.models import Assignment, Health, TaskSpec
 
 from . import membership
 from . import reconcile as rc
 from .config import AgentConfig, load_gossip_keys
+from .executor import Executor
 from .health import HealthTracker, from_docker, http_probe
+from .ledger import TaskLedger
 from .looplag import LagProbe
 from .runtime import DockerRuntime
 from .state import AssignmentStore
@@ -60,17 +66,10 @@ class Agent:
                          "events": 0}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._restarts: Dict[str, rc.RestartRecord] = {}
-        self._failed: Dict[str, str] = {}
-        self._failed_rev: Dict[str, int] = {}
-        self._restarts_rev: Dict[str, int] = {}
-        self._busy: Dict[str, int] = {}  # key -> actions in flight
-        self._touched: Set[str] = set()
-        self._trackers: Dict[str, HealthTracker] = {}
-        self._next_probe: Dict[str, float] = {}
-        self._observed: Dict[str, rc.Verdict] = {}
+        self.ledger = TaskLedger()        # everything remembered per task between passes
+        self.executor = Executor(self.runtime, self.book, self.ledger, clock, self._wake.set,
+                                 self.counters, config.stop_timeout, config.drain_delay)
         self._tasks: List["asyncio.Task[Any]"] = []
-        self._actions: Set["asyncio.Task[Any]"] = set()
         self._assign_lock = asyncio.Lock()
         self._api_runner: Any = None
         self.docker_ok = False
@@ -130,9 +129,10 @@ class Agent:
         self._stopping.set()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
-        for t in self._tasks + list(self._actions):
+        actions = self.executor.tasks()
+        for t in self._tasks + list(actions):
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._actions, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *actions, return_exceptions=True)
         if self.ingress is not None:
             await self.ingress.close()
         if self.discovery is not None:
@@ -165,16 +165,10 @@ class Agent:
         if applied:
             self._set_hosts()
             now = self.clock()
-            want = {t.task_id: t.revision for t in assignment.tasks}
             for t in assignment.tasks:
                 self.book.ensure(t, now)
             # Failures and restart counts belong to one revision of one task.
-            for tid in list(self._failed):
-                if want.get(tid) != self._failed_rev.get(tid):
-                    del self._failed[tid]
-            for tid in list(self._restarts):
-                if want.get(tid) != self._restarts_rev.get(tid):
-                    del self._restarts[tid]
+            self.ledger.assigned({t.task_id: t.revision for t in assignment.tasks})
             self._wake.set()
             self._routes_dirty.set()
         return applied
@@ -240,33 +234,28 @@ class Agent:
 
     async def reconcile_once(self) -> Optional[float]:
         """One pass: list, plan, launch actions. Returns when to plan again at the latest."""
-        self._touched = set()
+        led = self.ledger
+        led.begin_pass()
         observed = await self.runtime.list()
         self.docker_ok = True
         self.counters["reconcile_passes"] += 1
         desired = self.desired()
         now = self.clock()
         p = rc.plan(self.config.name, None if desired is None else list(desired.values()), observed,
-                    now, self._restarts, self._failed, frozenset(set(self._busy) | self._touched),
-                    self.policy)
-        self._restarts = p.restarts
-        for tid in p.restarts:
-            if desired and tid in desired:
-                self._restarts_rev[tid] = desired[tid].revision
+                    now, led.restarts(), led.failures(), led.busy(), self.policy)
+        led.set_restarts(p.restarts, {tid: t.revision for tid, t in (desired or {}).items()})
         self._apply_verdicts(desired or {}, p.verdicts, now)
         for action in p.actions:
-            self._launch(action)
+            self.executor.launch(action)
         if desired is not None:
-            live = set(desired) | set(self._busy) | {o.task_id for o in observed}
+            live = set(desired) | set(led.busy()) | {o.task_id for o in observed}
             self.book.retain([t for t in live if t in desired])
-            for tid in list(self._restarts):
-                if tid not in desired:
-                    del self._restarts[tid]
+            led.retain(desired)
         return p.wake_at
 
     def _apply_verdicts(self, desired: Dict[str, TaskSpec], verdicts: Dict[str, rc.Verdict],
                         now: float) -> None:
-        self._observed = verdicts
+        self.ledger.set_verdicts(verdicts)
         for tid, v in verdicts.items():
             task = desired.get(tid)
             if task is None:
@@ -277,75 +266,16 @@ class Agent:
                              container_id=v.container_id, host_ports=dict(v.host_ports))
 
     def _health_for(self, task: TaskSpec, v: rc.Verdict, row: Any) -> Health:
+        e = self.ledger.entry(task.task_id)
         if v.down:
-            self._trackers.pop(task.task_id, None)
+            e.tracker = None
             return down_health(row)
         if task.health.kind == "http":
-            tr = self._trackers.get(task.task_id)
-            if tr is None or tr.started_at != v.started_at:  # a new run starts over
-                tr = self._trackers[task.task_id] = HealthTracker(task.health, v.started_at)
-                self._next_probe[task.task_id] = 0.0
-            return tr.status
+            if e.tracker is None or e.tracker.started_at != v.started_at:  # a new run starts over
+                e.tracker = HealthTracker(task.health, v.started_at)
+                e.next_probe = 0.0
+            return e.tracker.status
         return from_docker(v.health) or Health.NONE
-
-    def _launch(self, action: rc.Action) -> None:
-        key = action.key if isinstance(action, rc.Remove) else action.task.task_id
-        self._busy[key] = self._busy.get(key, 0) + 1
-        self.counters["actions"] += 1
-        t = asyncio.get_running_loop().create_task(self._run_action(action, key))
-        self._actions.add(t)
-        t.add_done_callback(self._actions.discard)
-
-    async def _run_action(self, action: rc.Action, key: str) -> None:
-        try:
-            if isinstance(action, rc.Create):
-                await self._create(action.task)
-            elif isinstance(action, rc.Start):
-                if action.restart:
-                    self.counters["restarts"] += 1
-                    self.book.bump_restarts(action.task, self.clock())
-                await self._guard(action.task, "start", self.runtime.start(action.container_id))
-            elif isinstance(action, rc.Remove):
-                if action.reason == "not assigned to this node" and self.config.drain_delay > 0:
-                    # Load balancers stop routing to it as this assignment lands;
-                    # give them and its in-flight requests a moment before SIGTERM.
-                    await asyncio.sleep(self.config.drain_delay)
-                log.info("removing %s (%s)", action.container_id[:12], action.reason)
-                await self.runtime.remove(action.container_id, self.config.stop_timeout)
-        except DockerError as exc:
-            log.warning("%s failed: %s", type(action).__name__, exc)
-        except Exception:  # a bug in one action must not kill the loop
-            log.exception("action %r crashed", action)
-        finally:
-            left = self._busy.get(key, 1) - 1
-            if left:
-                self._busy[key] = left
-            else:
-                self._busy.pop(key, None)
-            self._touched.add(key)
-            self._wake.set()
-
-    async def _create(self, task: TaskSpec) -> None:
-        now = self.clock()
-        self.book.update(task, now, TaskState.PREPARING, reason="")
-        await self._guard(task, "image", self.runtime.ensure_image(task.image))
-        await self._guard(task, "volumes", self.runtime.ensure_volumes(task))
-        cid = await self._guard(task, "create", self.runtime.create(task))
-        self.book.update(task, self.clock(), TaskState.STARTING, container_id=cid)
-        await self._guard(task, "start", self.runtime.start(cid))
-
-    async def _guard(self, task: TaskSpec, step: str, coro: Any) -> Any:
-        """Run a Docker step; a definite failure makes the task failed, with its reason."""
-        try:
-            return await coro
-        except DockerUnavailable:
-            raise  # transient: the next pass tries again
-        except DockerError as exc:
-            reason = str(exc) if step == "image" else f"{step}: {exc}"
-            self._failed[task.task_id] = reason
-            self._failed_rev[task.task_id] = task.revision
-            self.book.update(task, self.clock(), TaskState.FAILED, reason=reason)
-            raise
 
     # -- health -----------------------------------------------------------
 
@@ -353,13 +283,13 @@ class Agent:
         while not self._stopping.is_set():
             await asyncio.sleep(0.25)
             desired = self.desired() or {}
-            now = time.monotonic()
+            now = self.clock()
             due = []
-            for tid, tr in list(self._trackers.items()):
-                task, v = desired.get(tid), self._observed.get(tid)
-                if task is None or v is None or v.down or now < self._next_probe.get(tid, 0.0):
+            for tid, e in self.ledger.items():
+                task, v, tr = desired.get(tid), e.verdict, e.tracker
+                if task is None or v is None or tr is None or v.down or now < e.next_probe:
                     continue
-                self._next_probe[tid] = now + task.health.interval
+                e.next_probe = now + task.health.interval
                 due.append((task, v, tr))
             if due:
                 await asyncio.gather(*(self._probe(t, v, tr) for t, v, tr in due))
@@ -372,7 +302,8 @@ class Agent:
         ok = bool(host) and await http_probe(host, dst, h.path, h.timeout)
         before = tr.status
         status = tr.observe(ok, self.clock())
-        if status != before and task.task_id in self._observed:
+        e = self.ledger.get(task.task_id)
+        if status != before and e is not None and e.verdict is not None:
             self.book.update(task, self.clock(), health=status)
 
     # -- stats and gossip meta ---------------------------------------------
@@ -387,7 +318,7 @@ class Agent:
             await asyncio.sleep(self.config.stats_interval)
 
     async def sample_stats(self) -> Dict[str, Any]:
-        running = {tid: v.container_id for tid, v in self._observed.items()
+        running = {tid: v.container_id for tid, v in self.ledger.verdicts().items()
                    if not v.down and v.container_id}
 
         def sample() -> Dict[str, Any]:
@@ -397,14 +328,14 @@ class Agent:
 
         got = await asyncio.to_thread(sample)
         tasks: Dict[str, Any] = {}
-        mono = time.monotonic()
+        now = self.clock()
         for tid, usage in got["usage"].items():
             if usage is None:
                 try:
                     usage = from_docker_stats(await self.runtime.stats(running[tid]))
                 except DockerError:
                     continue
-            tasks[tid] = self.sampler.task(tid, usage, mono)
+            tasks[tid] = self.sampler.task(tid, usage, now)
         self.sampler.forget_except(list(running))
         self.last_stats = {"node": got["node"], "tasks": tasks}
         return self.last_stats

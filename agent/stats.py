@@ -22,7 +22,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 @dataclass(frozen=True)
 class CpuSample:
     busy: float       # CPU-seconds used (node: all CPUs; task: the cgroup's usage)
-    at: float         # wall-clock seconds (node: total jiffies / cpus; task: monotonic)
+    at: float         # seconds (node: total jiffies / cpus; task: the agent's clock)
 
 
 def parse_proc_stat(text: str, hz: int = 100) -> Tuple[float, float]:
@@ -131,7 +131,7 @@ class Sampler:
                 "load1": load1, "cpus": self.cpus, "tasks": tasks}
 
     def task(self, key: str, usage: Tuple[float, int], now: float) -> Dict[str, float]:
-        """Rates for one task from its counters; ``now`` is a monotonic clock."""
+        """Rates for one task from its counters; ``now`` is the agent's clock (seconds)."""
         cur = CpuSample(usage[0], now)
         pct = cpu_percent(self._task_prev.get(key), cur)  # percent of one CPU, as docker stats
         self._task_prev[key] = cur
