@@ -62,7 +62,8 @@ def _context() -> bytes:
 @pytest.fixture(scope="session")
 def agent_image(docker_client) -> str:
     if _BUSYBOX is None:
-        pytest.skip("busybox-static is not installed (apt-get install -y busybox-static)")
+        pytest.fail("busybox-static is not installed (scripts/bootstrap.sh installs it: "
+                    "apt-get install -y busybox-static)")   # a missing prerequisite fails
     ctx = _context()
     digest = hashlib.sha256(ctx).hexdigest()[:12]
     try:

@@ -12,7 +12,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("swarmlet.shipped.gossip.transport")
 
 
 def _udp_port() -> int:

@@ -48,7 +48,15 @@ def _docker_proxy() -> Optional[str]:
 
 
 PROXY = _docker_proxy()
-needs_proxy = pytest.mark.skipif(PROXY is None, reason="no docker-proxy binary")
+
+
+@pytest.fixture
+def require_proxy():
+    """docker.io ships docker-proxy (scripts/bootstrap.sh): a missing one fails, never skips."""
+    assert PROXY is not None, "no docker-proxy binary (apt-get install -y docker.io)"
+
+
+needs_proxy = pytest.mark.usefixtures("require_proxy")
 
 
 class Replica:

@@ -54,10 +54,13 @@ async def test_update_and_automatic_rollback_under_load(env):
                        update=UpdateConfig(monitor=1.0))
     await env.call("POST", "/v1/services", to_wire(spec))
     await env.wait("3 healthy", lambda r: healthy(r, 3))
+    seen: set = set()
     for _ in range(50):
-        if await _versions(url) == {"1"}:
+        seen = await _versions(url)
+        if seen == {"1"}:
             break
         await asyncio.sleep(0.2)
+    assert seen == {"1"}, f"the load balancer never served only version 1: {seen}"
 
     # 1 -> 2 under load
     stop = asyncio.Event()
