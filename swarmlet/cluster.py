@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import home as homedir
 from . import pki
@@ -82,8 +82,14 @@ class Cluster:
     def issue_agent(self, node_name: str, sans: List[str]) -> pki.KeyPair:
         return pki.issue(self.ca(), node_name, "agent", sans)
 
+    masters: Tuple[str, ...] = ()    # the HA masters' API URLs (swarmlet master ha); () = this host
+
     def master_url(self) -> str:
-        return f"https://127.0.0.1:{self.master_port}"
+        return self.masters[0] if self.masters else f"https://127.0.0.1:{self.master_port}"
+
+    def master_urls(self) -> List[str]:
+        """Every master to try, in order: the HA masters, or the one on this host."""
+        return list(self.masters) if self.masters else [self.master_url()]
 
 
 def _cluster_file(home: Path) -> Path:
@@ -165,6 +171,7 @@ def load(home: Optional[Path] = None) -> Cluster:
             master_port=int(meta.get("master_port", MASTER_PORT)),
             api_port=int(meta.get("api_port", AGENT_API_PORT)),
             gossip_port=int(meta.get("gossip_port", GOSSIP_PORT)),
+            masters=tuple(str(m["url"]) for m in meta.get("masters") or []),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{_cluster_file(home)} is invalid: {exc}") from exc

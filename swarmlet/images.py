@@ -117,7 +117,7 @@ async def list_nodes(cluster: Optional[clusterlib.Cluster] = None) -> List[Node]
     from .provision import api
     c = cluster or clusterlib.load()
     try:
-        rows = await api.master_call(c.master_url(), "GET", "/v1/nodes", c.client_ssl("cli"),
+        rows = await api.master_call(c.master_urls(), "GET", "/v1/nodes", c.client_ssl("cli"),
                                      timeout=15.0)
     except Unreachable as exc:
         raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc

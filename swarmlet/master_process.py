@@ -101,7 +101,7 @@ def master_running(cluster: Cluster) -> bool:
 async def _answers(cluster: Cluster, timeout: float = 2.0) -> bool:
     from .provision import api
     try:
-        await api.master_call(cluster.master_url(), "GET", "/v1/status", cluster.client_ssl("cli"),
+        await api.master_call(cluster.master_urls(), "GET", "/v1/status", cluster.client_ssl("cli"),
                               timeout=timeout)
         return True
     except SwarmletError:

@@ -298,7 +298,7 @@ def _master_caller(c: Any) -> Callable[[str, str], Any]:
 
     async def master(method: str, path: str, body: Any = None) -> Any:
         try:
-            return await api.master_call(c.master_url(), method, path, ctx, body, timeout=15.0)
+            return await api.master_call(c.master_urls(), method, path, ctx, body, timeout=15.0)
         except Unreachable as exc:
             raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc
     return master

@@ -98,7 +98,7 @@ def call(method: str, path: str, body: Any = None) -> Any:
     from ..provision import api
     c = clusterlib.load()
     try:
-        return asyncio.run(api.master_call(c.master_url(), method, path, c.client_ssl("cli"), body,
+        return asyncio.run(api.master_call(c.master_urls(), method, path, c.client_ssl("cli"), body,
                                            timeout=15.0))
     except Unreachable as exc:
         raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc

@@ -1,7 +1,8 @@
 """``python3 -m swarmlet.master --home DIR [--foreground]``: run the master.
 
-Reads the cluster files in DIR (see ``swarmlet.cluster``), opens
-``master/state.db``, serves the API on the cluster's master port and runs
+Reads the cluster files in DIR (see ``swarmlet.cluster``); with an ``ha.json``
+there it is one of the HA masters (``master/ha_runner.py``: etcd, election),
+else it opens ``master/state.db``, serves the API on the cluster's master port and runs
 the loops until SIGTERM or SIGINT. Logs go to stderr (``swarmlet master
 start`` sends them to ``master/master.log``). ``--foreground`` is accepted for
 symmetry with ``swarmlet init --foreground``; the process never daemonizes
@@ -21,6 +22,7 @@ from typing import List, Optional
 from .. import __version__
 from ..shipped.exceptions import SwarmletError
 from .daemon import MasterConfig
+from ..ha import config as haconfig
 from .runner import run_master
 
 
@@ -42,8 +44,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        running = await run_master(Path(args.home), bind=args.bind, port=args.port,
-                                   config=MasterConfig())
+        if haconfig.exists(Path(args.home)):     # one of the HA masters (swarmlet master ha)
+            # Imported here: etcd3gw is needed (and installed) only where masters are HA.
+            from .ha_runner import run_ha_master
+            running = await run_ha_master(Path(args.home), config=MasterConfig())
+        else:
+            running = await run_master(Path(args.home), bind=args.bind, port=args.port,
+                                       config=MasterConfig())
         log.info("swarmlet master %s listening on %s", __version__, running.url)
         try:
             await stop.wait()

@@ -16,13 +16,15 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
-from ..shipped.exceptions import APIError, ProtocolError, SwarmletError, UsageError
+from ..shipped.exceptions import APIError, NoQuorum, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.tlsutil import peer_name, peer_role
 from ..stack.values import StackWarning
 
 ALLOWED_ROLES = ("cli", "master")
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)
+# An HA follower without a leader answers reads from its hot copy: a read-only Master per request.
+VIEW_KEY: "web.RequestKey[Any]" = web.RequestKey("master_view", object)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -41,12 +43,15 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         return _error(400, str(exc))
     except APIError as exc:
         return _error(exc.status or 500, str(exc))
+    except NoQuorum as exc:     # HA: too few masters for a write; nothing was done
+        return _error(503, str(exc))
     except SwarmletError as exc:
         return _error(500, str(exc))
 
 
 def _m(request: web.Request) -> Any:
-    return request.app[MASTER_KEY]
+    view = request.get(VIEW_KEY)
+    return view if view is not None else request.app[MASTER_KEY]
 
 
 async def _body(request: web.Request) -> Any:
@@ -202,8 +207,9 @@ async def get_dashboard(request: web.Request) -> web.Response:
     return web.json_response(dashboard_info(_m(request)))
 
 
-def make_app(master: Any) -> web.Application:
-    app = web.Application(middlewares=[guard])
+def make_app(master: Any, middlewares: Any = ()) -> web.Application:
+    """The API; ``middlewares`` run after the role guard (the HA front: ``master/ha_runner.py``)."""
+    app = web.Application(middlewares=[guard, *middlewares])
     app[MASTER_KEY] = master
     app.add_routes([
         web.get("/v1/nodes", get_nodes), web.post("/v1/nodes", post_nodes),
@@ -225,9 +231,10 @@ def make_app(master: Any) -> web.Application:
     return app
 
 
-async def serve(master: Any, host: str, port: int, ssl_ctx: Optional[ssl.SSLContext]) -> web.AppRunner:
+async def serve(master: Any, host: str, port: int, ssl_ctx: Optional[ssl.SSLContext],
+                middlewares: Any = ()) -> web.AppRunner:
     """Start the API; returns the runner (``await runner.cleanup()`` to stop)."""
-    runner = web.AppRunner(make_app(master), access_log=None)
+    runner = web.AppRunner(make_app(master, middlewares), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
     try:

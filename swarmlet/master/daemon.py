@@ -70,6 +70,8 @@ class Master:
         self.store = store
         self.fence: Optional[Fence] = None     # set by an HA leader: its writes are fenced by term
         self.term = 0                           # the HA leader's term, sent in every assignment
+        # An HA leader's lease check (``Elector.is_leader``): no push once it may have lapsed.
+        self.leading: Callable[[], bool] = lambda: True
         self.meta: Dict[str, Any] = {}          # the store's meta, as of the last load or write
         self.ingress = ingress                  # swarmlet.shipped.ingress.Ingress, fed from routes()
         self.client = client

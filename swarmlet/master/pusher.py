@@ -124,7 +124,8 @@ class Pusher:
         try:
             for _ in range(3):
                 rec, prep, live = m.nodes.get(name), self._nodes.get(name), m.live.get(name)
-                if rec is None or prep is None or live is None or prep.content is None:
+                if (rec is None or prep is None or live is None or prep.content is None
+                        or not m.leading()):    # an HA leader whose lease may have lapsed: silent
                     return
                 prep.repush = False
                 a = Assignment(name, rec.assignment_version, prep.content, *prep.routing,

@@ -13,8 +13,9 @@ import asyncio
 import json
 import os
 import ssl
+import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import aiohttp
 
@@ -34,13 +35,18 @@ async def call(method: str, url: str, ctx: ssl.SSLContext, body: Any = None,
             async with s.request(method, url, ssl=ctx, json=body,
                                  timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 text = await resp.text()
+                stale = resp.headers.get("X-Swarmlet-Stale")
+                if stale:
+                    on_stale(stale)
                 if resp.status >= 400:
                     try:
                         msg = json.loads(text).get("error", text)
                     except (ValueError, AttributeError):
                         msg = text
-                    raise APIError(f"{method} {url}: {resp.status} {str(msg).strip()[:200]}",
+                    err = APIError(f"{method} {url}: {resp.status} {str(msg).strip()[:200]}",
                                    status=resp.status)
+                    err.retry = resp.status == 503 and resp.headers.get("X-Swarmlet-Retry") == "1"
+                    raise err
                 return json.loads(text) if text.strip() else None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
         raise Unreachable(f"{method} {url}: {_describe(exc)}") from exc
@@ -137,6 +143,40 @@ async def members(address: str, port: int, ctx: ssl.SSLContext) -> List[Dict[str
     return await call("GET", agent_url(address, port, "/v1/members"), ctx) or []
 
 
-async def master_call(base: str, method: str, path: str, ctx: ssl.SSLContext,
-                      body: Optional[Any] = None, timeout: float = 5.0) -> Any:
-    return await call(method, base + path, ctx, body, timeout)
+def _warn_stale(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# How long a call keeps trying while HA masters elect a leader (a failover takes up to ~5 s).
+ELECTION_WAIT = 8.0
+
+# What to do with an HA follower's "the view may be stale" (X-Swarmlet-Stale); the CLI prints it.
+on_stale: Callable[[str], None] = _warn_stale
+
+
+async def master_call(base: "Union[str, Sequence[str]]", method: str, path: str,
+                      ctx: ssl.SSLContext, body: Optional[Any] = None, timeout: float = 5.0) -> Any:
+    """One call to the master; ``base`` may list every HA master: the first that answers serves
+    (a follower proxies to the leader), an unreachable one is skipped."""
+    bases = [base] if isinstance(base, str) else list(base)
+    deadline = time.monotonic() + ELECTION_WAIT
+    while True:
+        last: Optional[BaseException] = None
+        for b in bases:
+            try:
+                return await call(method, b + path, ctx, body, timeout)
+            except Unreachable as exc:
+                last = exc
+            except APIError as exc:
+                # An HA master that did nothing (no leader yet, the old one gone): try another.
+                if not getattr(exc, "retry", False):
+                    raise
+                last = exc
+        assert last is not None
+        if len(bases) == 1 and isinstance(last, Unreachable):
+            raise last
+        if time.monotonic() >= deadline:
+            if isinstance(last, APIError):
+                raise last
+            raise Unreachable(f"none of the {len(bases)} masters answers: {last}") from last
+        await asyncio.sleep(0.3)

@@ -239,12 +239,12 @@ def _record(res: JoinResult, target: plan.Target, opts: JoinOptions, facts: prob
 async def _register(cluster: clusterlib.Cluster, res: JoinResult, ctx, emit: Emit) -> None:
     """Tell the master about the node; the master may not run, which is only a note."""
     from ..master_process import master_running  # local: avoids an import cycle at load
-    if not master_running(cluster):
-        return
+    if not cluster.masters and not master_running(cluster):
+        return   # no master on this host and no HA masters: it learns the node at start
     body = {"name": res.name, "address": res.address, "api_port": cluster.api_port,
             "labels": dict(_labels_of(cluster, res.name))}
     try:
-        await api.master_call(cluster.master_url(), "POST", "/v1/nodes", cluster.client_ssl("cli"), body)
+        await api.master_call(cluster.master_urls(), "POST", "/v1/nodes", cluster.client_ssl("cli"), body)
     except SwarmletError as exc:
         note = f"joined, but the master did not take the registration: {exc}"
         res.notes.append(note)

@@ -52,7 +52,7 @@ async def leave(
     from ..master_process import master_running  # local: avoids an import cycle at load
     if master_running(cluster):
         try:
-            await api.master_call(cluster.master_url(), "DELETE", f"/v1/nodes/{rec.name}", ctx)
+            await api.master_call(cluster.master_urls(), "DELETE", f"/v1/nodes/{rec.name}", ctx)
         except SwarmletError as exc:
             say(f"the master did not remove {rec.name}: {exc}")
 

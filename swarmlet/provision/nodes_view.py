@@ -66,7 +66,7 @@ async def live_rows(cluster: clusterlib.Cluster) -> Tuple[List[Dict[str, Any]], 
     ctx = cluster.client_ssl("cli")
     if master_running(cluster):
         try:
-            data = await api.master_call(cluster.master_url(), "GET", "/v1/nodes", ctx)
+            data = await api.master_call(cluster.master_urls(), "GET", "/v1/nodes", ctx)
             return rows_from_master(data), "master"
         except SwarmletError:
             pass

@@ -75,6 +75,7 @@ class SimNode:
     labels: Dict[str, str]
     alive: bool = True
     version: int = 0
+    term: int = 0                      # the newest leader term seen (as the real agent)
     assignment: Optional[bytes] = None
     tasks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     seq: int = 0
@@ -129,6 +130,7 @@ class SimFleet:
                                            "mem_total": 16 << 30, "load1": 0.4, "cpus": 8, "tasks": 10}}
         self._members_body: Optional[bytes] = None
         self.log: List[Tuple[float, str, str, str, int]] = []   # (t, node, task, service, slot)
+        self.terms: Dict[str, Dict[int, float]] = {}   # node -> term -> when one last arrived
         self.bytes_in: Dict[str, int] = {}
         self.bytes_out: Dict[str, int] = {}
         self.requests: Dict[str, int] = {}
@@ -274,15 +276,22 @@ class SimFleet:
         try:
             body = json.loads(raw)
             version = int(body["version"])
+            term = int(body.get("term") or 0)
             tasks = body.get("tasks") or []
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad assignment: {exc}"}, status=400)
         if body.get("node") != n.name:
             return web.json_response({"error": f"assignment is for node {body.get('node')!r}"}, status=400)
-        if version < n.version:
-            return web.json_response({"error": "stale assignment", "current": n.version}, status=409)
-        if version == n.version:
+        self.terms.setdefault(n.name, {})[term] = time.time()
+        if term < n.term:
+            return web.json_response({"error": f"stale term {term}: this node follows term {n.term}",
+                                      "current": n.version, "term": n.term}, status=409)
+        if term == n.term and version < n.version:
+            return web.json_response({"error": "stale assignment", "current": n.version,
+                                      "term": n.term}, status=409)
+        if term == n.term and version == n.version:
             return web.json_response({"version": version, "applied": False})
+        n.term = term
         now = time.time()
         n.version, n.assignment = version, raw
         want = {}

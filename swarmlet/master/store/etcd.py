@@ -341,6 +341,13 @@ class EtcdStore:
                     return
                 self._cv.wait(left)
 
+    def hot_copy(self) -> Optional[Snapshot]:
+        """The watched copy as it stands, however stale (a follower's reads without quorum)."""
+        with self._cv:
+            c = self._cache
+            return None if c is None else Snapshot(dict(c.services), dict(c.specs), dict(c.tasks),
+                                                   dict(c.nodes), dict(c.meta), c.revision)
+
     def _cached(self, timeout: float = 2.0) -> Optional[Snapshot]:
         """The hot copy once it has caught up with etcd's current store revision."""
         want = self.revision()
