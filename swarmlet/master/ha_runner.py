@@ -242,7 +242,7 @@ class HAMaster:
                                                                          "name": self.cluster.name})
             v.services, v.specs, v.nodes, v.meta = snap.services, snap.specs, snap.nodes, snap.meta
             for t in snap.tasks.values():
-                v._index(t)
+                v.tasks.put(t)
             self._view, self._view_rev = v, snap.revision
         return self._view
 
