@@ -36,6 +36,8 @@ class AgentConfig:
     gossip: bool = True                 # false: run without the mesh (tests, single node)
     ingress: bool = True                # run a proxy for every published port (routes)
     ingress_bind: str = "0.0.0.0"
+    ingress_process: bool = True        # the LBs in a worker process (false: on the agent's loop)
+    ingress_max_connections: int = 4096  # client connections per published port
     discovery: bool = True              # services reachable by name via VIPs (needs root, `ip`)
     docker_url: Optional[str] = None    # None: DOCKER_HOST or the local socket
     resync_interval: float = 10.0       # full re-list even without Docker events
@@ -56,7 +58,7 @@ class AgentConfig:
 
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
         "api_bind", "gossip_bind", "ingress_bind")
-_INT = ("api_port", "gossip_port", "stop_timeout")
+_INT = ("api_port", "gossip_port", "stop_timeout", "ingress_max_connections")
 _FLOAT = ("drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
 
@@ -90,10 +92,12 @@ def parse(data: Any, where: str = "agent.json") -> AgentConfig:
             if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
                 raise ConfigError(f"{where}: 'seeds' must be a list of 'host:port' strings")
             kw[k] = tuple(v)
-        elif k in ("gossip", "ingress", "discovery"):
+        elif k in ("gossip", "ingress", "discovery", "ingress_process"):
             kw[k] = bool(v)
         elif k == "docker_url":
             kw[k] = v if isinstance(v, str) and v else None
+    if kw.get("ingress_max_connections", 1) < 1:
+        raise ConfigError(f"{where}: 'ingress_max_connections' must be at least 1")
     return AgentConfig(**kw)
 
 

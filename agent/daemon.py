@@ -15,7 +15,8 @@ Loops:
 - stats: node and task utilization, pushed into the gossip meta.
 - ingress: a proxy for every published port, fed the routing table that
   comes with each assignment, so this node answers on every published port
-  and keeps routing with the master gone.
+  and keeps routing with the master gone. The proxies run in a worker process
+  of their own (``swarmlet.shipped.lb.supervisor``), fed over a socket pair.
 
 The master is never needed: with it gone the agent keeps the stored
 assignment and keeps restarting crashed tasks (static stability). Stopping
@@ -89,8 +90,11 @@ class Agent:
                            (self._stats_loop(), "stats")):
             self._tasks.append(loop.create_task(coro, name=name))
         if self.config.ingress:
-            from swarmlet.shipped.ingress import Ingress  # the LB is imported only when it runs
-            self.ingress = Ingress(self.config.ingress_bind, sticky_key=await self._sticky_key())
+            # the LBs run in a worker process: a flood on a published port never stalls this loop
+            from swarmlet.shipped.lb.supervisor import ingress_for
+            self.ingress = ingress_for(self.config.ingress_bind, await self._sticky_key(),
+                                       process=self.config.ingress_process,
+                                       limits={"max_connections": self.config.ingress_max_connections})
         if self.config.discovery:
             from swarmlet.shipped.discovery import Discovery
             self.discovery = Discovery()

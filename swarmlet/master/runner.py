@@ -20,8 +20,8 @@ from .agents import AgentClient
 from .api import serve
 from .daemon import Master, MasterConfig
 from .store import Store, open_store
-from ..shipped.ingress import Ingress
 from ..shipped.lb import sticky_key_from
+from ..shipped.lb.supervisor import IngressProcess
 
 
 @dataclass
@@ -51,7 +51,9 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
     store = open_store(c.master_dir / "state.db")
     seeds = [asdict(r) for r in clusterlib.nodes(c)]
-    ingress = Ingress(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
+    # the master's LBs run in a worker process too, for the same reason as the agents':
+    # a flood on a published port must not stall the master's API and reconcile
+    ingress = IngressProcess(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
         if config.ingress else None
     master = Master(store, AgentClient(client_ctx, config.request_timeout),
                     cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds,

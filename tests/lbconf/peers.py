@@ -32,6 +32,7 @@ error_log {d}/nginx.err warn;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;
   client_body_temp_path {d}/p1; proxy_temp_path {d}/p2; fastcgi_temp_path {d}/p3;
   uwsgi_temp_path {d}/p4; scgi_temp_path {d}/p5;
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}

@@ -1,0 +1,156 @@
+"""The ingress worker: a process of its own that runs a node's load balancers.
+
+``python -m swarmlet.shipped.lb.worker --control-fd N`` (started by
+``supervisor.IngressProcess``, never by hand). It runs an ``Ingress`` (one
+``LoadBalancer`` per published port) on its own event loop, fed over the
+control channel (``control.py``): a flood on a published port then costs this
+process's CPU and memory, never the agent's loop, so the agent's API,
+reconcile and gossip keep their timing.
+
+It holds nothing it was not sent: on start it says ``hello`` and waits for
+``config`` and ``routes``; every ``status_interval`` it pushes its snapshot and
+metrics. When the channel closes (the agent stopped or died) it drains and
+exits, so no worker outlives its agent. SIGINT is ignored (the agent decides),
+SIGTERM drains and exits.
+
+Later (issue 18) several workers can share each port with ``SO_REUSEPORT``
+(``reuse_port`` in the config, one channel per worker), and the ``config``
+message can carry certificates per SNI and host/path routes: the channel and
+the agent's role as the single source of them stay as they are.
+
+Shipped to agents: Python 3.9; uses uvloop when it is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any, Dict, List, Optional
+
+from ..exceptions import ProtocolError
+from ..models import Route, from_wire
+from . import control
+
+log = logging.getLogger("swarmlet.ingress.worker")
+
+
+class Worker:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ingress: Any = None
+        self.status_interval = 1.0
+        self._status: Optional["asyncio.Task[None]"] = None
+        self._stop = asyncio.Event()
+
+    def send(self, op: str, **fields: Any) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(control.encode(op, **fields))
+
+    async def run(self) -> None:
+        self.send("hello", pid=os.getpid())
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        reading = asyncio.ensure_future(self._read())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([reading, stopping], return_when=asyncio.FIRST_COMPLETED)
+        reading.cancel()
+        stopping.cancel()
+        if self._status is not None:
+            self._status.cancel()
+        if self.ingress is not None:
+            await self.ingress.close()
+        self.writer.close()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                line = await self.reader.readline()
+            except (ValueError, ConnectionError) as exc:   # a line over MAX_LINE, a reset
+                log.error("control channel: %s", exc)
+                return
+            if not line:
+                return                      # the agent is gone: drain and exit
+            try:
+                msg = control.decode(line)
+            except ProtocolError as exc:
+                log.error("%s", exc)
+                return
+            op = msg["op"]
+            if op == "config":
+                self._configure(msg)
+            elif op == "routes":
+                await self._apply(msg)
+            elif op == "stop":
+                return
+
+    def _configure(self, msg: Dict[str, Any]) -> None:
+        from ..ingress import Ingress
+        if self.ingress is not None:
+            return                          # config is once per worker
+        key = base64.b64decode(msg.get("sticky_key") or "")
+        limits = {k: int(v) for k, v in (msg.get("limits") or {}).items()}
+        self.ingress = Ingress(str(msg.get("bind") or "0.0.0.0"),
+                               float(msg.get("drain_grace") or 5.0), sticky_key=key,
+                               limits=limits)
+        self.status_interval = float(msg.get("status_interval") or 1.0)
+        self._status = asyncio.ensure_future(self._push_status())
+
+    async def _apply(self, msg: Dict[str, Any]) -> None:
+        if self.ingress is None:
+            log.error("routes before config: ignored")
+            return
+        try:
+            routes: List[Route] = [from_wire(Route, r) for r in msg.get("routes") or []]
+        except ProtocolError as exc:
+            log.error("bad routes: %s", exc)
+            return
+        await self.ingress.apply(routes, frozenset(msg.get("graceful") or ()))
+        self.send("applied", version=msg.get("version", 0),
+                  errors={str(p): e for p, e in self.ingress.errors.items()})
+        self._send_status()
+
+    def _send_status(self) -> None:
+        self.send("status", snapshot=self.ingress.snapshot(),
+                  metrics=self.ingress.metrics_text() if self.ingress.proxies else "")
+
+    async def _push_status(self) -> None:
+        while True:
+            await asyncio.sleep(self.status_interval)
+            try:
+                self._send_status()
+            except Exception:  # status is advisory; never let it end the worker
+                log.exception("status")
+
+
+async def _main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=control.MAX_LINE)
+    await Worker(reader, writer).run()
+
+
+def main(argv: List[str] = sys.argv[1:]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m swarmlet.shipped.lb.worker")
+    ap.add_argument("--control-fd", type=int, required=True)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="ingress-worker[%(process)d] %(levelname)s %(message)s")
+    run = asyncio.run
+    try:
+        import uvloop  # type: ignore[import-not-found]
+        run = uvloop.run  # noqa: F811
+    except ImportError:
+        pass
+    run(_main(args.control_fd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
