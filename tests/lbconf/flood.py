@@ -1,6 +1,7 @@
 """Flooders for the LB floods (bench/lb/flood, the ingress worker tests): run in a
 process of their own (``python -m tests.lbconf.flood PORT SECONDS``) so their CPU is
-not the measured side's. Prints: header bytes, header connections, websocket
+not the measured side's (``python -m tests.lbconf.flood PORT SECONDS [HOST]``,
+host 127.0.0.1 by default). Prints: header bytes, header connections, websocket
 bytes, websocket connections.
 
 - ``HEADER_FLOODERS`` connections each sending a 100 MiB header (``X-Flood:
@@ -23,7 +24,7 @@ WS_FLOODERS = 10
 FLOOD_BYTES = 100 * MIB
 
 
-def push(port: int, head: bytes, limit: int, until: float, stats: Dict[str, int],
+def push(host: str, port: int, head: bytes, limit: int, until: float, stats: Dict[str, int],
           patient: bool = False) -> None:
     """Send ``head`` then filler until ``limit`` bytes went out, reconnecting when cut
     (``patient``: a send that blocks is retried on the same connection)."""
@@ -31,7 +32,7 @@ def push(port: int, head: bytes, limit: int, until: float, stats: Dict[str, int]
     sent = 0
     while sent < limit and time.monotonic() < until:
         try:
-            s = socket.create_connection(("127.0.0.1", port), 2)
+            s = socket.create_connection((host, port), 2)
         except OSError:
             time.sleep(0.01)
             continue
@@ -54,17 +55,17 @@ def push(port: int, head: bytes, limit: int, until: float, stats: Dict[str, int]
             s.close()
 
 
-def flood(port: int, seconds: float) -> None:
+def flood(port: int, seconds: float, host: str = "127.0.0.1") -> None:
     until = time.monotonic() + seconds
     header = b"GET / HTTP/1.1\r\nHost: a\r\nX-Flood: "
     ws = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     stats = {"header": {"connections": 0, "bytes": 0, "cut": 0},
              "ws": {"connections": 0, "bytes": 0, "cut": 0}}
-    threads = [threading.Thread(target=push, args=(port, header, FLOOD_BYTES, until,
+    threads = [threading.Thread(target=push, args=(host, port, header, FLOOD_BYTES, until,
                                                     stats["header"]))
                for _ in range(HEADER_FLOODERS)]
-    threads += [threading.Thread(target=push, args=(port, ws, FLOOD_BYTES, until, stats["ws"],
+    threads += [threading.Thread(target=push, args=(host, port, ws, FLOOD_BYTES, until, stats["ws"],
                                                      True))
                 for _ in range(WS_FLOODERS)]
     for t in threads:
@@ -77,4 +78,4 @@ def flood(port: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    flood(int(sys.argv[1]), float(sys.argv[2]))
+    flood(int(sys.argv[1]), float(sys.argv[2]), *(sys.argv[3:4] or ["127.0.0.1"]))
