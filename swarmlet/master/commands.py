@@ -114,7 +114,8 @@ class Commands:
                 "tasks": sum(1 for t in m.tasks.on(name) if t.desired == RUNNING)}
 
     def _stage_put(self, spec: ServiceSpec, now: float, rollback_of: Optional[int] = None,
-                   scale_reason: Optional[str] = None) -> Optional["_Staged"]:
+                   scale_reason: Optional[str] = None,
+                   rollback_to: Optional[int] = None) -> Optional["_Staged"]:
         """The new revision of ``spec`` and its events, not yet stored (None: unchanged)."""
         m = self.m
         old = m.services.get(spec.name)
@@ -124,8 +125,8 @@ class Commands:
         what = "created" if old is None else f"revision {svc.revision}"
         rollout = None
         if old is not None and svc.template_revision == svc.revision:
-            what += (f": rolling back to revision {svc.revision} (the spec of an earlier one)"
-                     if rollback_of is not None else ": rolling update started")
+            what += ((f": rolling back to revision {rollback_to}" if rollback_to is not None
+                      else ": rolling back") if rollback_of is not None else ": rolling update started")
             rollout = ro.Rollout(spec.name, svc.revision, old.revision, now,
                                  status=ro.ROLLING_BACK if rollback_of is not None else ro.UPDATING,
                                  rollback_of=rollback_of)
@@ -156,7 +157,10 @@ class Commands:
 
     async def put_service(self, spec: ServiceSpec, create_only: bool = False,
                           rollback_of: Optional[int] = None,
-                          scale_reason: Optional[str] = None) -> Dict[str, Any]:
+                          scale_reason: Optional[str] = None,
+                          rollback_to: Optional[int] = None) -> Dict[str, Any]:
+        """``rollback_of``: the revision this write rolls back; ``rollback_to``: the revision
+        whose spec it restores (named in the event)."""
         m = self.m
         validate_spec(spec)
         async with m.lock:
@@ -164,7 +168,7 @@ class Commands:
             if old is not None and create_only:
                 raise APIError(f"service {spec.name!r} exists", status=409)
             now = m.clock()
-            st = self._stage_put(spec, now, rollback_of, scale_reason)
+            st = self._stage_put(spec, now, rollback_of, scale_reason, rollback_to)
             if st is None:
                 assert old is not None
                 return {"name": spec.name, "revision": old.revision, "changed": False}
@@ -268,7 +272,7 @@ class Commands:
         spec = m.specs.get((name, to))
         if spec is None:
             raise APIError(f"service {name!r} has no revision {to}", status=404)
-        out = await self.put_service(spec, rollback_of=svc.revision)
+        out = await self.put_service(spec, rollback_of=svc.revision, rollback_to=to)
         return {**out, "to": to}
 
     async def rebalance(self) -> Dict[str, Any]:

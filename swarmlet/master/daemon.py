@@ -189,8 +189,10 @@ class Master:
 
     async def put_service(self, spec: ServiceSpec, create_only: bool = False,
                           rollback_of: Optional[int] = None,
-                          scale_reason: Optional[str] = None) -> Dict[str, Any]:
-        return await self.commands.put_service(spec, create_only, rollback_of, scale_reason)
+                          scale_reason: Optional[str] = None,
+                          rollback_to: Optional[int] = None) -> Dict[str, Any]:
+        return await self.commands.put_service(spec, create_only, rollback_of, scale_reason,
+                                               rollback_to)
 
     async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
                           dry_run: bool = False, file: str = "",

@@ -11,6 +11,8 @@ Rules, per replicated service (slots 1..replicas):
 - a task on a node that is down, has left, or was removed is shut down and
   its slot refilled elsewhere at once (the node, if it comes back, receives an
   assignment without it, so it stops it: no over-replication);
+- a task of an older revision whose spec has the current template (a rollback
+  restored it) is current: it is kept as it is, with its task id;
 - start-first moves: a task on a draining node, of an older revision (at most
   ``update.parallelism`` slots at a time), or chosen by rebalance gets a
   successor in the same slot; the old one is shut down only once the
@@ -29,11 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState
 from .scheduler import Placed, Request, Scheduler, placed
-from .state import RUNNING, SHUTDOWN, Service, Task
+from .state import RUNNING, SHUTDOWN, Service, Task, kept_revisions
 
 _KEEP = (NodeStatus.READY, NodeStatus.SUSPECT)   # a suspect node may come back: wait
 _LOST = (NodeStatus.DOWN, NodeStatus.LEFT, None)
@@ -88,21 +90,24 @@ class _Work:
 
 def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Sequence[NodeInfo],
               now: float, new_id: Callable[[str, int], str], *, rebalance: bool = False,
-              gc_after: float = 60.0) -> Changes:
+              gc_after: float = 60.0,
+              specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None) -> Changes:
+    """``specs``: every stored revision's spec, to tell which older tasks run the current one."""
     w = _Work(tasks, now)
     status: Dict[str, NodeStatus] = {n.name: n.status for n in nodes}
     sched_nodes = Scheduler(nodes)   # only for eligibility; accounting comes later
 
     _forget_finished(w, status, gc_after)
     _stop_orphans(w, services, status)
+    kept = _kept(services, w.live(), specs)
     requests: List[Tuple[Service, int, Optional[Task]]] = []   # (service, slot, pending task)
     for name in sorted(services):
         svc = services[name]
         if svc.spec.mode == "global":
-            requests += _global(w, svc, status, sched_nodes)
+            requests += _global(w, svc, kept[name], status, sched_nodes)
         else:
-            requests += _replicated(w, svc, status)
-    moves = _rebalance(w, services, status, sched_nodes) if rebalance else []
+            requests += _replicated(w, svc, kept[name], status)
+    moves = _rebalance(w, services, kept, status, sched_nodes) if rebalance else []
     _place(w, services, nodes, status, requests, moves, new_id)
 
     created_ids = {t.task_id for t in w.created}
@@ -138,21 +143,32 @@ def _stop_orphans(w: _Work, services: Mapping[str, Service], status: Mapping[str
             w.event("task", t.task_id, f"{t.service} slot {t.slot}: {t.state.name.lower()}, replacing")
 
 
+def _kept(services: Mapping[str, Service], live: Sequence[Task],
+          specs: Optional[Mapping[Tuple[str, int], ServiceSpec]]) -> Dict[str, FrozenSet[int]]:
+    """Per service, the older revisions of live tasks that run its current template."""
+    older: Dict[str, Set[int]] = {}
+    for t in live:
+        svc = services.get(t.service)
+        if svc is not None and t.revision < svc.current_from:
+            older.setdefault(t.service, set()).add(t.revision)
+    return {name: kept_revisions(svc, older.get(name, ()), specs) for name, svc in services.items()}
+
+
 def _lost_word(s: Optional[NodeStatus]) -> str:
     return "removed" if s is None else s.value
 
 
-def _good(t: Task, rev: int, status: Mapping[str, NodeStatus]) -> bool:
-    return t.revision >= rev and (t.node is None or status.get(t.node) in _KEEP)
+def _good(t: Task, rev: int, kept: FrozenSet[int], status: Mapping[str, NodeStatus]) -> bool:
+    return (t.revision >= rev or t.revision in kept) and (t.node is None or status.get(t.node) in _KEEP)
 
 
-def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
+def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus]
                 ) -> List[Tuple[Service, int, Optional[Task]]]:
     spec, rev = svc.spec, svc.current_from
     slots: Dict[int, List[Task]] = {}
     for t in w.live():
         if t.service == spec.name:
-            if t.node is None and t.revision < rev:   # pending: nothing runs yet, just retarget
+            if t.node is None and t.revision < rev and t.revision not in kept:   # pending: retarget
                 t = w.set(t, revision=svc.revision)
             slots.setdefault(t.slot, []).append(t)
     for slot, ts in slots.items():
@@ -160,16 +176,16 @@ def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
             for t in ts:
                 w.stop(t, "scaled down")
     out: List[Tuple[Service, int, Optional[Task]]] = []
-    updating = any(not _good(t, rev, status) for ts in slots.values() for t in ts)
+    updating = any(not _good(t, rev, kept, status) for ts in slots.values() for t in ts)
     # A slot is in flight while its successor does not serve yet: beside its
     # predecessor (start-first), or alone mid-update (stop-first).
     in_flight = sum(1 for s, ts in slots.items() if s <= spec.replicas
-                    and any(_good(t, rev, status) for t in ts)
-                    and (any(not _good(t, rev, status) for t in ts)
-                         or (updating and not any(t.serving for t in ts if _good(t, rev, status)))))
+                    and any(_good(t, rev, kept, status) for t in ts)
+                    and (any(not _good(t, rev, kept, status) for t in ts)
+                         or (updating and not any(t.serving for t in ts if _good(t, rev, kept, status)))))
     for slot in range(1, spec.replicas + 1):
         ts = slots.get(slot, [])
-        good = [t for t in ts if _good(t, rev, status)]
+        good = [t for t in ts if _good(t, rev, kept, status)]
         if not ts:
             out.append((svc, slot, None))
             continue
@@ -198,8 +214,8 @@ def _replicated(w: _Work, svc: Service, status: Mapping[str, NodeStatus]
     return out
 
 
-def _global(w: _Work, svc: Service, status: Mapping[str, NodeStatus], sched: Scheduler
-            ) -> List[Tuple[Service, int, Optional[Task]]]:
+def _global(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus],
+            sched: Scheduler) -> List[Tuple[Service, int, Optional[Task]]]:
     spec, rev = svc.spec, svc.current_from
     eligible = set(sched.eligible(spec))
     have: Set[str] = set()
@@ -208,7 +224,7 @@ def _global(w: _Work, svc: Service, status: Mapping[str, NodeStatus], sched: Sch
             continue
         if t.node is None or t.node not in eligible:
             w.stop(t, "node no longer eligible" if t.node else "global tasks are per node")
-        elif t.revision < rev:
+        elif t.revision < rev and t.revision not in kept:
             w.stop(t, f"updated to revision {svc.revision}")   # global: stop-first (same host ports)
         elif t.node in have:
             w.stop(t, "duplicate on node")
@@ -221,8 +237,8 @@ def _global(w: _Work, svc: Service, status: Mapping[str, NodeStatus], sched: Sch
     return pinned
 
 
-def _rebalance(w: _Work, services: Mapping[str, Service], status: Mapping[str, NodeStatus],
-               sched: Scheduler) -> List[Task]:
+def _rebalance(w: _Work, services: Mapping[str, Service], kept: Mapping[str, FrozenSet[int]],
+               status: Mapping[str, NodeStatus], sched: Scheduler) -> List[Task]:
     """Tasks to move (start-first) so no two eligible nodes differ by more than one."""
     moves: List[Task] = []
     by_service: Dict[str, List[Task]] = {}
@@ -235,7 +251,7 @@ def _rebalance(w: _Work, services: Mapping[str, Service], status: Mapping[str, N
         ts = by_service.get(name, [])
         slots = [t.slot for t in ts]
         settled = (sorted(slots) == list(range(1, svc.spec.replicas + 1))
-                   and all(t.serving and t.revision >= svc.current_from
+                   and all(t.serving and (t.revision >= svc.current_from or t.revision in kept[name])
                            and status.get(t.node) == NodeStatus.READY for t in ts))
         eligible = sched.eligible(svc.spec)
         if not settled or len(eligible) < 2:

@@ -21,7 +21,7 @@ from ..shipped.exceptions import SwarmletError
 from . import rollout as ro
 from . import views
 from .reconcile import Event, reconcile
-from .state import RUNNING
+from .state import RUNNING, kept_revisions
 from .store import Batch
 
 if TYPE_CHECKING:
@@ -39,8 +39,9 @@ class Reconciler:
         m = self.m
         now = m.clock()
         for name, svc in m.services.items():
-            old = [t.revision for t in m.tasks.values()
-                   if t.service == name and t.desired == RUNNING and t.revision < svc.current_from]
+            mine = [t.revision for t in m.tasks.values() if t.service == name and t.desired == RUNNING]
+            kept = kept_revisions(svc, mine, m.specs)     # a rollback's kept tasks are current
+            old = [rev for rev in mine if rev < svc.current_from and rev not in kept]
             if old:
                 m.rollouts[name] = ro.Rollout(name, svc.revision, max(old), now)
 
@@ -71,7 +72,8 @@ class Reconciler:
             now, t0 = m.clock(), time.perf_counter()
             rebalance = rebalance or now < m.rebalance_until
             ch = reconcile(m.services, list(m.tasks.values()), views.node_infos(m), now,
-                           self._new_id, rebalance=rebalance, gc_after=m.cfg.gc_after)
+                           self._new_id, rebalance=rebalance, gc_after=m.cfg.gc_after,
+                           specs=m.specs)
             m.counters["reconcile_passes"] += 1
             if not ch.empty or ch.events:
                 await m.commit_changes(ch, now=now)
@@ -90,7 +92,8 @@ class Reconciler:
                 if svc is None:
                     del m.rollouts[name]
                 continue
-            new = ro.assess(r, svc, [t for t in m.tasks.values() if t.service == name], now)
+            new = ro.assess(r, svc, [t for t in m.tasks.values() if t.service == name], now,
+                            m.specs)
             m.rollouts[name] = new
             if new.status == r.status:
                 continue
@@ -105,7 +108,7 @@ class Reconciler:
             if new.status == ro.FAILED:
                 spec = m.specs.get((name, r.previous))
                 if spec is not None:
-                    await m.put_service(spec, rollback_of=r.revision)
+                    await m.put_service(spec, rollback_of=r.revision, rollback_to=r.previous)
                     if name in m.rollouts:   # the rollback carries why it happened
                         m.rollouts[name] = dataclasses.replace(
                             m.rollouts[name],

@@ -15,17 +15,19 @@ judges it, as Swarm's ``update_config`` does:
 
 The daemon then applies ``failure_action``: ``rollback`` (the default) stores
 the previous spec as a new revision, which the reconciler rolls out the same
-health-gated way; ``pause`` leaves the update stuck where it is, which with
+health-gated way: the old tasks still run that spec, so they count as new here
+and are kept (a crash or a slow start before the rollout began is not held
+against them), and only the slots it had updated get new tasks; ``pause`` leaves the update stuck where it is, which with
 start-first means the old replicas keep serving; ``continue`` ignores it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
-from ..shipped.models import Health, TaskState
-from .state import RUNNING, Service, Task
+from ..shipped.models import Health, ServiceSpec, TaskState
+from .state import RUNNING, Service, Task, kept_revisions
 
 UPDATING, COMPLETED, FAILED, PAUSED = "updating", "completed", "failed", "paused"
 ROLLING_BACK, ROLLED_BACK = "rolling_back", "rolled_back"
@@ -58,11 +60,13 @@ def startup_timeout(svc: Service) -> float:
     return 30.0 + grace
 
 
-def _failure(t: Task, now: float, timeout: float) -> Optional[str]:
+def _failure(t: Task, now: float, timeout: float, since: float) -> Optional[str]:
     if t.state == TaskState.FAILED:
         return f"task {t.task_id} failed: {t.reason or 'no reason given'}"
     if t.health == Health.UNHEALTHY:
         return f"task {t.task_id} is unhealthy" + (f": {t.reason}" if t.reason else "")
+    if t.created_at < since:
+        return None    # a kept task: its past restarts and start-up are not this rollout's
     if t.restarts > 0:
         return f"task {t.task_id} crashed and was restarted {t.restarts} time(s)"
     if not t.serving and now - t.created_at > timeout:
@@ -70,21 +74,30 @@ def _failure(t: Task, now: float, timeout: float) -> Optional[str]:
     return None
 
 
-def assess(r: Rollout, svc: Service, tasks: Iterable[Task], now: float) -> Rollout:
-    """The rollout after looking at the service's tasks at ``now``."""
+def assess(r: Rollout, svc: Service, tasks: Iterable[Task], now: float,
+           specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None) -> Rollout:
+    """The rollout after looking at the service's tasks at ``now`` (``specs``: every stored
+    revision's spec, so older tasks that run the current spec count as updated)."""
     if r.status not in ACTIVE or svc.revision != r.revision:
         return r
     spec = svc.spec
     cfg = spec.rollback if r.rollback_of is not None else spec.update
     mine = [t for t in tasks if t.service == spec.name]
-    new = [t for t in mine if t.revision >= svc.current_from and t.node is not None]
-    old_live = [t for t in mine if t.revision < svc.current_from and t.desired == RUNNING]
+    kept = kept_revisions(svc, (t.revision for t in mine), specs)
+
+    def current(t: Task) -> bool:
+        return t.revision >= svc.current_from or t.revision in kept
+
+    # A kept task counts while it is wanted; one stopped before this rollout is history.
+    new = [t for t in mine if t.node is not None and (t.revision >= svc.current_from
+                                                      or (t.revision in kept and t.desired == RUNNING))]
+    old_live = [t for t in mine if not current(t) and t.desired == RUNNING]
     since = dict(r.serving_since)
     for t in new:
         if t.desired == RUNNING and t.serving:
             since.setdefault(t.task_id, now)
     timeout = startup_timeout(svc)
-    failures = [f for f in (_failure(t, now, timeout) for t in new) if f]
+    failures = [f for f in (_failure(t, now, timeout, r.started_at) for t in new) if f]
     total = spec.replicas
     serving_new = [t for t in new if t.desired == RUNNING and t.serving]
     r = replace(r, serving_since=since, updated=len(serving_new), total=total)

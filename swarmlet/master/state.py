@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..shipped.models import Health, NodeStatus, ServiceSpec, TaskSpec, TaskState, TaskStatus
 
@@ -46,6 +46,21 @@ def same_template(a: ServiceSpec, b: ServiceSpec) -> bool:
     autoscale policy, which only moves the replica count)."""
     return (dataclasses.replace(a, replicas=0, autoscale=None)
             == dataclasses.replace(b, replicas=0, autoscale=None))
+
+
+def kept_revisions(svc: Service, revisions: Iterable[int],
+                   specs: Optional[Mapping[Tuple[str, int], ServiceSpec]]) -> FrozenSet[int]:
+    """Which of ``revisions`` (older than the current template) run the current template all the
+    same. A rollback stores an earlier spec as a new revision: the tasks still running that
+    spec are kept as they are (same task ids), only the ones it had updated are replaced."""
+    if not specs:
+        return frozenset()
+    out = set()
+    for rev in set(revisions):
+        spec = specs.get((svc.name, rev))
+        if rev < svc.current_from and spec is not None and same_template(spec, svc.spec):
+            out.add(rev)
+    return frozenset(out)
 
 
 def next_revision(old: Optional[Service], spec: ServiceSpec, now: float) -> Service:

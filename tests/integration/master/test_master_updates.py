@@ -37,6 +37,11 @@ async def _until_update(env: Env, status: str, timeout: float = 60.0) -> dict:
     raise AssertionError(f"update never reached {status}: {svc.get('update')}")
 
 
+async def _live_ids(env: Env) -> set:
+    rows = await env.call("GET", "/v1/tasks?service=front")
+    return {r["task"] for r in rows if r["desired"] == "running"}
+
+
 async def _versions(url: str) -> set:
     res = await run_load(url, concurrency=2, duration=5, max_requests=30)
     return {json.loads(b)["version"] for b in res.bodies}
@@ -74,8 +79,12 @@ async def test_update_and_automatic_rollback_under_load(env):
     assert res.failed == 0, res.summary()
     assert {json.loads(b)["version"] for b in res.bodies} == {"1", "2"}
     assert await _versions(url) == {"2"}
+    old_ids = await _live_ids(env)
+    assert len(old_ids) == 3
 
-    # 2 -> broken: the health check catches it, it is never routed, and it rolls back itself
+    # 2 -> broken: the health check catches it, it is never routed, and it rolls back itself,
+    # keeping the three replicas of revision 2 as they are (same task ids): only the failed new
+    # one is removed (issue 20, item 3)
     stop = asyncio.Event()
     load = asyncio.create_task(run_load(url, concurrency=4, duration=90, max_requests=400_000, stop=stop))
     await asyncio.sleep(0.5)
@@ -90,6 +99,11 @@ async def test_update_and_automatic_rollback_under_load(env):
     assert svc["image"] == "swarmlet-hello:2" and svc["update"]["rollback_of"] == svc["revision"] - 1
     events = [e["message"] for e in await env.call("GET", "/v1/events?limit=50")]
     assert any("failed" in m and "unhealthy" in m and "rolling back" in m for m in events), events
+    assert "revision 4: rolling back to revision 2" in events, events
+    assert await _live_ids(env) == old_ids
+    rows = await env.call("GET", "/v1/tasks?service=front&all=1")
+    assert not [r for r in rows if r["revision"] == 4]    # the rollback started no new replica
+    assert {r["revision"] for r in rows if r["task"] not in old_ids} == {1, 3}   # gone: 1 and the failed 3
 
     # the rollback command: back to revision 1's spec (image 1), health-gated too
     out = await env.call("POST", "/v1/services/front/rollback", {"to": 1})
