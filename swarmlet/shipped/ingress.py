@@ -70,11 +70,11 @@ class Ingress:
                 await self._stop(port)       # options changed: a new proxy with the new config
                 lb = None
             if lb is None:
-                lb = LoadBalancer(self.bind_host, port,
-                                  lb_config(route.lb, self.sticky_key, **self.limits),
-                                  name=f"{route.service}:{port}")
-                lb.set_backends(backends(route))
                 try:
+                    lb = LoadBalancer(self.bind_host, port,
+                                      lb_config(route.lb, self.sticky_key, **self.limits),
+                                      name=f"{route.service}:{port}")
+                    lb.set_backends(backends(route))
                     await lb.start()
                 except LoadBalancerError as exc:
                     if self.errors.get(port) != str(exc):

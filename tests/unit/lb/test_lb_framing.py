@@ -147,3 +147,15 @@ def test_cutting_never_loses_or_overruns(pieces, room):
             tail = (tail + cut)[-3:]
             data = data[n:]
     assert fed == b"".join(pieces)
+
+
+def test_control_messages_are_versioned():
+    from swarmlet.shipped.exceptions import ProtocolError
+    from swarmlet.shipped.lb import control
+    line = control.encode("routes", version=3, routes=[], graceful=["t1"])
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert control.decode(line) == {"v": control.PROTOCOL, "op": "routes", "version": 3,
+                                    "routes": [], "graceful": ["t1"]}
+    for bad in (b"not json", b"[]", b'{"v": 1}', b'{"v": 99, "op": "routes"}'):
+        with pytest.raises(ProtocolError):
+            control.decode(bad)
