@@ -46,8 +46,10 @@ def backends(route: Route) -> list:
 
 class Ingress:
     def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0,
-                 sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None) -> None:
+                 sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None,
+                 reuse_port: bool = False) -> None:
         self.bind_host = bind_host
+        self.reuse_port = reuse_port     # one of several workers sharing each port
         self.drain_grace = drain_grace
         # one key for every port and node (derived from the cluster secret), so a
         # sticky cookie from any node's ingress is honoured by all of them
@@ -73,7 +75,7 @@ class Ingress:
                 try:
                     lb = LoadBalancer(self.bind_host, port,
                                       lb_config(route.lb, self.sticky_key, **self.limits),
-                                      name=f"{route.service}:{port}")
+                                      name=f"{route.service}:{port}", reuse_port=self.reuse_port)
                     lb.set_backends(backends(route))
                     await lb.start()
                 except LoadBalancerError as exc:

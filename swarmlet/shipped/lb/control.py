@@ -8,7 +8,8 @@ carries ``"v": PROTOCOL``; a side that sees another version stops.
 Agent → worker:
 
 - ``config``: ``bind``, ``sticky_key`` (base64; never on the command line),
-  ``limits`` (LBConfig's, e.g. ``max_connections``), ``status_interval``;
+  ``limits`` (LBConfig's, e.g. ``max_connections``), ``status_interval``,
+  ``reuse_port`` (one of several workers binding the same ports);
 - ``routes``: ``version`` (the assignment's), ``routes`` (``to_wire(Route)``),
   ``graceful`` (task ids that drain rather than die); idempotent, the latest wins;
 - ``stop``: drain and exit.

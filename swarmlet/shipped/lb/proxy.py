@@ -43,13 +43,15 @@ from .upstream import Pool
 class LoadBalancer:
     def __init__(self, listen_host: str = "0.0.0.0", listen_port: int = 0,
                  config: Optional[LBConfig] = None, *, name: Optional[str] = None,
-                 admin_host: str = "127.0.0.1", admin_port: Optional[int] = None) -> None:
+                 admin_host: str = "127.0.0.1", admin_port: Optional[int] = None,
+                 reuse_port: bool = False) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.config = config or LBConfig()
         self.name = name or f"{listen_host}:{listen_port}"
         self.admin_host = admin_host
         self.admin_port = admin_port
+        self.reuse_port = reuse_port     # several worker processes share the port (SO_REUSEPORT)
         self.router = Router(self.config)
         self.pool = Pool(self.config)
         self.metrics = LBMetrics()
@@ -80,7 +82,7 @@ class LoadBalancer:
         try:
             self._server = await self.loop.create_server(
                 lambda: Downstream(self), self.listen_host, self.listen_port,
-                reuse_address=True, backlog=1024)
+                reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024)
         except OSError as exc:
             raise LoadBalancerError(
                 f"cannot listen on {self.listen_host}:{self.listen_port}: {exc.strerror or exc}",

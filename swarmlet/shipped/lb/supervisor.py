@@ -23,8 +23,9 @@ reconcile) never waits on it.
 Why a process and not a thread: the LB is CPU-bound Python, and the GIL
 would let a flood starve the agent's loop all the same. Several workers per
 node (issue 18: one per core, each binding the ports with ``SO_REUSEPORT``)
-are one ``IngressProcess`` per worker fed the same table; certificates per SNI
-and host/path routes travel in the same messages.
+are one ``IngressProcess(reuse_port=True)`` per worker, fed the same table (the
+kernel spreads new connections over them); certificates per SNI and host/path
+routes travel in the same messages.
 
 Shipped to agents: Python 3.9, standard library only.
 """
@@ -50,7 +51,7 @@ class IngressProcess:
     def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0,
                  sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None, *,
                  status_interval: float = 1.0, ack_timeout: float = 2.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, reuse_port: bool = False) -> None:
         self.bind_host = bind_host
         self.drain_grace = drain_grace
         self.sticky_key = sticky_key or os.urandom(32)
@@ -58,6 +59,7 @@ class IngressProcess:
         self.status_interval = status_interval
         self.ack_timeout = ack_timeout
         self.python = python
+        self.reuse_port = reuse_port     # True for each of several workers on the same ports
         self.errors: Dict[int, str] = {}
         self.restarts = 0
         self.pid: Optional[int] = None
@@ -203,7 +205,8 @@ class IngressProcess:
         if op == "hello":
             self._send("config", bind=self.bind_host, drain_grace=self.drain_grace,
                        sticky_key=base64.b64encode(self.sticky_key).decode(),
-                       limits=self.limits, status_interval=self.status_interval)
+                       limits=self.limits, status_interval=self.status_interval,
+                       reuse_port=self.reuse_port)
             if self._routes is not None:
                 self._send("routes", **self._routes)
             self._up.set()

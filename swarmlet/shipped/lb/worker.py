@@ -98,7 +98,7 @@ class Worker:
         limits = {k: int(v) for k, v in (msg.get("limits") or {}).items()}
         self.ingress = Ingress(str(msg.get("bind") or "0.0.0.0"),
                                float(msg.get("drain_grace") or 5.0), sticky_key=key,
-                               limits=limits)
+                               limits=limits, reuse_port=bool(msg.get("reuse_port")))
         self.status_interval = float(msg.get("status_interval") or 1.0)
         self._status = asyncio.ensure_future(self._push_status())
 

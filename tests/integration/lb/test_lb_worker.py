@@ -153,3 +153,24 @@ async def test_a_flood_on_a_published_port_costs_the_worker_not_the_caller(rec):
         await ing.close()
     assert max(gaps) < 0.25, f"the caller's loop stalled {max(gaps):.3f}s"
     assert worker > 0.05 and me < worker, (me, worker)
+
+
+async def test_two_workers_share_a_port_with_reuse_port(rec):
+    """The way to several workers per node (issue 18): each binds with SO_REUSEPORT,
+    fed the same table, and the kernel spreads the connections."""
+    port = free_port()
+    a = IngressProcess("127.0.0.1", reuse_port=True, status_interval=0.2)
+    b = IngressProcess("127.0.0.1", reuse_port=True, status_interval=0.2)
+    try:
+        for ing in (a, b):
+            await ing.apply([route(port, rec.port)])
+            assert ing.errors == {}
+        for i in range(16):
+            assert await get(port, f"/{i}") == 200
+
+        async def both_served() -> bool:
+            return all(ing.snapshot().get(str(port), {}).get("requests", 0) > 0 for ing in (a, b))
+        await wait_for(both_served)
+    finally:
+        await a.close()
+        await b.close()
