@@ -142,6 +142,9 @@ async def post_leave(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     agent = _agent(request)
+    ingress = getattr(agent, "ingress", None)
+    if hasattr(ingress, "refresh"):
+        await ingress.refresh()         # the LB worker's fresh figures, 0.5 s at most
     lines = [
         "# TYPE swarmlet_agent_assignment_version gauge",
         f"swarmlet_agent_assignment_version {agent.version}",

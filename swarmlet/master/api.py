@@ -190,6 +190,9 @@ async def get_events(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     from .metrics import render
+    ingress = getattr(_m(request), "ingress", None)
+    if hasattr(ingress, "refresh"):
+        await ingress.refresh()     # the LB worker's fresh figures, 0.5 s at most
     return web.Response(text=render(_m(request)), content_type="text/plain",
                         headers={"X-Prometheus-Format": "0.0.4"})
 

@@ -12,6 +12,7 @@ Agent → worker:
   ``reuse_port`` (one of several workers binding the same ports);
 - ``routes``: ``version`` (the assignment's), ``routes`` (``to_wire(Route)``),
   ``graceful`` (task ids that drain rather than die); idempotent, the latest wins;
+- ``report``: send a ``status`` now (a metrics scrape wants fresh figures);
 - ``stop``: drain and exit.
 
 Worker → agent:

@@ -16,7 +16,9 @@ reconcile) never waits on it.
 - ``apply`` waits for the worker's ``applied`` at most ``ack_timeout`` (a
   flooded worker may answer late; the routes are still applied in order).
 - ``snapshot()`` and ``metrics_text()`` answer at once from what the worker
-  last pushed (every ``status_interval``): reading them never blocks on it.
+  last pushed (every ``status_interval``): reading them never blocks on it;
+  ``await refresh()`` first asks for fresh figures, waiting 0.5 s at most
+  (the agent's and master's ``/metrics`` do).
 - A worker that dies is restarted (backoff 0.5 s doubling to 10 s) and fed.
   It exits by itself when the channel closes, so it never outlives its agent.
 
@@ -69,6 +71,8 @@ class IngressProcess:
         self._version = 0
         self._applied = 0
         self._acked = asyncio.Event()
+        self._status_seq = 0
+        self._status_event = asyncio.Event()
         self._writer: Optional[asyncio.StreamWriter] = None
         self._proc: Any = None
         self._task: Optional["asyncio.Task[None]"] = None
@@ -87,6 +91,24 @@ class IngressProcess:
 
     def metrics_text(self) -> str:
         return self._metrics
+
+    async def refresh(self, timeout: float = 0.5) -> None:
+        """Ask the worker for fresh figures; wait at most ``timeout`` (a flooded worker
+        answers late, and ``snapshot``/``metrics_text`` keep the last push)."""
+        if self._writer is None:
+            return
+        seq = self._status_seq
+        self._status_event.clear()
+        self._send("report")
+        try:
+            await asyncio.wait_for(self._wait_status(seq), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _wait_status(self, seq: int) -> None:
+        while self._status_seq == seq:
+            await self._status_event.wait()
+            self._status_event.clear()
 
     def port_of(self, published: int) -> Optional[int]:
         lb = self._snapshot.get(str(published))
@@ -223,6 +245,8 @@ class IngressProcess:
             text = msg.get("metrics")
             if isinstance(text, str):
                 self._metrics = text
+            self._status_seq += 1
+            self._status_event.set()
 
 
 def ingress_for(bind_host: str, sticky_key: bytes, *, process: bool = True,

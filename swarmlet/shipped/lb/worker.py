@@ -87,6 +87,8 @@ class Worker:
                 self._configure(msg)
             elif op == "routes":
                 await self._apply(msg)
+            elif op == "report" and self.ingress is not None:
+                self._send_status()         # a scrape wants fresh figures
             elif op == "stop":
                 return
 

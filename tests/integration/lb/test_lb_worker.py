@@ -174,3 +174,15 @@ async def test_two_workers_share_a_port_with_reuse_port(rec):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_refresh_gets_fresh_figures(rec):
+    port = free_port()
+    ing = IngressProcess("127.0.0.1", status_interval=60.0)     # no timely push
+    try:
+        await ing.apply([route(port, rec.port)])
+        assert await get(port) == 200
+        await ing.refresh()
+        assert 'code="200"} 1' in ing.metrics_text()
+    finally:
+        await ing.close()
