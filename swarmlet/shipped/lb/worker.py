@@ -48,6 +48,8 @@ class Worker:
         self.status_interval = 1.0
         self._status: Optional["asyncio.Task[None]"] = None
         self._stop = asyncio.Event()
+        self._last: Optional[Dict[str, Any]] = None      # the latest routes message
+        self._retry: Optional["asyncio.Future[None]"] = None
 
     def send(self, op: str, **fields: Any) -> None:
         if not self.writer.is_closing():
@@ -62,8 +64,9 @@ class Worker:
         await asyncio.wait([reading, stopping], return_when=asyncio.FIRST_COMPLETED)
         reading.cancel()
         stopping.cancel()
-        if self._status is not None:
-            self._status.cancel()
+        for task in (self._status, self._retry):
+            if task is not None:
+                task.cancel()
         if self.ingress is not None:
             await self.ingress.close()
         self.writer.close()
@@ -117,6 +120,17 @@ class Worker:
         self.send("applied", version=msg.get("version", 0),
                   errors={str(p): e for p, e in self.ingress.errors.items()})
         self._send_status()
+        self._last = msg
+        if self.ingress.errors and (self._retry is None or self._retry.done()):
+            self._retry = asyncio.ensure_future(self._retry_unbound())
+
+    async def _retry_unbound(self) -> None:
+        """A port that could not be bound (an old worker still closing, another
+        process) is tried again every 2 s, not only at the next routes change."""
+        while self.ingress is not None and self.ingress.errors and self._last is not None:
+            await asyncio.sleep(2.0)
+            await self._apply(dict(self._last, retry=True))
+            return                          # _apply schedules the next round if needed
 
     def _send_status(self) -> None:
         self.send("status", snapshot=self.ingress.snapshot(),

@@ -186,3 +186,27 @@ async def test_refresh_gets_fresh_figures(rec):
         assert 'code="200"} 1' in ing.metrics_text()
     finally:
         await ing.close()
+
+
+async def test_a_port_taken_at_first_is_bound_once_free(rec):
+    import socket
+    port = free_port()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    ing = IngressProcess("127.0.0.1", status_interval=0.2)
+    try:
+        await ing.apply([route(port, rec.port)])
+        assert port in ing.errors              # reported, not fatal
+        squatter.close()
+
+        async def bound() -> bool:
+            try:
+                return await get(port) == 200
+            except ConnectionRefusedError:
+                return False
+        await wait_for(bound, 10)              # retried by the worker on its own
+    finally:
+        squatter.close()
+        await ing.close()
