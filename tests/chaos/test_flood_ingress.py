@@ -25,6 +25,9 @@ from tests.chaos.support import REPO, node_exec, record, wait_until
 pytestmark = pytest.mark.chaos
 
 FLOOD_S = float(os.environ.get("SWARMLET_CHAOS_FLOOD", "20"))
+# the pids of the node's ingress workers ([.]: the shell running this never matches itself)
+WORKERS = ("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null "
+           "| grep -q 'swarmlet[.]shipped[.]lb[.]worker' && echo ${p#/proc/}; done; true")
 
 
 def _agent_get(c, node: dict, path: str, timeout: float = 5.0):
@@ -43,7 +46,7 @@ def _agent_get(c, node: dict, path: str, timeout: float = 5.0):
 
 def test_flood_on_a_published_port_leaves_the_agent_responsive(chaos, docker_client):
     n1, n2 = chaos.nodes[0], chaos.nodes[1]
-    workers = node_exec(docker_client, n1, "pgrep -f swarmlet.shipped.lb.worker || true").split()
+    workers = node_exec(docker_client, n1, WORKERS).split()
     assert workers, "node-1's ingress should run in a worker process"
     api_port = next(r for r in chaos.master.nodes() if r["name"] == n1["name"]).get("api_port")
     _agent_get(chaos, n1, "/v1/info")        # warm: the node answers before the flood
@@ -72,7 +75,7 @@ def test_flood_on_a_published_port_leaves_the_agent_responsive(chaos, docker_cli
     # the ingress still serves, from the same worker
     wait_until("node-1 serves on its published port", lambda: _served(n1["address"], chaos.port),
                timeout=30)
-    after = node_exec(docker_client, n1, "pgrep -f swarmlet.shipped.lb.worker || true").split()
+    after = node_exec(docker_client, n1, WORKERS).split()
     api_ms.sort()
     p99 = api_ms[int(len(api_ms) * 0.99) - 1] if api_ms else float("nan")
     record("flood on a published port", None, flood_s=FLOOD_S,
