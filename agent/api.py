@@ -13,8 +13,8 @@ from typing import Any, Awaitable, Callable, Tuple
 
 from aiohttp import web
 
-from swarmlet.shipped.exceptions import DockerError, ProtocolError, StaleAssignment
-from swarmlet.shipped.models import Assignment, from_wire, to_wire
+from swarmlet.shipped.exceptions import DockerError, ProtocolError, StaleAssignment, StaleRoutes
+from swarmlet.shipped.models import Assignment, RoutesUpdate, from_wire, to_wire
 from swarmlet.shipped.tlsutil import peer_name, peer_role, server_context
 
 from .images import routes as image_routes
@@ -69,6 +69,27 @@ async def put_assignment(request: web.Request) -> web.Response:
     return web.json_response({"version": assignment.version, "applied": True})
 
 
+async def put_routes(request: web.Request) -> web.Response:
+    """The routing table on its own channel: whole, or a delta against our version."""
+    agent = _agent(request)
+    try:
+        update = from_wire(RoutesUpdate, await request.json())
+    except (ValueError, ProtocolError) as exc:
+        return _error(400, f"bad routes update: {exc}")
+    if update.node != agent.config.name:
+        return _error(400, f"routes update is for node {update.node!r}, this is "
+                           f"{agent.config.name!r}")
+    try:
+        applied = await agent.set_routes(update)
+    except StaleRoutes as exc:
+        return _error(409, str(exc), current=exc.current, epoch=exc.epoch, term=exc.term)
+    return web.json_response({"version": update.version, "applied": applied})
+
+
+async def get_routes(request: web.Request) -> web.Response:
+    return web.json_response(to_wire(_agent(request).routes.current))
+
+
 async def get_assignment(request: web.Request) -> web.Response:
     cur = _agent(request).store.current
     if cur is None:
@@ -86,7 +107,9 @@ async def get_terms(request: web.Request) -> web.Response:
 
 async def get_tasks(request: web.Request) -> web.Response:
     agent = _agent(request)
+    routes = agent.routes.current
     return web.json_response({"version": agent.version,
+                              "routes": {"version": routes.version, "epoch": routes.epoch},
                               "tasks": [to_wire(r) for r in agent.book.rows()]})
 
 
@@ -211,6 +234,8 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/info", get_info),
         web.put("/v1/assignment", put_assignment),
         web.get("/v1/assignment", get_assignment),
+        web.put("/v1/routes", put_routes),
+        web.get("/v1/routes", get_routes),
         web.get("/v1/terms", get_terms),
         web.get("/v1/tasks", get_tasks),
         web.get("/v1/tasks/{task_id}/logs", get_logs),

@@ -32,7 +32,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import swarmlet
 from swarmlet.shipped.exceptions import DockerError
-from swarmlet.shipped.models import Assignment, Health, TaskSpec
+from swarmlet.shipped.discovery import hosts_for
+from swarmlet.shipped.models import Assignment, Health, RoutesUpdate, TaskSpec
 
 from . import membership
 from . import reconcile as rc
@@ -42,6 +43,7 @@ from .health import HealthTracker, from_docker, http_probe
 from .ledger import TaskLedger
 from .looplag import LagProbe
 from .runtime import DockerRuntime
+from .routestate import RoutesStore
 from .state import AssignmentStore
 from .stats import Sampler, from_docker_stats, read_task
 from .status import StatusBook, down_health
@@ -56,6 +58,7 @@ class Agent:
         self.clock = clock
         self.runtime = runtime or DockerRuntime(config.name, config.docker_url)
         self.store = AssignmentStore(config.state_dir)
+        self.routes = RoutesStore(config.state_dir)     # the routing table, on its own channel
         self.book = StatusBook()
         self.policy = rc.BackoffPolicy(config.max_backoff, config.backoff_reset)
         self.lag = LagProbe(config.lag_probe_interval)
@@ -83,6 +86,11 @@ class Agent:
     async def start(self) -> None:
         self.lag.start()
         await asyncio.to_thread(self.store.load)
+        await asyncio.to_thread(self.routes.load)
+        cur = self.store.current
+        if cur is not None and (cur.routes or cur.draining) and not self.routes.current.routes:
+            # upgraded from an agent that kept the routes inside the assignment
+            await asyncio.to_thread(self.routes.replace, cur.routes, cur.draining, cur.term)
         self._set_hosts()
         loop = asyncio.get_running_loop()
         self.runtime.watch_events(loop, self._on_event, self._wake.set)
@@ -167,30 +175,39 @@ class Agent:
         async with self._assign_lock:
             applied = await asyncio.to_thread(self.store.offer, assignment)
         if applied:
-            self._set_hosts()
+            if assignment.routes or assignment.draining:
+                # a master of an earlier version sends the routes inside the assignment
+                await asyncio.to_thread(self.routes.replace, assignment.routes,
+                                        assignment.draining, assignment.term)
+                self._set_hosts()
+                self._routes_dirty.set()
             now = self.clock()
             for t in assignment.tasks:
                 self.book.ensure(t, now)
             # Failures and restart counts belong to one revision of one task.
             self.ledger.assigned({t.task_id: t.revision for t in assignment.tasks})
             self._wake.set()
+        return applied
+
+    async def set_routes(self, update: RoutesUpdate) -> bool:
+        """Apply a routes update (whole or delta) and feed the proxies; raises ``StaleRoutes``."""
+        async with self._assign_lock:
+            applied = await asyncio.to_thread(self.routes.offer, update)
+        if applied:
+            self._set_hosts()
             self._routes_dirty.set()
         return applied
 
     def _set_hosts(self) -> None:
         """Containers created from now on resolve service names to their VIPs."""
-        from swarmlet.shipped.discovery import hosts_for
-        cur = self.store.current
-        self.runtime.extra_hosts = hosts_for(cur.routes) if cur is not None else {}
+        self.runtime.extra_hosts = hosts_for(self.routes.current.routes)
 
     async def _ingress_loop(self) -> None:
-        """Keep the ingress proxies on the stored assignment's routes (one change at a time)."""
+        """Keep the ingress proxies and discovery on the routing table (one change at a time)."""
         while True:
             await self._routes_dirty.wait()
             self._routes_dirty.clear()
-            cur = self.store.current
-            if cur is None:
-                continue
+            cur = self.routes.current
             try:
                 if self.ingress is not None:
                     await self.ingress.apply(cur.routes, frozenset(cur.draining))

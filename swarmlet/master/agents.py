@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 
-from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, Unreachable
-from ..shipped.models import Assignment, TaskStatus, from_wire, to_wire
+from ..shipped.exceptions import APIError, ProtocolError, StaleAssignment, StaleRoutes, Unreachable
+from ..shipped.models import Assignment, RoutesUpdate, TaskStatus, from_wire, to_wire
 
 
 def base_url(address: str, port: int) -> str:
@@ -46,7 +46,12 @@ class AgentClient:
     async def _call(self, method: str, url: str, body: Any = None) -> Any:
         try:
             async with self._s().request(method, url, json=body) as resp:
-                data = await resp.json(content_type=None)
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    if resp.status >= 400:     # e.g. aiohttp's own 404 for a path it lacks
+                        raise APIError(f"{method} {url}: {resp.status}", status=resp.status) from None
+                    raise
                 if resp.status == 409 and isinstance(data, dict) and "current" in data:
                     raise StaleAssignment(int(data["current"]), term=int(data.get("term") or 0),
                                           message=f"{method} {url}: {data.get('error') or 'stale assignment'}")
@@ -64,6 +69,14 @@ class AgentClient:
 
     async def put_assignment(self, base: str, a: Assignment) -> Dict[str, Any]:
         return await self._call("PUT", base + "/v1/assignment", to_wire(a))
+
+    async def put_routes(self, base: str, u: RoutesUpdate) -> Dict[str, Any]:
+        """``StaleRoutes`` when the agent cannot apply it (send the whole table);
+        ``APIError`` 404 from an agent that predates the routes channel."""
+        try:
+            return await self._call("PUT", base + "/v1/routes", to_wire(u))
+        except StaleAssignment as exc:     # a 409 with "current": the routes kind
+            raise StaleRoutes(exc.current, -1, message=str(exc), term=exc.term) from exc
 
     async def tasks(self, base: str) -> Tuple[int, List[TaskStatus]]:
         data = await self._call("GET", base + "/v1/tasks")

@@ -92,7 +92,7 @@ class Master:
         self.running = False
         self.lock = asyncio.Lock()              # one change of the working state at a time
         self.kick_event = asyncio.Event()
-        self.counters = {"reconcile_passes": 0, "pushes": 0, "push_failures": 0, "polls": 0,
+        self.counters = {"reconcile_passes": 0, "pushes": 0, "route_pushes": 0, "push_failures": 0, "polls": 0,
                          "poll_failures": 0}
         # the parts
         self.commands = Commands(self)

@@ -100,8 +100,7 @@ class Poller:
                 live.reachable, live.failing_since, live.last_ok = True, None, now
                 live.agent_version = version
                 await self._observe(name, reported)
-                if version < rec.assignment_version:
-                    m.pusher.push(name)
+                m.pusher.poll_ok(name, version)   # behind on its assignment or routes: resend
             self.update_status(name)
             await asyncio.sleep(m.cfg.poll_interval)
 
@@ -174,5 +173,6 @@ class Poller:
         m.obs.touch()   # the live views (top, dashboard) show it now
         if t.new == NodeStatus.READY:
             m.pusher.push(name)
+            m.pusher.push_routes(name)
         m.pusher.routes_dirty.set()
         m.kick()

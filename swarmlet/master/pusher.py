@@ -1,14 +1,20 @@
-"""The pusher: what each agent should run (its assignment) and the routing table, sent down.
+"""The pusher: what each agent should run, and the routing table, on two channels.
 
-Owns, per node, what was last prepared for it (task set and routes) and the
-one push in flight. After each reconcile pass ``sync`` bumps the version of
-every node whose desired task set or routes changed, stores the new versions,
-and pushes the full assignment (idempotent: a lost push is harmless; the
-poller re-pushes when an agent reports an older version). A 409 from an agent
-that holds a newer version (a store restored from a backup) leapfrogs it.
+Assignments (``PUT /v1/assignment``): after each reconcile pass ``sync`` bumps
+the stored version of every node whose desired task set changed and pushes its
+full assignment (idempotent: a lost push is harmless; the poller re-pushes when
+an agent reports an older version). A 409 from an agent that holds a newer
+version (a store restored from a backup) leapfrogs it, unless a newer leader
+sent it.
 
-``routes()`` is the table both the master's own load balancers (``ingress_loop``)
-and every agent's ingress serve: healthy replicas behind each published port.
+Routes (``PUT /v1/routes``, ``models.RoutesUpdate``): ``routes()`` is the table
+both the master's own load balancers (``ingress_loop``) and every agent's
+ingress serve: healthy replicas behind each published port. It has its own
+version (per master run: ``epoch``), and each node is sent only what changed
+since the version it acknowledged (``routediff``): one replica's health flip is
+one small ``RouteChange`` per node, not every node's full assignment. A node
+whose version is unknown (a failed push, a 409) gets the whole table. An agent
+that predates the channel (404) gets the routes inside its assignment, as before.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
+from ..shipped import routediff
 from ..shipped.discovery import assign_vips
-from ..shipped.exceptions import StaleAssignment, SwarmletError
-from ..shipped.models import Assignment, TaskSpec, TaskState
+from ..shipped.exceptions import APIError, StaleAssignment, StaleRoutes, SwarmletError
+from ..shipped.models import Assignment, RoutesUpdate, TaskSpec, TaskState
 from ..shipped.routes import ReplicaView, Route, build_routes
 from .agents import base_url
 from .nodestatus import LOST
@@ -33,16 +40,21 @@ if TYPE_CHECKING:   # the daemon wires us; only for type names
 log = logging.getLogger("swarmlet.master.pusher")
 
 Routing = Tuple[Tuple[Route, ...], Tuple[str, ...]]     # routes, draining task ids
+KEEP_TABLES = 16        # route tables kept to make deltas from (a node further behind gets all)
 
 
 @dataclass
 class _Prepared:
-    """The last assignment content made for one node, and its push in flight."""
+    """What one node was last prepared and sent, and the pushes in flight."""
 
     content: Optional[Tuple[TaskSpec, ...]] = None
-    routing: Routing = ((), ())
+    routing: Routing = ((), ())          # inside the assignment: only for a legacy agent
     pushing: bool = False
     repush: bool = False
+    legacy: bool = False                 # no routes channel (an agent of an earlier version)
+    routes_acked: Optional[int] = None   # the routes version the node holds (None: unknown)
+    routes_pushing: bool = False
+    routes_repush: bool = False
 
 
 class Pusher:
@@ -51,9 +63,24 @@ class Pusher:
         self._nodes: Dict[str, _Prepared] = {}
         self._vips: Dict[str, str] = {}     # service -> virtual IP (stable while running)
         self.routes_dirty = asyncio.Event()
+        self.epoch = int(m.started_at * 1000) % (1 << 62)   # this master run's routes
+        self.version = 0                                    # the routes table's version
+        self._tables: Dict[int, Routing] = {0: ((), ())}
 
     def forget(self, name: str) -> None:
         self._nodes.pop(name, None)
+
+    def poll_ok(self, name: str, version: int) -> None:
+        """The poller reached ``name`` and it holds assignment ``version``."""
+        rec, prep = self.m.nodes.get(name), self._nodes.get(name)
+        if rec is None or prep is None:
+            return
+        if version < rec.assignment_version:
+            if version == 0:
+                prep.routes_acked = None      # it lost its state: its routes too
+            self.push(name)
+        if not prep.legacy and prep.routes_acked != self.version:
+            self.push_routes(name)
 
     # --- routes ---------------------------------------------------------------
 
@@ -92,20 +119,29 @@ class Pusher:
     async def sync(self) -> None:
         """Bump and push every node whose desired task set or routes changed (lock held)."""
         m = self.m
+        routing = (routediff.ordered(self.routes()), tuple(sorted(self.graceful())))
+        if routing != self._tables[self.version]:
+            self.version += 1
+            self._tables[self.version] = routing
+            self._tables.pop(self.version - KEEP_TABLES, None)
         bumped: List[NodeRecord] = []
-        routing = (self.routes(), tuple(sorted(self.graceful())))
         for name, rec in m.nodes.items():
             prep = self._nodes.setdefault(name, _Prepared())
             content = assignment_tasks(name, m.tasks.on(name), m.specs)
-            if content != prep.content or routing != prep.routing:
-                prep.content, prep.routing = content, routing
+            if content != prep.content or (prep.legacy and routing != prep.routing):
+                prep.content = content
+                prep.routing = routing if prep.legacy else ((), ())
                 bumped.append(replace(rec, assignment_version=rec.assignment_version + 1))
+            elif not prep.legacy and prep.routes_acked != self.version and self._up(name):
+                self.push_routes(name)
         if not bumped:
             return
         await m.write(Batch.of(nodes=bumped))
         for rec in bumped:
             m.nodes[rec.name] = rec
             if self._up(rec.name):
+                if not self._nodes[rec.name].legacy:
+                    self.push_routes(rec.name)      # routes first: they may drain a stopping task
                 self.push(rec.name)
 
     def push(self, name: str) -> None:
@@ -156,4 +192,67 @@ class Pusher:
             if prep is not None:
                 prep.pushing = False
 
+    # --- routes -------------------------------------------------------------------
+
+    def push_routes(self, name: str) -> None:
+        """Bring ``name``'s routing table to the current version; coalesces."""
+        prep = self._nodes.get(name)
+        if prep is None or prep.legacy:
+            return
+        if prep.routes_pushing:
+            prep.routes_repush = True
+            return
+        prep.routes_pushing = True
+        self.m.spawn(self._routes_task(name))
+
+    def update_for(self, name: str, acked: Optional[int]) -> RoutesUpdate:
+        """What brings a node holding ``acked`` to the current table: a delta when we still
+        have its table, else the whole table."""
+        routes, draining = self._tables[self.version]
+        if acked is not None and acked in self._tables:
+            whole, removed, changes = routediff.diff(self._tables[acked][0], routes)
+            return RoutesUpdate(name, self.version, self.epoch, acked, whole, removed, changes,
+                                draining, self.m.term)
+        return RoutesUpdate(name, self.version, self.epoch, 0, routes, (), (), draining, self.m.term)
+
+    async def _routes_task(self, name: str) -> None:
+        m = self.m
+        try:
+            for _ in range(3):
+                rec, prep = m.nodes.get(name), self._nodes.get(name)
+                if rec is None or prep is None or prep.legacy or prep.routes_acked == self.version:
+                    return
+                prep.routes_repush = False
+                u = self.update_for(name, prep.routes_acked)
+                try:
+                    await m.client.put_routes(base_url(rec.address, rec.api_port), u)
+                    prep.routes_acked = u.version
+                    m.counters["route_pushes"] += 1
+                except StaleRoutes as exc:
+                    if exc.term > m.term:
+                        log.warning("routes to %s refused: %s", name, exc)
+                        return
+                    prep.routes_acked = None          # send the whole table
+                    prep.routes_repush = True
+                except APIError as exc:
+                    if exc.status == 404:             # an agent from before the routes channel
+                        log.info("node %s takes its routes inside assignments", name)
+                        prep.legacy, prep.routes_acked = True, None
+                        m.kick()
+                        return
+                    prep.routes_acked = None
+                    m.counters["push_failures"] += 1
+                    log.debug("routes to %s failed: %s", name, exc)
+                    return   # the poller pushes again once the agent answers
+                except SwarmletError as exc:
+                    prep.routes_acked = None
+                    m.counters["push_failures"] += 1
+                    log.debug("routes to %s failed: %s", name, exc)
+                    return
+                if not prep.routes_repush and prep.routes_acked == self.version:
+                    return
+        finally:
+            prep = self._nodes.get(name)
+            if prep is not None:
+                prep.routes_pushing = False
 

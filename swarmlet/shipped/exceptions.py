@@ -26,7 +26,8 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     ├── ProvisionError        a host lacks what the agent needs
     ├── APIError              the master or an agent answered with an error
     │   ├── Unreachable       could not reach the master or an agent
-    │   └── StaleAssignment   an assignment older than the agent's (409)
+    │   ├── StaleAssignment   an assignment older than the agent's (409)
+    │   └── StaleRoutes       a routes update the agent cannot apply (409: send the whole table)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
     │   ├── FencedOut         a write guarded by a fence no longer holding (deposed leader)
@@ -164,6 +165,18 @@ class StaleAssignment(APIError):
         self.current = current
         self.offered = offered
         self.term = term      # the newest leader term the agent has seen
+
+
+class StaleRoutes(APIError):
+    """A routes update older than the agent's table, or a delta against a table it does not
+    hold (HTTP 409 with the agent's ``current`` version and ``epoch``): send the whole table."""
+
+    def __init__(self, current: int, epoch: int, message: "str | None" = None, term: int = 0) -> None:
+        super().__init__(message or f"stale routes: this node holds version {current} of epoch "
+                                    f"{epoch}", status=409)
+        self.current = current
+        self.epoch = epoch
+        self.term = term
 
 
 class SchedulingError(SwarmletError):

@@ -25,19 +25,28 @@ import logging
 import os
 from typing import AbstractSet, Dict, Iterable, Optional
 
-from .lb import Backend, LBConfig, LoadBalancer, LoadBalancerError
+from .lb import Backend, HealthConfig, LBConfig, LoadBalancer, LoadBalancerError
 from .models import LBOptions
 from .routes import Route, by_port
 
 log = logging.getLogger("swarmlet.shipped.ingress")
 
 
-def lb_config(opts: LBOptions, sticky_key: bytes = b"", **limits: int) -> LBConfig:
-    """``limits``: LBConfig's limits (``max_connections``...) set by the node's config."""
+def lb_config(opts: LBOptions, sticky_key: bytes = b"", checked: bool = False,
+              **limits: int) -> LBConfig:
+    """``limits``: LBConfig's limits (``max_connections``...) set by the node's config.
+
+    ``checked``: the service has an HTTP health check. Then the replica's own agent runs it
+    (it decides restarts and rollouts on it), and the routes hold only replicas it found
+    healthy; every load balancer trusts that feed instead of probing each replica itself
+    (one check per replica, not one per node and master), and keeps its passive checks
+    (connect errors, resets, 5xx) for what happens between two reports. Without an HTTP
+    check there is nothing to trust, so the load balancers keep their TCP connect checks."""
+    health = HealthConfig(enabled=False) if checked else HealthConfig()
     return LBConfig(policy="least_conn" if opts.algorithm == "least_conn" else "round_robin",
                     sticky_cookie="SWARMLET_STICKY" if opts.sticky else None,
                     connect_timeout=opts.connect_timeout, response_timeout=opts.timeout,
-                    sticky_key=sticky_key, **limits)
+                    sticky_key=sticky_key, health=health, **limits)
 
 
 def backends(route: Route) -> list:
@@ -68,13 +77,16 @@ class Ingress:
         for port, route in wanted.items():
             old = self.routes.get(port)
             lb = self.proxies.get(port)
-            if lb is not None and old is not None and (old.lb != route.lb or old.service != route.service):
+            if lb is not None and old is not None and (
+                    old.lb != route.lb or old.service != route.service
+                    or (old.health_path is None) != (route.health_path is None)):
                 await self._stop(port)       # options changed: a new proxy with the new config
                 lb = None
             if lb is None:
                 try:
                     lb = LoadBalancer(self.bind_host, port,
-                                      lb_config(route.lb, self.sticky_key, **self.limits),
+                                      lb_config(route.lb, self.sticky_key,
+                                                route.health_path is not None, **self.limits),
                                       name=f"{route.service}:{port}", reuse_port=self.reuse_port)
                     lb.set_backends(backends(route))
                     await lb.start()

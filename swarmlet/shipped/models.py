@@ -201,6 +201,37 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RouteChange:
+    """Backends of one route that came or went (``routediff``); ``key`` names the route."""
+
+    key: str
+    add: Tuple[RouteBackend, ...] = ()
+    remove: Tuple[str, ...] = ()         # task ids
+
+
+@dataclass(frozen=True)
+class RoutesUpdate:
+    """The routing table on its own channel (``PUT /v1/routes``), versioned apart from tasks.
+
+    ``base == 0``: ``routes`` is the whole table. Otherwise a delta against the
+    agent's table at version ``base`` of the same ``epoch`` (one master run):
+    ``routes`` are routes new or changed apart from their backends (whole),
+    ``removed`` route keys are gone, ``changes`` add and remove backends.
+    ``draining`` is always whole. A health flip of one replica is one small
+    ``RouteChange`` to each node, not every node's full assignment."""
+
+    node: str
+    version: int
+    epoch: int = 0
+    base: int = 0
+    routes: Tuple[Route, ...] = ()
+    removed: Tuple[str, ...] = ()
+    changes: Tuple[RouteChange, ...] = ()
+    draining: Tuple[str, ...] = ()
+    term: int = 0
+
+
+@dataclass(frozen=True)
 class Assignment:
     """A node's full desired task set. Versioned: older never overwrites newer.
 

@@ -23,8 +23,9 @@ What a node does (the agent API of docs/internal-apis.md, without Docker):
   ``suspect`` after ``suspect_after`` and ``dead`` after ``dead_after`` seconds.
 - ``kill``: the listener closes (connections refused) and open connections are
   cut; ``revive`` brings it back with its tasks as they were.
-- bytes received are counted per method (request line, headers and body:
-  the HTTP bytes inside TLS), and answered bytes per path.
+- ``PUT /v1/routes``: the routing table's channel, versioned as the real agent;
+- bytes received are counted per method and per path (request line, headers
+  and body: the HTTP bytes inside TLS), and answered bytes per path.
 
 Only role ``master`` or ``cli`` client certificates may call, as on a real agent.
 
@@ -85,6 +86,9 @@ class SimNode:
     site: Any = None
     ctx: Optional[ssl.SSLContext] = None
     died_at: Optional[float] = None
+    routes_version: int = 0         # the routes channel (PUT /v1/routes), as a real agent keeps it
+    routes_epoch: int = 0
+    routes_term: int = 0
 
     def changed(self) -> None:
         self.seq += 1
@@ -133,6 +137,7 @@ class SimFleet:
         self.terms: Dict[str, Dict[int, float]] = {}   # node -> term -> when one last arrived
         self.bytes_in: Dict[str, int] = {}
         self.bytes_out: Dict[str, int] = {}
+        self.bytes_in_path: Dict[str, int] = {}     # "PUT /v1/routes" -> bytes
         self.requests: Dict[str, int] = {}
         self.runner: Optional[web.AppRunner] = None
         self._timers: List[asyncio.TimerHandle] = []
@@ -144,6 +149,7 @@ class SimFleet:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.add_routes([web.get("/v1/info", self._info), web.put("/v1/assignment", self._put),
                         web.get("/v1/assignment", self._get_assignment),
+                        web.put("/v1/routes", self._put_routes),
                         web.get("/v1/tasks", self._tasks), web.get("/v1/stats", self._stats),
                         web.get("/v1/members", self._members)])
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -253,6 +259,7 @@ class SimFleet:
             len(k) + len(v) + 4 for k, v in request.raw_headers) + (request.content_length or 0)
         self.bytes_in[request.method] = self.bytes_in.get(request.method, 0) + size
         key = f"{request.method} {request.path.split('?')[0]}"
+        self.bytes_in_path[key] = self.bytes_in_path.get(key, 0) + size
         self.requests[key] = self.requests.get(key, 0) + 1
         request[NODE_KEY] = n
         n.transports.add(request.transport)
@@ -325,6 +332,25 @@ class SimFleet:
                         "updated_at": time.time()}
         n.changed()
 
+    async def _put_routes(self, request: web.Request) -> web.Response:
+        """Versioned as the real agent (``agent/routestate.py``): a whole table replaces, a delta
+        applies only on the version it was made against, else 409 (the master resends it all)."""
+        n = request[NODE_KEY]
+        try:
+            body = json.loads(await request.read())
+            version, epoch, base = int(body["version"]), int(body.get("epoch", 0)), int(body.get("base", 0))
+            term = int(body.get("term", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad routes update: {exc}"}, status=400)
+        same = term == n.routes_term and epoch == n.routes_epoch
+        if term < n.routes_term or (same and version < n.routes_version) or (
+                base and not (same and base == n.routes_version)):
+            return web.json_response({"error": "stale routes", "current": n.routes_version,
+                                      "epoch": n.routes_epoch, "term": n.routes_term}, status=409)
+        applied = not (same and version == n.routes_version)
+        n.routes_version, n.routes_epoch, n.routes_term = version, epoch, term
+        return web.json_response({"version": version, "applied": applied})
+
     async def _get_assignment(self, request: web.Request) -> web.Response:
         n = request[NODE_KEY]
         if n.assignment is None:
@@ -372,6 +398,7 @@ class SimFleet:
 
     def counters(self) -> Dict[str, Any]:
         return {"bytes_in": dict(self.bytes_in), "bytes_out": dict(self.bytes_out),
+                "bytes_in_path": dict(self.bytes_in_path),
                 "requests": dict(self.requests), "log": len(self.log),
                 "tasks": sum(len(n.tasks) for n in self.nodes.values() if n.alive),
                 "running": sum(1 for n in self.nodes.values() if n.alive
