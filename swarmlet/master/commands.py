@@ -161,21 +161,29 @@ class Commands:
                           rollback_to: Optional[int] = None) -> Dict[str, Any]:
         """``rollback_of``: the revision this write rolls back; ``rollback_to``: the revision
         whose spec it restores (named in the event)."""
-        m = self.m
         validate_spec(spec)
-        async with m.lock:
-            old = m.services.get(spec.name)
-            if old is not None and create_only:
-                raise APIError(f"service {spec.name!r} exists", status=409)
-            now = m.clock()
-            st = self._stage_put(spec, now, rollback_of, scale_reason, rollback_to)
-            if st is None:
-                assert old is not None
-                return {"name": spec.name, "revision": old.revision, "changed": False}
-            check_ports([spec], {n: s.spec for n, s in m.services.items()})   # 409: one line
-            await m.write(Batch.of(services=[st.svc], events=st.events, now=now))
-            self._applied_put(st)
-        m.kick()
+        async with self.m.lock:
+            out = await self._put_locked(spec, create_only, rollback_of, scale_reason, rollback_to)
+        if out["changed"]:
+            self.m.kick()
+        return out
+
+    async def _put_locked(self, spec: ServiceSpec, create_only: bool = False,
+                          rollback_of: Optional[int] = None,
+                          scale_reason: Optional[str] = None,
+                          rollback_to: Optional[int] = None) -> Dict[str, Any]:
+        m = self.m
+        old = m.services.get(spec.name)
+        if old is not None and create_only:
+            raise APIError(f"service {spec.name!r} exists", status=409)
+        now = m.clock()
+        st = self._stage_put(spec, now, rollback_of, scale_reason, rollback_to)
+        if st is None:
+            assert old is not None
+            return {"name": spec.name, "revision": old.revision, "changed": False}
+        check_ports([spec], {n: s.spec for n, s in m.services.items()})   # 409: one line
+        await m.write(Batch.of(services=[st.svc], events=st.events, now=now))
+        self._applied_put(st)
         return {"name": spec.name, "revision": st.svc.revision, "changed": True,
                 "created": old is None}
 
@@ -233,13 +241,21 @@ class Commands:
     async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
         if "name" in changes and changes["name"] != name:
             raise UsageError("a service cannot be renamed")
-        data = to_wire(self._service(name).spec)
-        data.update(changes)
-        try:
-            spec = from_wire(ServiceSpec, data)
-        except ProtocolError as exc:
-            raise UsageError(f"bad service change: {exc}") from exc
-        return await self.put_service(spec)
+        # Read, change and store under one hold of the lock: two concurrent PATCHes (a scale and
+        # an env update) must not both start from the same spec, or the second one silently
+        # undoes the first (found by the HA history check, tests/tools/history.py).
+        async with self.m.lock:
+            data = to_wire(self._service(name).spec)
+            data.update(changes)
+            try:
+                spec = from_wire(ServiceSpec, data)
+            except ProtocolError as exc:
+                raise UsageError(f"bad service change: {exc}") from exc
+            validate_spec(spec)
+            out = await self._put_locked(spec)
+        if out["changed"]:
+            self.m.kick()
+        return out
 
     async def delete_service(self, name: str) -> Dict[str, Any]:
         m = self.m
