@@ -88,7 +88,7 @@ class Reconciler:
         now = m.clock()
         for name, r in list(m.rollouts.items()):
             svc = m.services.get(name)
-            if svc is None or svc.revision != r.revision:
+            if svc is None or svc.current_from != r.revision:     # a scale keeps the template
                 if svc is None:
                     del m.rollouts[name]
                 continue

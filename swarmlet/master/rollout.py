@@ -78,7 +78,9 @@ def assess(r: Rollout, svc: Service, tasks: Iterable[Task], now: float,
            specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None) -> Rollout:
     """The rollout after looking at the service's tasks at ``now`` (``specs``: every stored
     revision's spec, so older tasks that run the current spec count as updated)."""
-    if r.status not in ACTIVE or svc.revision != r.revision:
+    # A scale during the update makes a newer revision with the same template: the rollout
+    # of that template goes on (judged against the new replica count).
+    if r.status not in ACTIVE or svc.current_from != r.revision:
         return r
     spec = svc.spec
     cfg = spec.rollback if r.rollback_of is not None else spec.update

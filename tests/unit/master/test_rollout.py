@@ -101,3 +101,13 @@ def test_a_finished_automatic_rollback_keeps_its_reason():
     spec = dataclasses.replace(SPEC, rollback=UpdateConfig(monitor=0.0))
     out = ro.assess(r, svc(spec, 3, 3), [task("a", 1, 3), task("b", 2, 3)], now=1.0)
     assert out.status == ro.ROLLED_BACK and "unhealthy" in out.reason
+
+
+def test_a_scale_during_the_update_does_not_strand_it():
+    """Found by the HA history test: scale while an update rolls made a new revision with the
+    same template, and the rollout stayed 'updating' for ever."""
+    scaled = svc(dataclasses.replace(SPEC, replicas=3), revision=3, template=2)
+    tasks = [task("a", 1, 2), task("b", 2, 2), task("c", 3, 2)]
+    r = ro.assess(start(), scaled, tasks, now=10.0)
+    assert r.status == ro.UPDATING and r.total == 3 and r.updated == 3
+    assert ro.assess(r, scaled, tasks, now=15.0).status == ro.COMPLETED
