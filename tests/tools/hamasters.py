@@ -87,6 +87,26 @@ class HAMasters:
     def resume(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGCONT)
 
+    def leader(self, timeout: float = 2.0) -> Optional[str]:
+        """The leader's name, asked of each running master in turn (synchronous)."""
+        import http.client
+        ctx = self.cluster.client_ssl("cli")
+        for n in self.names:
+            if n not in self.procs:
+                continue
+            conn = http.client.HTTPSConnection("127.0.0.1", self.ports[n], context=ctx, timeout=timeout)
+            try:
+                conn.request("GET", "/v1/status")
+                r = conn.getresponse()
+                r.read()
+                if r.status == 200 and r.getheader("X-Swarmlet-Leader"):
+                    return r.getheader("X-Swarmlet-Leader")
+            except (OSError, http.client.HTTPException):
+                continue
+            finally:
+                conn.close()
+        return None
+
     def log_tail(self, name: str, lines: int = 20) -> str:
         try:
             return "\n".join((self.root / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
