@@ -28,6 +28,7 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     │   ├── Unreachable       could not reach the master or an agent
     │   ├── StaleAssignment   an assignment older than the agent's (409)
     │   └── StaleRoutes       a routes update the agent cannot apply (409: send the whole table)
+    ├── Refusal               an HTTP message the load balancer refuses (answered, then closed)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
     │   ├── FencedOut         a write guarded by a fence no longer holding (deposed leader)
@@ -177,6 +178,16 @@ class StaleRoutes(APIError):
         self.current = current
         self.epoch = epoch
         self.term = term
+
+
+class Refusal(SwarmletError):
+    """An HTTP message the load balancer will not pass on: it answers ``status`` and closes
+    (``lb/framing.py``). Not a ProtocolError: the proxy answers it, it is not a dropped packet."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
 class SchedulingError(SwarmletError):

@@ -27,14 +27,7 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Tuple
 
-
-class Refusal(Exception):
-    """A message the proxy will not pass on: answer ``status`` and close."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+from ..exceptions import Refusal  # noqa: F401  (in the error tree; raised here, caught by headers)
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
