@@ -220,7 +220,8 @@ class Pusher:
         try:
             for _ in range(3):
                 rec, prep = m.nodes.get(name), self._nodes.get(name)
-                if rec is None or prep is None or prep.legacy or prep.routes_acked == self.version:
+                if (rec is None or prep is None or prep.legacy or prep.routes_acked == self.version
+                        or not m.leading()):    # an HA leader whose lease may have lapsed: silent
                     return
                 prep.routes_repush = False
                 u = self.update_for(name, prep.routes_acked)

@@ -130,6 +130,10 @@ async def test_quorum_loss_fails_writes_at_once_and_one_back_resumes(ha, fleet):
     spec = ServiceSpec("web", "sim:1", replicas=6)
     await ha.call("POST", "/v1/services", to_wire(spec))
     await until("6 running", lambda: _n_running(ha, 6), 20)
+
+    async def six_on_nodes():      # moves after the nodes joined (rebalance) have settled
+        return sum(len(n.tasks) for n in fleet.nodes.values()) == 6
+    await until("6 on the nodes", six_on_nodes, 20)
     leader = await ha.leader()
     others = [n for n in ha.ha.names if n != leader]
     # Two of three masters gone, with their etcd members (they share a node).
@@ -155,8 +159,8 @@ async def test_quorum_loss_fails_writes_at_once_and_one_back_resumes(ha, fleet):
     status, headers, rows = await ha.raw(url, "GET", "/v1/services")
     assert status == 200 and rows[0]["name"] == "web" and rows[0]["replicas"] == 6
     assert headers["X-Swarmlet-Stale"].startswith("the view may be stale: no quorum")
-    running = {tid for n in fleet.nodes.values() for tid in n.tasks}
-    assert len(running) == 6           # the data plane keeps what it runs
+    running = {tid: (n.name, t["state"]) for n in fleet.nodes.values() for tid, t in n.tasks.items()}
+    assert len(running) == 6, (running, rows)           # the data plane keeps what it runs
     # One member (and its master) back: a majority again; writes resume.
     ha.ha.etcd.start(down[0])
     ha.ha.start([others[0]])
