@@ -1,28 +1,38 @@
 """The agent's HTTPS API (aiohttp, mutual TLS against the cluster CA).
 
 Owns the routes of docs/internal-apis.md ("Agent API") and the authorization
-rule: the TLS handshake already requires a certificate from the cluster CA;
-on top of it only the roles ``master`` and ``cli`` may call (403 otherwise,
-e.g. another agent). Handlers are thin: they translate HTTP to ``Agent``
-calls and errors to JSON bodies.
+rule: the TLS handshake already requires a certificate from the cluster CA
+that is not revoked (``tlsutil``: the agent's ``Denylist`` is checked inside
+the handshake, and again per request for connections made before a
+revocation); on top of it only the roles ``master`` and ``cli`` may call (403
+otherwise, e.g. another agent), and only ``master`` may change what the node
+trusts (denylist, certificate). Handlers are thin: they
+translate HTTP to ``Agent`` calls and errors to JSON bodies.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, Awaitable, Callable, Tuple
 
 from aiohttp import web
 
-from swarmlet.shipped.exceptions import DockerError, ProtocolError, StaleAssignment, StaleRoutes
+from swarmlet.shipped.exceptions import (ConfigError, DockerError, ProtocolError, StaleAssignment,
+                                         StaleRoutes)
 from swarmlet.shipped.models import Assignment, RoutesUpdate, from_wire, to_wire
-from swarmlet.shipped.tlsutil import peer_name, peer_role, server_context
+from swarmlet.shipped.tlsutil import peer_name, peer_revoked, peer_role, server_context
 
+from .certs import apply_denylist
 from .images import routes as image_routes
 from .reconcile import Observed
 
 
 ALLOWED_ROLES = ("master", "cli")
+MASTER_ONLY = {("PUT", "/v1/revocations"),
+               ("POST", "/v1/certificate/request"), ("PUT", "/v1/certificate")}
 AGENT_KEY: "web.AppKey[Any]" = web.AppKey("agent", object)
+log = logging.getLogger("swarmlet.agent")
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -37,6 +47,11 @@ async def authorize(request: web.Request,
     if role not in ALLOWED_ROLES:
         return _error(403, f"role {role!r} may not use the agent API",
                       peer=peer_name(ssl_object))
+    revoked = peer_revoked(ssl_object, request.app[AGENT_KEY].denylist)
+    if revoked is not None:   # a connection made before the revocation
+        return _error(403, revoked)
+    if role != "master" and (request.method, request.path) in MASTER_ONLY:
+        return _error(403, f"only the master may {request.method} {request.path}")
     return await handler(request)
 
 
@@ -110,7 +125,47 @@ async def get_tasks(request: web.Request) -> web.Response:
     routes = agent.routes.current
     return web.json_response({"version": agent.version,
                               "routes": {"version": routes.version, "epoch": routes.epoch},
-                              "tasks": [to_wire(r) for r in agent.book.rows()]})
+                              "tasks": [to_wire(r) for r in agent.book.rows()],
+                              "revocations": agent.denylist.version,
+                              "cert_not_after": agent.cert_not_after})
+
+
+async def get_revocations(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).denylist.to_wire())
+
+
+async def put_revocations(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    try:
+        changed, names = apply_denylist(agent.denylist, await request.json())
+    except (ValueError, ProtocolError) as exc:
+        return _error(400, f"bad denylist: {exc}")
+    if changed:
+        await asyncio.to_thread(agent.denylist_file.save, agent.denylist)
+        if names:
+            log.warning("certificates revoked: %s", ", ".join(names))
+    return web.json_response({"version": agent.denylist.version, "changed": changed})
+
+
+async def post_certificate_request(request: web.Request) -> web.Response:
+    csr = await asyncio.to_thread(_agent(request).renewal.request)
+    return web.json_response({"csr": csr})
+
+
+async def put_certificate(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    try:
+        body = await request.json()
+        cert = body["cert"] if isinstance(body, dict) else None
+        if not isinstance(cert, str):
+            raise ValueError('expected {"cert": PEM}')
+        out = await asyncio.to_thread(agent.renewal.install, cert, agent.tls)
+    except (ValueError, KeyError, ProtocolError) as exc:
+        return _error(400, f"certificate refused: {exc}")
+    except ConfigError as exc:
+        return _error(500, str(exc))
+    agent.certificate_changed()
+    return web.json_response(out)
 
 
 def _pick(containers: "list[Observed]") -> Observed:
@@ -238,6 +293,10 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/routes", get_routes),
         web.get("/v1/terms", get_terms),
         web.get("/v1/tasks", get_tasks),
+        web.get("/v1/revocations", get_revocations),
+        web.put("/v1/revocations", put_revocations),
+        web.post("/v1/certificate/request", post_certificate_request),
+        web.put("/v1/certificate", put_certificate),
         web.get("/v1/tasks/{task_id}/logs", get_logs),
         web.get("/v1/stats", get_stats),
         web.get("/v1/members", get_members),
@@ -251,7 +310,8 @@ def make_app(agent: Any) -> web.Application:
 async def start_api(agent: Any) -> Tuple[web.AppRunner, int]:
     """Serve the API; returns the runner (for cleanup) and the bound port."""
     cfg = agent.config
-    ctx = server_context(cfg.cert, cfg.key, cfg.ca)
+    ctx = server_context(cfg.cert, cfg.key, cfg.ca, denylist=agent.denylist)
+    agent.tls = ctx   # renewal loads the new certificate into it
     runner = web.AppRunner(make_app(agent), access_log=None, handle_signals=False,
                            shutdown_timeout=1.0)
     await runner.setup()

@@ -34,9 +34,11 @@ import swarmlet
 from swarmlet.shipped.exceptions import DockerError
 from swarmlet.shipped.discovery import hosts_for
 from swarmlet.shipped.models import Assignment, Health, RoutesUpdate, TaskSpec
+from swarmlet.shipped.tlsutil import Denylist
 
 from . import membership
 from . import reconcile as rc
+from .certs import DenylistFile, Renewal, cert_times
 from .config import AgentConfig, load_gossip_keys
 from .executor import Executor
 from .health import HealthTracker, from_docker, http_probe
@@ -80,6 +82,34 @@ class Agent:
         self.ingress: Any = None
         self.discovery: Any = None
         self._routes_dirty = asyncio.Event()
+        # Certificates (certs.py): the denylist checked in every TLS handshake of the API
+        # (and offered to gossip: subscribe to it), the renewal in progress, the live context.
+        self.denylist_file = DenylistFile(config.state_dir)
+        self.denylist = Denylist()
+        self.renewal = Renewal(config.name, config.cert, config.key, config.ca)
+        self.tls: Any = None
+        self.cert_not_after: Optional[float] = None
+        self._cert_subs: List[Callable[[], Any]] = []
+
+    # -- certificates -----------------------------------------------------
+
+    def on_certificate(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` after the agent's cert and key files were replaced (renewal)."""
+        self._cert_subs.append(callback)
+        return lambda: self._cert_subs.remove(callback) if callback in self._cert_subs else None
+
+    def certificate_changed(self) -> None:
+        try:
+            self.cert_not_after = cert_times(self.config.cert)[2]
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the renewed certificate: %s", exc)
+        log.info("certificate renewed; valid until %s",
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.cert_not_after or 0)))
+        for cb in list(self._cert_subs):
+            try:
+                cb()
+            except Exception:  # a subscriber's bug must not undo the renewal
+                log.exception("certificate subscriber failed")
 
     # -- lifecycle --------------------------------------------------------
 
@@ -91,6 +121,12 @@ class Agent:
         if cur is not None and (cur.routes or cur.draining) and not self.routes.current.routes:
             # upgraded from an agent that kept the routes inside the assignment
             await asyncio.to_thread(self.routes.replace, cur.routes, cur.draining, cur.term)
+        loaded = await asyncio.to_thread(self.denylist_file.load)
+        self.denylist.update(loaded.version, loaded.entries())
+        try:
+            self.cert_not_after = (await asyncio.to_thread(cert_times, self.config.cert))[2]
+        except (OSError, ValueError):
+            self.cert_not_after = None   # the API's TLS setup says why
         self._set_hosts()
         loop = asyncio.get_running_loop()
         self.runtime.watch_events(loop, self._on_event, self._wake.set)

@@ -28,8 +28,10 @@ from . import home as homedir
 from . import pki
 from .shipped import tlsutil
 from .shipped.exceptions import ConfigError
+from .signer import LocalSigner
 
 MASTER_PORT = 7440
+HA_AGENT_CERT_DAYS = 365.0
 AGENT_API_PORT = 7443
 GOSSIP_PORT = 7946
 GOSSIP_KEY_BYTES = 32
@@ -73,14 +75,47 @@ class Cluster:
     def gossip_keys_text(self) -> str:
         return self.path("gossip.keys").read_text()
 
-    def client_ssl(self, role: str = "cli") -> ssl.SSLContext:
-        """A mutual-TLS client context with the ``cli`` (or ``master``) certificate."""
+    def client_ssl(self, role: str = "cli", expect: Optional[tlsutil.Expect] = None) -> ssl.SSLContext:
+        """A mutual-TLS client context with the ``cli`` (or ``master``) certificate.
+
+        Requests go through ``swarmlet.client``, which makes one per peer; this
+        is for tests and tools that speak TLS themselves.
+        """
         return tlsutil.client_context(
-            str(self.path(f"{role}.crt")), str(self.path(f"{role}.key")), str(self.path("ca.crt"))
-        )
+            str(self.path(f"{role}.crt")), str(self.path(f"{role}.key")), str(self.path("ca.crt")),
+            expect=expect, denylist=self.denylist())
+
+    def signer(self) -> LocalSigner:
+        return LocalSigner(self.home)
+
+    def denylist(self) -> tlsutil.Denylist:
+        """The certificates revoked so far (from the signer's ledger)."""
+        return self.signer().denylist()
 
     def issue_agent(self, node_name: str, sans: List[str]) -> pki.KeyPair:
-        return pki.issue(self.ca(), node_name, "agent", sans)
+        return self.signer().issue(node_name, "agent", sans, self.agent_cert_days())
+
+    def agent_cert_days(self) -> float:
+        """30 days where the master (on this host, beside the CA key) renews them; a year with
+        HA masters on the servers, which hold no CA key and so cannot renew (docs/security.md)."""
+        return pki.LIFETIME_DAYS["agent"] if not self.masters else HA_AGENT_CERT_DAYS
+
+    def renew_local_certs(self, now: Optional[float] = None) -> List[str]:
+        """Renew this host's ``master``/``cli`` certificates if due; the roles renewed."""
+        now = time.time() if now is None else now
+        done = []
+        for role in ("master", "cli"):
+            try:
+                info = pki.cert_info(self.path(f"{role}.crt").read_bytes())
+            except FileNotFoundError:
+                continue
+            if pki.needs_renewal(info.not_after, now, pki.LIFETIME_DAYS[role]):
+                sans = [s for s in info.sans if s != info.name]
+                kp = self.signer().issue(info.name, role, sans)
+                homedir.write_atomic(self.path(f"{role}.key"), kp.key_pem, 0o600)
+                homedir.write_atomic(self.path(f"{role}.crt"), kp.cert_pem, 0o644)
+                done.append(role)
+        return done
 
     masters: Tuple[str, ...] = ()    # the HA masters' API URLs (swarmlet master ha); () = this host
 
@@ -129,8 +164,14 @@ def init(
     master_sans = ["localhost", "127.0.0.1", socket.gethostname()]
     if advertise_addr:
         master_sans.append(advertise_addr)
+    for stale in ("ca.index.json",):   # a new CA: the old one's ledger means nothing
+        try:
+            (home / stale).unlink()
+        except FileNotFoundError:
+            pass
+    signer = LocalSigner(home)
     for role, cn, sans in (("master", "master", master_sans), ("cli", "cli", [])):
-        kp = pki.issue(ca, cn, role, sans)
+        kp = signer.issue(cn, role, sans)
         homedir.write_atomic(home / f"{role}.key", kp.key_pem, 0o600)
         homedir.write_atomic(home / f"{role}.crt", kp.cert_pem, 0o644)
     key = base64.b64encode(secrets.token_bytes(GOSSIP_KEY_BYTES)).decode()

@@ -17,8 +17,9 @@ Progress is reported as ``PushEvent``s to an optional callback, never
 printed here. Images are compared by image id (``sha256:…``), which ``docker
 save``/``load`` keep, so a node that has the same image is skipped. The local
 Docker is reached with the docker SDK in threads; its errors become
-``DockerError``. Agents are reached by IP: the certificate is checked against
-the cluster CA, not the host name (as ``master/agents.py`` does).
+``DockerError``. Agents are reached through ``swarmlet.client``: each must
+answer with its own certificate (role agent, its name, its address), so an
+image is never uploaded to a node impersonating another.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import asyncio
 import errno
 import gzip
 import os
-import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,7 +37,8 @@ from urllib.parse import quote
 import aiohttp
 
 from . import cluster as clusterlib
-from .shipped.exceptions import ConfigError, DockerError, DockerUnavailable, Unreachable
+from .client import Client, Peer, agent_peer, call_master
+from .shipped.exceptions import APIError, ConfigError, DockerError, DockerUnavailable
 
 CHUNK = 256 * 1024
 SAVE_CHUNK = 1 << 20
@@ -63,9 +64,9 @@ class Node:
         return cls(str(row["name"]), str(row["address"]), int(row["api_port"]),
                    str(row.get("status") or "ready"))
 
-    def url(self, path: str) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"https://{host}:{self.api_port}{path}"
+    @property
+    def peer(self) -> Peer:
+        return agent_peer(self.name, self.address, self.api_port)
 
 
 @dataclass(frozen=True)
@@ -106,21 +107,10 @@ Progress = Callable[[PushEvent], None]
 
 # --- the master and the local Docker -------------------------------------------------
 
-def _agent_ssl(c: clusterlib.Cluster) -> ssl.SSLContext:
-    ctx = c.client_ssl("cli")
-    ctx.check_hostname = False  # agents are addressed by IP; trust is the cluster CA
-    return ctx
-
-
 async def list_nodes(cluster: Optional[clusterlib.Cluster] = None) -> List[Node]:
     """The master's nodes, except those that left."""
-    from .provision import api
     c = cluster or clusterlib.load()
-    try:
-        rows = await api.master_call(c.master_urls(), "GET", "/v1/nodes", c.client_ssl("cli"),
-                                     timeout=15.0)
-    except Unreachable as exc:
-        raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc
+    rows = await call_master(c, "GET", "/v1/nodes", timeout=15.0)
     return [Node.from_row(r) for r in rows or [] if r.get("status") != "left"]
 
 
@@ -187,41 +177,22 @@ def save_gzip(image: str, path: str, client: Any = None, level: int = GZIP_LEVEL
 
 # --- presence --------------------------------------------------------------------------
 
-def _session(ctx: ssl.SSLContext, limit: int, read_timeout: float) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read_timeout),
-        connector=aiohttp.TCPConnector(ssl=ctx, limit=limit))
+def _client(c: clusterlib.Cluster, limit: int) -> Client:
+    return Client.for_cluster(c, timeout=CHECK_TIMEOUT, limit=limit, limit_per_host=limit)
 
 
-def _reason(exc: BaseException) -> str:
-    """A short reason for a failed connection, without aiohttp's repr noise."""
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS handshake failed ({getattr(exc, 'os_error', exc)})"
-    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
-        return "cannot connect: " + os.strerror(exc.os_error.errno)
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+def _timeout(read: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
 
 
-async def _json(resp: aiohttp.ClientResponse) -> Any:
+async def _presence(client: Client, node: Node, image: str, local_id: str) -> Presence:
     try:
-        return await resp.json(content_type=None)
-    except ValueError:
-        return {"error": (await resp.text())[:200]}
-
-
-async def _presence(s: aiohttp.ClientSession, node: Node, image: str, local_id: str) -> Presence:
-    try:
-        async with s.get(node.url(f"/v1/images?name={quote(image, safe='')}"),
-                         timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT)) as resp:
-            data = await _json(resp)
-            if resp.status >= 400:
-                msg = data.get("error") if isinstance(data, dict) else data
-                return Presence(node, "unreachable", error=f"image check: {resp.status} {msg}")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
-        return Presence(node, "unreachable", error=_reason(exc))
-    if not data.get("present"):
+        data = await client.call(node.peer, "GET", f"/v1/images?name={quote(image, safe='')}",
+                                 timeout=CHECK_TIMEOUT)
+    except APIError as exc:
+        why = exc.reason if exc.status is None else f"image check: {exc.reason}"
+        return Presence(node, "unreachable", error=why)
+    if not isinstance(data, dict) or not data.get("present"):
         return Presence(node, "missing")
     state = "present" if data.get("id") == local_id else "outdated"
     return Presence(node, state, id=data.get("id"))
@@ -233,8 +204,8 @@ async def check(image: str, nodes: Sequence[Node], local_id: Optional[str] = Non
     c = cluster or clusterlib.load()
     if local_id is None:
         local_id = await asyncio.to_thread(local_image_id, image)
-    async with _session(_agent_ssl(c), PARALLEL * 4, CHECK_TIMEOUT) as s:
-        return list(await asyncio.gather(*(_presence(s, n, image, local_id) for n in nodes)))
+    async with _client(c, PARALLEL * 4) as client:
+        return list(await asyncio.gather(*(_presence(client, n, image, local_id) for n in nodes)))
 
 
 async def missing_on_nodes(image: str, nodes: Optional[Sequence[Node]] = None,
@@ -291,7 +262,7 @@ async def _watch(coro: Awaitable[Any], stall: float, last: List[float]) -> Any:
             task.cancel()
 
 
-async def _upload(s: aiohttp.ClientSession, node: Node, image: str, path: str, total: int,
+async def _upload(client: Client, node: Node, image: str, path: str, total: int,
                   progress: Optional[Progress], stall: float) -> PushResult:
     t0 = time.monotonic()
     last = [t0]
@@ -301,9 +272,13 @@ async def _upload(s: aiohttp.ClientSession, node: Node, image: str, path: str, t
 
     async def post() -> Any:
         data = _chunks(path, node.name, total, progress, beat)
-        async with s.post(node.url(f"/v1/images/load?name={quote(image, safe='')}"), data=data,
-                          headers={"Content-Type": "application/gzip"}) as resp:
-            return resp.status, await _json(resp)
+        async with client.request(node.peer, "POST", f"/v1/images/load?name={quote(image, safe='')}",
+                                  data=data, headers={"Content-Type": "application/gzip"},
+                                  timeout=_timeout(LOAD_TIMEOUT)) as resp:
+            try:
+                return await resp.json(content_type=None)
+            except ValueError:
+                return {}
 
     def failed(msg: str) -> PushResult:
         _emit(progress, PushEvent(node.name, "failed", 0, total, msg))
@@ -311,16 +286,13 @@ async def _upload(s: aiohttp.ClientSession, node: Node, image: str, path: str, t
 
     _emit(progress, PushEvent(node.name, "upload", 0, total))
     try:
-        status, body = await _watch(post(), stall, last)
+        body = await _watch(post(), stall, last)
     except asyncio.TimeoutError:
         return failed(f"stalled: no progress for {stall:.0f}s")
-    except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-        return failed(_reason(exc))
-    if status >= 400:
-        msg = body.get("error") if isinstance(body, dict) else str(body)
-        return failed(str(msg or f"HTTP {status}"))
+    except APIError as exc:
+        return failed(exc.reason)
     res = PushResult(node.name, "pushed", None, total, time.monotonic() - t0,
-                     list(body.get("loaded") or []))
+                     list((body or {}).get("loaded") or []))
     _emit(progress, PushEvent(node.name, "done", total, total, ", ".join(res.loaded)))
     return res
 
@@ -378,7 +350,7 @@ async def _push_to(image: str, targets: List[Node], client: Any, c: clusterlib.C
             async with gate:
                 return await _upload(s, n, image, path, total, progress, stall)
 
-        async with _session(_agent_ssl(c), max(1, parallel), LOAD_TIMEOUT) as s:
+        async with _client(c, max(1, parallel)) as s:
             done = await asyncio.gather(*(one(n) for n in targets))
         return {r.node: r for r in done}
     finally:

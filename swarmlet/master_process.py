@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+from .client import call_master
 from .cluster import Cluster
 from .shipped.exceptions import ConfigError, MasterError, SwarmletError
 
@@ -99,10 +100,8 @@ def master_running(cluster: Cluster) -> bool:
 
 
 async def _answers(cluster: Cluster, timeout: float = 2.0) -> bool:
-    from .provision import api
     try:
-        await api.master_call(cluster.master_urls(), "GET", "/v1/status", cluster.client_ssl("cli"),
-                              timeout=timeout)
+        await call_master(cluster, "GET", "/v1/status", timeout=timeout)
         return True
     except SwarmletError:
         return False

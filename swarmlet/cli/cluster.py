@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import click
@@ -86,24 +87,35 @@ def _render_err(p: joinlib.Progress) -> None:
               help="Seconds to wait for each agent to become healthy.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Summary format (json: one object per host, with per-step seconds).")
+@click.option("--address", help="The node's address, as the other nodes and the master reach it "
+              "(one host only; default: the address the SSH connection reached).")
+@click.option("--change-address", is_flag=True,
+              help="Allow a re-join to move a joined node to a new address.")
 @click.option("--supervised", is_flag=True, hidden=True,
               help="Run the agent without systemd even where systemd is PID 1 (testing).")
 def join_cmd(hosts: tuple, identity: Optional[str], port: int, labels: tuple, accept_new_host_key: bool,
-             known_hosts: Optional[str], parallel: int, timeout: float, output: str, supervised: bool) -> None:
+             known_hosts: Optional[str], parallel: int, timeout: float, output: str,
+             address: Optional[str], change_address: bool, supervised: bool) -> None:
     """Install the agent on servers over SSH, all at once, and join them to the cluster.
 
     Each host goes connect → probe → upload → install → start → healthy. Running it
-    again on a joined host upgrades or restarts the agent in place.
+    again on a joined host upgrades or restarts the agent in place. The node's
+    address is the one given here (the target, or --address), never one the
+    server reports about itself.
     """
-    from pathlib import Path
     c = clusterlib.load()
     targets = [plan.parse_target(h, default_port=port) for h in hosts]
     if len(set(targets)) != len(targets):
         raise UsageError("the same host is given twice")
+    if address and len(targets) > 1:
+        raise UsageError("--address names one node's address: join one host with it")
+    if address:
+        address = plan.parse_address(address)
     opts = joinlib.JoinOptions(
         known_hosts=Path(known_hosts) if known_hosts else c.known_hosts,
         accept_new=accept_new_host_key, identity=identity, labels=plan.parse_labels(labels),
-        healthy_timeout=timeout, force_supervised=supervised, parallel=parallel)
+        healthy_timeout=timeout, force_supervised=supervised, parallel=parallel, address=address,
+        change_address=change_address)
     t0 = time.monotonic()
     results = asyncio.run(joinlib.join_all(c, targets, opts, _render if output == "table" else _render_err))
     elapsed = time.monotonic() - t0

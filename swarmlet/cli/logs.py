@@ -27,15 +27,16 @@ import datetime as _dt
 import heapq
 import itertools
 import re
-import ssl
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import aiohttp
 import click
 
 from .. import cluster as clusterlib
+from ..client import Client, agent_peer, call_master
 from ..shipped import rfc3339
 from ..shipped.exceptions import APIError, Unreachable, UsageError
 
@@ -163,22 +164,16 @@ class Painter:
 
 # --- logs: the I/O shell --------------------------------------------------------------
 
-def _agent_ctx(c: Any) -> ssl.SSLContext:
-    ctx = c.client_ssl("cli")
-    ctx.check_hostname = False   # agents are addressed by IP; the CA is private (see master.agents)
-    return ctx
-
-
 class LogFollower:
     """Streams the logs of a service's replicas from their agents into one ordered output."""
 
-    def __init__(self, service: str, master: Callable[[str, str], Any], ctx: ssl.SSLContext,
+    def __init__(self, service: str, master: Callable[[str, str], Any], client: Client,
                  out: Callable[[str], None], *, follow: bool, tail: Optional[int],
                  since: Optional[float], timestamps: bool, color: bool,
                  poll: float = 1.0, hold: float = 0.3) -> None:
         self.service = service
         self.master = master          # async (method, path) -> JSON
-        self.ctx = ctx
+        self.client = client          # reaches each agent, checking it is that node (client.py)
         self.out = out
         self.follow, self.tail, self.since, self.timestamps = follow, tail, since, timestamps
         self.poll, self.painter = poll, Painter(color)
@@ -186,7 +181,6 @@ class LogFollower:
         self.streams: Dict[str, "asyncio.Task[None]"] = {}
         self.last_ts: Dict[str, float] = {}
         self.started = time.time()
-        self._session: Any = None
         self._seen_any = asyncio.Event()
 
     async def _rows(self) -> Tuple[List[Dict[str, Any]], Dict[str, Tuple[str, int]]]:
@@ -196,9 +190,6 @@ class LogFollower:
         return rows, nodes
 
     async def run(self) -> None:
-        import aiohttp
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=5, sock_read=None if self.follow else 30))
         try:
             rows, nodes = await self._rows()
             self._attach(rows, nodes, first=True)
@@ -215,7 +206,7 @@ class LogFollower:
                 t.cancel()
             await asyncio.gather(*self.streams.values(), return_exceptions=True)
             self._emit(flush=True)
-            await self._session.close()
+            await self.client.close()
 
     _last_poll = 0.0
 
@@ -254,19 +245,17 @@ class LogFollower:
 
     async def _stream(self, tid: str, node: str, addr: str, port: int, since: Optional[float],
                       tail: Optional[int]) -> None:
-        import aiohttp
-        host = f"[{addr}]" if ":" in addr else addr
         q = {"timestamps": "1", "follow": "1" if self.follow else "0"}
         if since is not None:
             q["since"] = f"{since:.6f}"
         if tail is not None:
             q["tail"] = str(tail)
-        url = f"https://{host}:{port}/v1/tasks/{tid}/logs"
         last = self.last_ts.get(tid, float("-inf"))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5,
+                                        sock_read=None if self.follow else 30)
         try:
-            async with self._session.get(url, params=q, ssl=self.ctx) as resp:
-                if resp.status != 200:
-                    return   # 404: the container is gone (an old task); nothing to show
+            async with self.client.request(agent_peer(node, addr, port), "GET",
+                                           f"/v1/tasks/{tid}/logs", params=q, timeout=timeout) as resp:
                 buf = b""
                 async for chunk in resp.content.iter_any():
                     lines, buf = split_lines(buf, chunk)
@@ -284,8 +273,8 @@ class LogFollower:
                     ts, text = parse_ts(buf.decode("utf-8", "replace"))
                     if ts is None or ts > last:
                         self.merger.push(ts or time.time(), tid, node, text, time.monotonic())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError):
-            return   # the node went away; a replacement is attached by the poll
+        except APIError:
+            return   # 404: the container is gone (an old task), or the node went away
 
     def _emit(self, flush: bool = False) -> None:
         for ln in self.merger.ready(time.monotonic(), flush=flush):
@@ -293,14 +282,8 @@ class LogFollower:
 
 
 def _master_caller(c: Any) -> Callable[[str, str], Any]:
-    from ..provision import api
-    ctx = c.client_ssl("cli")
-
     async def master(method: str, path: str, body: Any = None) -> Any:
-        try:
-            return await api.master_call(c.master_urls(), method, path, ctx, body, timeout=15.0)
-        except Unreachable as exc:
-            raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc
+        return await call_master(c, method, path, body, timeout=15.0)
     return master
 
 
@@ -320,7 +303,7 @@ def logs_cmd(service: str, follow: bool, since: Optional[str], tail: Optional[in
     """Merged logs of every replica of SERVICE, in time order, as task@node | line."""
     c = clusterlib.load()
     master = _master_caller(c)
-    lf = LogFollower(service, master, _agent_ctx(c), _echo, follow=follow, tail=tail,
+    lf = LogFollower(service, master, Client.for_cluster(c), _echo, follow=follow, tail=tail,
                      since=parse_since(since, time.time()) if since else None,
                      timestamps=timestamps, color=sys.stdout.isatty() and not no_color)
 

@@ -1,12 +1,15 @@
 """The ``swarmlet`` root command: wires command modules and maps errors.
 
-A ``SwarmletError`` becomes one line on stderr and its exit code; Ctrl-C exits
-130 quietly. Anything else is a bug and keeps its traceback. Commands of the
+A ``SwarmletError`` becomes one line on stderr and its exit code: the reason,
+as the master or agent gave it, never the HTTP request behind it; ``--debug``
+(or ``SWARMLET_DEBUG=1``) adds that request (``debug: POST https://…: 400``).
+Ctrl-C exits 130 quietly. Anything else is a bug and keeps its traceback. Commands of the
 contract that no module provides yet fall back to ``stubs``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Dict, List
 
@@ -36,6 +39,9 @@ class _Root(click.Group):
             click.echo(f"error: {exc}", err=True)
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)
+            request = getattr(exc, "request", None)
+            if request and (ctx.params.get("debug") or os.environ.get("SWARMLET_DEBUG") == "1"):
+                click.echo(f"debug: {request}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -45,7 +51,8 @@ class _Root(click.Group):
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Example: swarmlet lab up --nodes 3 && swarmlet init && swarmlet join root@ADDR")
 @click.version_option(__version__, prog_name="swarmlet")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="On an error, also show the HTTP request behind it.")
+def cli(debug: bool) -> None:
     """swarmlet: replicas over plain Linux servers, a load balancer in front,
     fail-over and rolling updates, without Kubernetes.
 

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from .. import cluster as clusterlib
-from ..shipped.exceptions import Unreachable, UsageError
+from ..client import call_master
+from ..shipped.exceptions import UsageError
 from ..shipped.models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
 from ..shipped.validate import validate_spec
 from .output import emit, emit_json, output_option
@@ -95,13 +96,8 @@ def build_spec(name: str, image: str, replicas: int, ports: Tuple[str, ...], env
 # --- the master connection -------------------------------------------------------
 
 def call(method: str, path: str, body: Any = None) -> Any:
-    from ..provision import api
-    c = clusterlib.load()
-    try:
-        return asyncio.run(api.master_call(c.master_urls(), method, path, c.client_ssl("cli"), body,
-                                           timeout=15.0))
-    except Unreachable as exc:
-        raise Unreachable(f"cannot reach the master at {c.master_url()}: {exc}") from exc
+    """One request to the master; its errors say why, never the HTTP request (see --debug)."""
+    return asyncio.run(call_master(clusterlib.load(), method, path, body, timeout=15.0))
 
 
 # --- commands --------------------------------------------------------------------

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-import ssl
 import sys
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import aiohttp
 import click
 
 from .. import cluster as clusterlib
+from ..client import Client, master_peers
 from ..shipped.exceptions import APIError, Unreachable
 from .logs import _master_caller
 from .output import emit_json, output_option
@@ -157,22 +158,23 @@ async def sse_events(resp: Any):
 async def watch_overview(c: Any, on_doc: Callable[[Dict[str, Any]], None],
                          on_error: Callable[[str], None]) -> None:
     """Follow the master's overview stream, reconnecting every second while it is away."""
-    import aiohttp
-    ctx = c.client_ssl("cli")
-    url = c.master_url() + "/v1/overview?stream=1"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as s:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    peers = master_peers(c)
+    async with Client.for_cluster(c) as client:
+        n = 0
         while True:
+            peer = peers[n % len(peers)]   # HA: the next master after one went away
             try:
-                async with s.get(url, ssl=ctx) as resp:
-                    if resp.status != 200:
-                        raise APIError(f"GET {url}: {resp.status}", status=resp.status)
+                async with client.request(peer, "GET", "/v1/overview", params={"stream": "1"},
+                                          timeout=timeout) as resp:
                     async for event, data in sse_events(resp):
                         if event == "overview":
                             on_doc(json.loads(data))
-            except (aiohttp.ClientError, OSError, ssl.SSLError, asyncio.TimeoutError,
-                    ValueError) as exc:
-                on_error(f"cannot reach the master at {c.master_url()}: "
-                         f"{type(exc).__name__}; retrying")
+            except APIError as exc:
+                on_error(f"{exc}; retrying")
+                n += 1
+            except ValueError:
+                on_error("the master sent a garbled overview; retrying")
             await asyncio.sleep(1.0)
 
 

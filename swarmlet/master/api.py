@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..shipped.exceptions import APIError, NoQuorum, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
-from ..shipped.tlsutil import peer_name, peer_role
+from ..shipped.tlsutil import peer_name, peer_revoked, peer_role
 from ..stack.values import StackWarning
 
 ALLOWED_ROLES = ("cli", "master")
@@ -37,6 +37,12 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     role = peer_role(ssl_object)
     if role not in ALLOWED_ROLES:
         return _error(403, f"role {role!r} ({peer_name(ssl_object)}) may not use the master API")
+    try:
+        revoked = peer_revoked(ssl_object, request.app[MASTER_KEY].certs.denylist)
+    except (AttributeError, SwarmletError):   # an HA master with no leader yet: no list here
+        revoked = None
+    if revoked is not None:   # a connection made before the revocation
+        return _error(403, revoked)
     try:
         return await handler(request)
     except (UsageError, ProtocolError) as exc:
@@ -75,10 +81,20 @@ async def post_nodes(request: web.Request) -> web.Response:
         raise UsageError("expected a JSON object")
     try:
         out = await _m(request).register_node(str(b["name"]), str(b["address"]),
-                                              int(b.get("api_port", 7443)), b.get("labels"))
+                                              int(b.get("api_port", 7443)), b.get("labels"),
+                                              change_address=b.get("change_address") is True)
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"bad node registration: {exc}") from exc
     return web.json_response(out, status=201 if out["registered"] else 200)
+
+
+async def get_revocations(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).certs.denylist.to_wire())
+
+
+async def put_revocations(request: web.Request) -> web.Response:
+    """A denylist from the admin host's signer (``leave``/``node rm``): kept and shipped on."""
+    return web.json_response(await _m(request).certs.adopt(await _body(request)))
 
 
 async def delete_node(request: web.Request) -> web.Response:
@@ -217,6 +233,7 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
     app.add_routes([
         web.get("/v1/nodes", get_nodes), web.post("/v1/nodes", post_nodes),
         web.delete("/v1/nodes/{name}", delete_node),
+        web.get("/v1/revocations", get_revocations), web.put("/v1/revocations", put_revocations),
         web.post("/v1/nodes/{name}/{action}", post_node_action),
         web.get("/v1/services", get_services), web.post("/v1/services", post_services),
         web.post("/v1/stacks/{name}", post_stack),

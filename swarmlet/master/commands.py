@@ -9,10 +9,12 @@ the working state, then kicks the reconciler. A whole stack is judged, planned
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from ..shipped.exceptions import APIError, ProtocolError, UsageError
+from ..shipped.exceptions import APIError, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.validate import check_ports, port_clashes, problems as validate_problems, validate_spec
 from ..stack.compose import Stack
@@ -29,6 +31,8 @@ from .store import Batch
 
 if TYPE_CHECKING:
     from .daemon import Master
+
+log = logging.getLogger("swarmlet.master")
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,37 @@ class Commands:
             raise APIError(f"no node {name!r}", status=404)
         return rec
 
+    async def register_seeds(self, only: Optional[Set[str]] = None) -> None:
+        """Register (or re-address) the nodes of the admin host's nodes.json: the admin's record,
+        never what gossip says about a node."""
+        m = self.m
+        try:
+            seeds = await asyncio.to_thread(m.seed_source)
+        except SwarmletError as exc:
+            log.warning("cannot read the joined nodes: %s", exc)
+            return
+        for n in seeds:
+            name = n.get("name")
+            if not name or not n.get("address") or (only is not None and name not in only):
+                continue
+            old, port = m.nodes.get(name), int(n.get("api_port", 7443))
+            if old is None or (old.address, old.api_port) != (n["address"], port):
+                await self.register_node(name, n["address"], port,
+                                         dict(n.get("labels") or {}) if old is None else None,
+                                         change_address=True)
+
     async def register_node(self, name: str, address: str, api_port: int = 7443,
-                            labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                            labels: Optional[Dict[str, str]] = None,
+                            change_address: bool = False) -> Dict[str, Any]:
         m = self.m
         if not name or not address:
             raise UsageError("a node needs a name and an address")
         async with m.lock:
             old = m.nodes.get(name)
+            if old is not None and (old.address, old.api_port) != (address, api_port) \
+                    and not change_address:
+                raise APIError(f"node {name!r} is registered at {old.address}:{old.api_port}; "
+                               f"moving it to {address}:{api_port} needs change_address", status=409)
             if old is None:
                 rec = NodeRecord(name, address, api_port, dict(labels or {}),
                                  registered_at=m.clock())
@@ -93,6 +121,8 @@ class Commands:
             m.live.pop(name, None)
             m.poller.stop_node(name)
             m.pusher.forget(name)
+            m.certs.forget(name)
+        await m.certs.revoke(name)   # refused by this master and every agent from now on
         m.kick()
 
     async def set_availability(self, name: str, availability: str) -> Dict[str, Any]:

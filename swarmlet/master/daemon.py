@@ -13,6 +13,14 @@ it is applied in memory or pushed. Each job is its own module:
 - ``poller.Poller``: polls, gossip view and node status (``nodestatus``, pure);
 - ``views``: the read side; ``taskindex``: tasks by node.
 
+Only nodes registered through an authenticated path are ever scheduled:
+``POST /v1/nodes`` (join, with the cli certificate) or the admin host's
+``nodes.json`` (``seed_nodes``, read at start and again when gossip shows a
+name the master does not know). Gossip and ``/v1/members`` only change the
+liveness of known nodes. Agents are reached through ``swarmlet.client``,
+which accepts only each node's own certificate; the denylist and certificate
+renewals are ``certs.CertKeeper``.
+
 After a restart the master reloads the store and bumps and re-pushes every
 node's assignment with the same tasks, so agents keep (adopt) the containers
 they run: nothing is duplicated or lost.
@@ -26,11 +34,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
+from ..client import Client
 from ..shipped.models import NodeInfo, ServiceSpec
 from ..shipped.routes import Route
+from ..shipped.tlsutil import Denylist
+from ..signer import Signer
 from . import views
-from .agents import AgentClient
 from .autoscale import AutoscalePolicy, Autoscaler
+from .certs import CertKeeper
 from .commands import Commands
 from .events import task_events
 from .liveness import LivenessConfig
@@ -60,13 +71,16 @@ class MasterConfig:
     ingress: bool = True            # run a load balancer for every published port
     ingress_bind: str = "0.0.0.0"
     autoscale: AutoscalePolicy = AutoscalePolicy()
+    agent_cert_days: float = 30.0       # lifetime of renewed agent certificates (pki.LIFETIME_DAYS)
+    cert_interval: float = 1.0          # how often renewals are considered
+    revocation_interval: float = 5.0    # how often the signer's denylist is re-read
 
 
 class Master:
-    def __init__(self, store: Store, client: AgentClient, cluster: Optional[Mapping[str, Any]] = None,
+    def __init__(self, store: Store, client: Client, cluster: Optional[Mapping[str, Any]] = None,
                  config: MasterConfig = MasterConfig(), clock: Callable[[], float] = time.time,
-                 seed_nodes: Optional[List[Mapping[str, Any]]] = None,
-                 ingress: Optional[Any] = None) -> None:
+                 seed_nodes: Any = None, ingress: Optional[Any] = None,
+                 signer: Optional[Signer] = None, denylist: Optional[Denylist] = None) -> None:
         self.store = store
         self.fence: Optional[Fence] = None     # set by an HA leader: its writes are fenced by term
         self.term = 0                           # the HA leader's term, sent in every assignment
@@ -101,7 +115,14 @@ class Master:
         self.poller = Poller(self)
         self.obs = MasterObs()                  # metrics, live-view wakeups (metrics.py)
         self.autoscaler = Autoscaler(self)      # autoscale.py
-        self._seed_nodes = list(seed_nodes or [])
+        # The admin host's joined nodes (nodes.json): a list, or a callable re-reading the file.
+        self.seed_source: Callable[[], List[Mapping[str, Any]]] = (
+            seed_nodes if callable(seed_nodes) else (lambda: list(seed_nodes or [])))
+        self.tls_contexts: List[Any] = []     # server contexts holding the master certificate
+        self.local_certs: Optional[Callable[[], List[str]]] = None   # renews master/cli (runner)
+        self.certs = CertKeeper(self, signer, denylist if denylist is not None else Denylist(),
+                                config.agent_cert_days, config.cert_interval,
+                                config.revocation_interval)   # certs.py
         self._loops: List["asyncio.Task[Any]"] = []
         self._bg: Set["asyncio.Task[Any]"] = set()
 
@@ -119,10 +140,8 @@ class Master:
         for name in self.nodes:
             self.live[name] = NodeLive()
         self.reconciler.recover_rollouts()
-        for n in self._seed_nodes:   # nodes joined while the master was not running
-            if n.get("name") and n["name"] not in self.nodes:
-                await self.register_node(n["name"], n["address"], int(n.get("api_port", 7443)),
-                                         dict(n.get("labels") or {}))
+        await self.certs.start()
+        await self.commands.register_seeds()   # nodes joined while the master was not running
         self.running = True
         for name in list(self.nodes):
             self.poller.start_node(name)
@@ -131,7 +150,8 @@ class Master:
         if self.ingress is not None:
             self._loops.append(asyncio.create_task(self.pusher.ingress_loop(), name="master-ingress"))
         self._loops += [asyncio.create_task(lb_watch(self), name="master-lb-watch"),
-                        asyncio.create_task(self.autoscaler.run(), name="master-autoscale")]
+                        asyncio.create_task(self.autoscaler.run(), name="master-autoscale"),
+                        asyncio.create_task(self.certs.run(), name="master-certs")]
         self.kick()
 
     async def close(self) -> None:
@@ -141,6 +161,7 @@ class Master:
         await asyncio.gather(*loops, return_exceptions=True)
         if self.ingress is not None:
             await self.ingress.close()
+        await self.certs.close()
         await self.client.close()
 
     def kick(self) -> None:
@@ -178,8 +199,9 @@ class Master:
     # --- the API's commands (commands.py) ----------------------------------------
 
     async def register_node(self, name: str, address: str, api_port: int = 7443,
-                            labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-        return await self.commands.register_node(name, address, api_port, labels)
+                            labels: Optional[Dict[str, str]] = None,
+                            change_address: bool = False) -> Dict[str, Any]:
+        return await self.commands.register_node(name, address, api_port, labels, change_address)
 
     async def remove_node(self, name: str) -> None:
         await self.commands.remove_node(name)

@@ -39,7 +39,8 @@ from ..ha import etcd as E
 from ..ha.election import Elector, Leadership
 from ..shipped import tlsutil
 from ..shipped.exceptions import APIError, ConfigError, StoreError
-from .agents import AgentClient
+from ..client import Client
+from ..shipped.tlsutil import Denylist
 from .api import VIEW_KEY, serve
 from .daemon import Master, MasterConfig
 from .store import Fence
@@ -83,10 +84,12 @@ class HAMaster:
         self.hacfg = haconfig.load(self.home)
         # With HA every node's ingress is the edge: the master runs no load balancer.
         self.config = replace(config, ingress=False)
+        # One live denylist for this process (the leader's Master loads the store's into it).
+        self.denylist = Denylist()
         try:
             self.server_ctx = tlsutil.server_context(
                 str(self.cluster.path("master.crt")), str(self.cluster.path("master.key")),
-                str(self.cluster.path("ca.crt")))
+                str(self.cluster.path("ca.crt")), denylist=self.denylist)
             self.client_ctx = self.cluster.client_ssl("master")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
@@ -164,8 +167,9 @@ class HAMaster:
 
     async def _promote(self, term: int) -> None:
         assert self.store is not None and self.elector is not None
-        m = Master(self.store, AgentClient(self.client_ctx, self.config.request_timeout),
-                   cluster={"id": self.cluster.id, "name": self.cluster.name}, config=self.config)
+        m = Master(self.store, self._agent_client(self.config.request_timeout),
+                   cluster={"id": self.cluster.id, "name": self.cluster.name}, config=self.config,
+                   denylist=self.denylist)   # no signer here: the CA key stays on the admin host
         m.fence = Fence(LEADER_FENCE, term)
         m.term = term
         m.leading = self.elector.is_leader
@@ -178,6 +182,11 @@ class HAMaster:
         port = self.hacfg.port + 1 if self.hacfg.port else 0
         host = self.hacfg.url.split("//", 1)[-1].rsplit(":", 1)[0].strip("[]")
         self.dashboard = await start_dashboard(m, self.cluster, self.hacfg.bind, port, host)
+
+    def _agent_client(self, timeout: float) -> Client:
+        c = self.cluster
+        return Client(str(c.path("master.crt")), str(c.path("master.key")), str(c.path("ca.crt")),
+                      denylist=self.denylist, timeout=timeout)
 
     async def _demote(self) -> None:
         m, self.current.master = self.current.master, None
@@ -238,8 +247,8 @@ class HAMaster:
         if snap is None:
             return None
         if self._view is None or self._view_rev != snap.revision:
-            v = Master(self.store, AgentClient(self.client_ctx), cluster={"id": self.cluster.id,
-                                                                         "name": self.cluster.name})
+            v = Master(self.store, self._agent_client(2.0), cluster={"id": self.cluster.id,
+                                                                    "name": self.cluster.name})
             v.services, v.specs, v.nodes, v.meta = snap.services, snap.specs, snap.nodes, snap.meta
             for t in snap.tasks.values():
                 v.tasks.put(t)

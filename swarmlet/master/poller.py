@@ -6,25 +6,31 @@ Owns each node's ``NodeLive`` (not persisted) and two loops:
   into the tasks with ``state.merge_observed``), ``/v1/info`` once,
   ``/v1/stats`` every ``stats_interval``; an agent behind the stored version
   is pushed its assignment again;
-- a tick: the gossip view (``/v1/members`` of two reachable agents, merged),
-  new members registered, and every node's status judged by the pure
+- a tick: the gossip view (``/v1/members`` of two reachable agents, merged)
+  and every node's status judged by the pure
   ``nodestatus.judge``. A change becomes an event, new routes, a push to a
   node that came back, a reconcile and maybe the auto-rebalance window.
 
 Until a node is polled after a master restart it counts as suspect: its tasks
 are kept and nothing new lands on it.
+
+Gossip changes only the liveness of known nodes. A member the master does
+not know is never registered from what gossip says of it (any gossip key
+holder can forge a member): only if the admin host's nodes.json lists it
+(joined while the master was down), with nodes.json's address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ..shipped.exceptions import SwarmletError
 from ..shipped.models import NodeStatus, TaskStatus
-from .agents import base_url
+from ..client import agent_peer
 from .liveness import gossip_views
 from .nodestatus import NodeMemory, Observation, judge
 from .reconcile import Changes, Event
@@ -60,6 +66,7 @@ class Poller:
         self.m = m
         self._loops: Dict[str, "asyncio.Task[Any]"] = {}
         self._members_rr = 0
+        self._seed_checked: Dict[str, float] = {}   # unknown member -> when nodes.json was read
 
     def start_node(self, name: str) -> None:
         if name not in self._loops or self._loops[name].done():
@@ -79,15 +86,16 @@ class Poller:
         m = self.m
         while name in m.nodes:
             rec, live = m.nodes[name], m.live[name]
-            base = base_url(rec.address, rec.api_port)
+            peer = agent_peer(name, rec.address, rec.api_port)
             now = m.clock()
             m.counters["polls"] += 1
             try:
-                version, reported = await m.client.tasks(base)
+                version, reported, extra = await m.client.tasks(peer)
+                m.certs.observed(name, extra)
                 if not live.info:
-                    live.info = await m.client.info(base)
+                    live.info = await m.client.info(peer)
                 if now - live.stats_at >= m.cfg.stats_interval:
-                    live.stats = await m.client.stats(base)
+                    live.stats = await m.client.stats(peer)
                     live.stats_at = now
             except SwarmletError as exc:
                 m.counters["poll_failures"] += 1
@@ -136,7 +144,7 @@ class Poller:
         self._members_rr += 1
         picks = [up[(self._members_rr + i) % len(up)] for i in range(min(2, len(up)))]
         results = await asyncio.gather(
-            *(m.client.members(base_url(m.nodes[n].address, m.nodes[n].api_port))
+            *(m.client.members(agent_peer(n, m.nodes[n].address, m.nodes[n].api_port))
               for n in picks if n in m.nodes), return_exceptions=True)
         lists = [r for r in results if isinstance(r, list)]
         if lists:
@@ -144,15 +152,18 @@ class Poller:
             await self._learn_members(lists)
 
     async def _learn_members(self, lists: List[List[Dict[str, Any]]]) -> None:
-        """Register alive gossip members the master does not know (joined while it was down)."""
+        """An alive member the master does not know: registered only if nodes.json lists it."""
         m = self.m
-        for members in lists:
-            for mem in members:
-                name, meta = mem.get("name"), mem.get("meta") or {}
-                if (name and name not in m.nodes and str(mem.get("state")) == "alive"
-                        and meta.get("address") and meta.get("api_port")):
-                    await m.register_node(str(name), str(meta["address"]), int(meta["api_port"]),
-                                          dict(meta.get("labels") or {}))
+        now = time.monotonic()
+        unknown = {str(mem.get("name")) for members in lists for mem in members
+                   if mem.get("name") and str(mem.get("name")) not in m.nodes
+                   and str(mem.get("state")) == "alive"
+                   and now - self._seed_checked.get(str(mem.get("name")), -1e9) >= 10.0}
+        if unknown:
+            if len(self._seed_checked) > 10_000:   # bounded, whatever a forger sends
+                self._seed_checked.clear()
+            self._seed_checked.update({n: now for n in unknown})
+            await m.commands.register_seeds(only=unknown)
 
     def update_status(self, name: str) -> None:
         """Judge one node now and act on a change (see ``nodestatus``)."""

@@ -29,7 +29,7 @@ from ..shipped.discovery import assign_vips
 from ..shipped.exceptions import APIError, StaleAssignment, StaleRoutes, SwarmletError
 from ..shipped.models import Assignment, RoutesUpdate, TaskSpec, TaskState
 from ..shipped.routes import ReplicaView, Route, build_routes
-from .agents import base_url
+from ..client import agent_peer
 from .nodestatus import LOST
 from .state import RUNNING, SHUTDOWN, NodeRecord, assignment_tasks, replace
 from .store import Batch
@@ -167,7 +167,7 @@ class Pusher:
                 a = Assignment(name, rec.assignment_version, prep.content, *prep.routing,
                                term=m.term)
                 try:
-                    await m.client.put_assignment(base_url(rec.address, rec.api_port), a)
+                    await m.client.put_assignment(agent_peer(name, rec.address, rec.api_port), a)
                     m.counters["pushes"] += 1
                     live.agent_version = max(live.agent_version, a.version)
                 except StaleAssignment as exc:
@@ -226,7 +226,7 @@ class Pusher:
                 prep.routes_repush = False
                 u = self.update_for(name, prep.routes_acked)
                 try:
-                    await m.client.put_routes(base_url(rec.address, rec.api_port), u)
+                    await m.client.put_routes(agent_peer(name, rec.address, rec.api_port), u)
                     prep.routes_acked = u.version
                     m.counters["route_pushes"] += 1
                 except StaleRoutes as exc:

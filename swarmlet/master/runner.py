@@ -9,19 +9,35 @@ the API with the ``master`` certificate. Tests call it on a temp home.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from .. import cluster as clusterlib
+from ..client import Client
 from ..shipped import tlsutil
 from ..shipped.exceptions import ConfigError
-from .agents import AgentClient
 from .api import serve
 from .daemon import Master, MasterConfig
+from .dashboard.server import start_dashboard
 from .store import Store, open_store
 from ..shipped.lb import sticky_key_from
 from ..shipped.lb.supervisor import IngressProcess
+
+
+log = logging.getLogger("swarmlet.master")
+
+
+def _renew_local(c: clusterlib.Cluster, master: Master) -> List[str]:
+    """Renew this host's master/cli certificates if due, into the servers' contexts. Blocking."""
+    renewed = c.renew_local_certs()
+    if "master" in renewed:
+        for ctx in master.tls_contexts:    # the API's and the dashboard's: new handshakes use it
+            ctx.load_cert_chain(str(c.path("master.crt")), str(c.path("master.key")))
+    return renewed
 
 
 @dataclass
@@ -43,21 +59,27 @@ class RunningMaster:
 async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int] = None,
                      config: MasterConfig = MasterConfig()) -> RunningMaster:
     c = clusterlib.load(home)
+    signer = c.signer()
+    renewed = await asyncio.to_thread(c.renew_local_certs)   # master/cli certs due: before loading
+    denylist = await asyncio.to_thread(signer.denylist)      # one live list for every context
     try:
         server_ctx = tlsutil.server_context(str(c.path("master.crt")), str(c.path("master.key")),
-                                            str(c.path("ca.crt")))
-        client_ctx = c.client_ssl("master")
-    except (OSError, ValueError) as exc:
+                                            str(c.path("ca.crt")), denylist=denylist)
+        client = Client.for_cluster(c, "master", denylist=denylist, timeout=config.request_timeout)
+    except (OSError, ValueError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
+    if renewed:
+        log.info("renewed this host's %s certificate(s)", " and ".join(renewed))
     store = open_store(c.master_dir / "state.db")
-    seeds = [asdict(r) for r in clusterlib.nodes(c)]
     # the master's LBs run in a worker process too, for the same reason as the agents':
     # a flood on a published port must not stall the master's API and reconcile
     ingress = IngressProcess(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
         if config.ingress else None
-    master = Master(store, AgentClient(client_ctx, config.request_timeout),
-                    cluster={"id": c.id, "name": c.name}, config=config, seed_nodes=seeds,
-                    ingress=ingress)
+    master = Master(store, client, cluster={"id": c.id, "name": c.name}, config=config,
+                    seed_nodes=lambda: [asdict(r) for r in clusterlib.nodes(c)],   # re-read each time
+                    ingress=ingress, signer=signer, denylist=denylist)
+    master.tls_contexts.append(server_ctx)
+    master.local_certs = lambda: _renew_local(c, master)
     await master.start()
     host = bind or ("0.0.0.0" if c.advertise_addr else "127.0.0.1")
     listen_port = c.master_port if port is None else port
@@ -67,7 +89,6 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
         await master.close()
         store.close()
         raise
-    from .dashboard.server import start_dashboard   # its own port: see that module
     dash = await start_dashboard(master, c, host, 0 if listen_port == 0 else listen_port + 1,
                                  c.advertise_addr)
     if listen_port == 0:   # tests: an ephemeral port

@@ -6,6 +6,12 @@ Progress is reported as ``Progress`` events through a callback; the CLI
 renders them. Running join on a joined host rewrites its files, switches to
 the new bundle (skipping the upload when the host already has it) and restarts
 the agent in place; the agent's containers keep running.
+
+The node's address is the admin's, never the server's: ``--address``, else
+the address the SSH connection reached (what the target resolved to here).
+A re-join that would move a joined node to another address is refused unless
+``change_address`` is set. The new agent must then answer over mTLS with its
+own certificate (role ``agent``, its name, that address in the SANs).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from .. import cluster as clusterlib
+from ..client import Client, agent_peer, call_masters, master_peers
 from ..shipped.exceptions import BundleError, ProvisionError, SSHError, SwarmletError
-from . import api, plan, probes, ssh
+from ..master_process import master_running
+from . import plan, probes, ssh
 from .bundle import BundleCache, read_bytes
+from .healthy import wait_agent_healthy
 
 STEPS = ("connect", "probe", "upload", "install", "start", "healthy")
 HEALTHY_TIMEOUT = 45.0
@@ -42,6 +51,8 @@ class JoinOptions:
     healthy_timeout: float = HEALTHY_TIMEOUT
     force_supervised: bool = False   # test hook: run without systemd even where it is PID 1
     parallel: int = 32               # hosts in flight at once (uploads share the admin's uplink)
+    address: Optional[str] = None    # the node's address (one host only); default: the SSH peer's
+    change_address: bool = False     # allow a re-join to move a joined node to a new address
 
 
 @dataclass
@@ -73,16 +84,33 @@ async def join_all(
     keys = [ssh.load_identity(opts.identity)] if opts.identity else None
     existing = clusterlib.nodes(cluster)
     reserved = {r.name: r.address for r in existing}
-    ctx = cluster.client_ssl("cli")
     gate = asyncio.Semaphore(max(1, opts.parallel))
     started: Set[str] = set()  # addresses in this batch whose agent has been started
 
-    async def one(t: plan.Target) -> JoinResult:
-        async with gate:
-            return await _join_one(cluster, t, opts, emit, cache, keys, existing, targets, reserved,
-                                   started, ctx)
+    async with Client.for_cluster(cluster, timeout=5.0) as client:
+        async def one(t: plan.Target) -> JoinResult:
+            async with gate:
+                return await _join_one(cluster, t, opts, emit, cache, keys, existing, targets,
+                                       reserved, started, client)
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def node_address(target: plan.Target, peer_address: str, opts: JoinOptions,
+                 existing: Sequence[clusterlib.NodeRecord]) -> "tuple[str, Optional[clusterlib.NodeRecord]]":
+    """(the node's address, the joined node this target already is, if any). Pure.
+
+    The address is ``--address``, else what the SSH connection reached. A target
+    already joined at another address is refused unless ``change_address``.
+    """
+    address = opts.address or peer_address or target.host
+    prior = next((r for r in existing if (r.ssh_host, r.ssh_port) == (target.host, target.port)), None)
+    prior = prior or next((r for r in existing if r.address == address), None)
+    if prior is not None and prior.address != address and not opts.change_address:
+        raise ProvisionError(
+            str(target), f"{prior.name} is joined at {prior.address}; this join would move it to "
+                         f"{address}", hint="rerun with --change-address to move it")
+    return address, prior
 
 
 def _seeds(cluster: clusterlib.Cluster, me: plan.Target, existing: Sequence[clusterlib.NodeRecord],
@@ -99,7 +127,8 @@ def _seeds(cluster: clusterlib.Cluster, me: plan.Target, existing: Sequence[clus
 
 async def _join_one(
     cluster: clusterlib.Cluster, target: plan.Target, opts: JoinOptions, emit: Emit,
-    cache: BundleCache, keys, existing, batch, reserved: Dict[str, str], started_batch: Set[str], ctx,
+    cache: BundleCache, keys, existing, batch, reserved: Dict[str, str], started_batch: Set[str],
+    client: Client,
 ) -> JoinResult:
     res = JoinResult(str(target))
     t0 = time.monotonic()
@@ -130,10 +159,11 @@ async def _join_one(
         facts = probes.parse(out.stdout)
         plan.check(res.target, facts)
         platform, tags = plan.wheel_platforms(res.target, facts)
-        res.address = facts.server_addr or target.host
+        res.address, prior = node_address(target, session.peer_address, opts, existing)
         # Names are reserved in memory (shared by this batch), so two hosts with the
         # same hostname get distinct names; nodes.json is written once a host has an agent.
-        res.name = plan.choose_name(facts.hostname, res.address, reserved)
+        res.name = prior.name if prior is not None else plan.choose_name(facts.hostname, res.address,
+                                                                         reserved)
         reserved[res.name] = res.address
         priv = plan.privilege(facts)
         layout = plan.layout_for(facts)
@@ -141,7 +171,6 @@ async def _join_one(
         on_host = facts.user_bundles if user_mode else facts.bundles
         res.upgraded = bool(facts.user_current_bundle if user_mode else facts.current_bundle)
         # A re-join without --label keeps the labels the node has; with --label, they replace them.
-        prior = next((r for r in existing if r.address == res.address), None)
         labels = dict(opts.labels) if opts.labels or prior is None else dict(prior.labels)
         res.init = "systemd" if plan.use_systemd(facts) and not opts.force_supervised else "supervised"
         done(f"{res.name}: {facts.os or facts.system} {facts.arch}, python {facts.python_str}, "
@@ -166,8 +195,9 @@ async def _join_one(
             done(f"bundle {bundle.id} ({bundle.size / 1e6:.1f} MB)")
 
         step("install")
+        # SANs: what the admin gave and reached, never names the server chose for itself.
         kp = await asyncio.to_thread(cluster.issue_agent, res.name,
-                                     list(dict.fromkeys([res.address, target.host, facts.hostname])))
+                                     list(dict.fromkeys([res.address, target.host])))
         config = plan.agent_config(
             name=res.name, address=res.address, cluster_id=cluster.id, labels=labels,
             seeds=_seeds(cluster, target, existing, batch, res.address),
@@ -205,15 +235,15 @@ async def _join_one(
             return others_before or bool(started_batch - {res.address})
 
         try:
-            info = await api.wait_agent_healthy(
-                res.address, cluster.api_port, res.name, cluster.id, ctx, want_peers,
+            info = await wait_agent_healthy(
+                client, agent_peer(res.name, res.address, cluster.api_port), cluster.id, want_peers,
                 timeout=opts.healthy_timeout)
         except SwarmletError as exc:
             logs = await _agent_log_tail(session, facts, res.init, layout)
             raise ProvisionError(res.target, f"{exc}" + (f"; agent log: {logs}" if logs else "")) from exc
         clusterlib.save_node(cluster, _record(res, target, opts, facts, bundle.id, labels))
         done(f"agent {info.get('version', '?')} answers over mTLS, {info.get('members', '?')} members alive")
-        await _register(cluster, res, ctx, emit)
+        await _register(cluster, res, client, emit, opts.change_address)
         res.ok = True
     except SwarmletError as exc:
         res.error = exc.reason if isinstance(exc, SSHError) else str(exc)
@@ -236,15 +266,18 @@ def _record(res: JoinResult, target: plan.Target, opts: JoinOptions, facts: prob
         bundle=bundle_id, joined_at=time.time())
 
 
-async def _register(cluster: clusterlib.Cluster, res: JoinResult, ctx, emit: Emit) -> None:
-    """Tell the master about the node; the master may not run, which is only a note."""
-    from ..master_process import master_running  # local: avoids an import cycle at load
+async def _register(cluster: clusterlib.Cluster, res: JoinResult, client: Client, emit: Emit,
+                    change_address: bool) -> None:
+    """Tell the master about the node; the master may not run, which is only a note.
+
+    A master started later registers it from nodes.json (its seeds), never from gossip.
+    """
     if not cluster.masters and not master_running(cluster):
         return   # no master on this host and no HA masters: it learns the node at start
     body = {"name": res.name, "address": res.address, "api_port": cluster.api_port,
-            "labels": dict(_labels_of(cluster, res.name))}
+            "labels": dict(_labels_of(cluster, res.name)), "change_address": change_address}
     try:
-        await api.master_call(cluster.master_urls(), "POST", "/v1/nodes", cluster.client_ssl("cli"), body)
+        await call_masters(client, master_peers(cluster), "POST", "/v1/nodes", body)
     except SwarmletError as exc:
         note = f"joined, but the master did not take the registration: {exc}"
         res.notes.append(note)

@@ -1,21 +1,27 @@
-"""Removing a node: gossip leave, master deregistration, then uninstall over SSH.
+"""Removing a node: gossip leave, revocation and deregistration, then uninstall over SSH.
 
 Order matters: the agent first leaves the gossip mesh on purpose (``POST
-/v1/leave``), so its peers mark it ``left`` rather than ``down``; then the
-master forgets it; then SSH stops and removes the service and files
-(``plan.uninstall_script``; ``purge`` also removes swarmlet's containers).
-If the server cannot be reached, ``force`` still forgets the node locally.
+/v1/leave``), so its peers mark it ``left`` rather than ``down``; then its
+certificates are revoked (the signer's ledger) and the master forgets it and
+ships the new denylist to every agent, so the node's certificate is refused
+everywhere within seconds even if its server is never reached again; then SSH
+stops and removes the service and files (``plan.uninstall_script``; ``purge``
+also removes swarmlet's containers). If the server cannot be reached,
+``force`` still forgets the node locally.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from .. import cluster as clusterlib
+from ..client import Client, agent_peer, call_masters, master_peers
 from ..shipped.exceptions import SSHError, SwarmletError, UsageError
-from . import api, plan, ssh
+from ..master_process import master_running
+from . import plan, ssh
 
 
 @dataclass
@@ -41,20 +47,25 @@ async def leave(
         res.notes.append(msg)
         note(msg)
 
-    ctx = cluster.client_ssl("cli")
-    try:
-        await api.call("POST", api.agent_url(rec.address, rec.api_port, "/v1/leave"), ctx, {}, timeout=10)
-        res.graceful = True
-        say(f"{rec.name} left the gossip mesh")
-    except SwarmletError as exc:
-        say(f"{rec.name}: graceful leave failed ({exc}); its peers will see it as down")
-
-    from ..master_process import master_running  # local: avoids an import cycle at load
-    if master_running(cluster):
+    async with Client.for_cluster(cluster, timeout=10.0) as client:
         try:
-            await api.master_call(cluster.master_urls(), "DELETE", f"/v1/nodes/{rec.name}", ctx)
+            await client.call(agent_peer(rec.name, rec.address, rec.api_port), "POST", "/v1/leave", {})
+            res.graceful = True
+            say(f"{rec.name} left the gossip mesh")
         except SwarmletError as exc:
-            say(f"the master did not remove {rec.name}: {exc}")
+            say(f"{rec.name}: graceful leave failed ({exc}); its peers will see it as down")
+
+        revoked = await asyncio.to_thread(cluster.signer().revoke, rec.name)
+        if revoked:
+            say(f"{rec.name}: certificate revoked ({', '.join(f'{r.serial:X}'[:16] for r in revoked)})")
+        if cluster.masters or master_running(cluster):
+            peers = master_peers(cluster)
+            try:   # the master takes the denylist (and ships it to every agent), then forgets it
+                denylist = await asyncio.to_thread(cluster.denylist)
+                await call_masters(client, peers, "PUT", "/v1/revocations", denylist.to_wire())
+                await call_masters(client, peers, "DELETE", f"/v1/nodes/{rec.name}")
+            except SwarmletError as exc:
+                say(f"the master did not remove {rec.name}: {exc}")
 
     target = plan.Target(rec.ssh_user, rec.ssh_host, rec.ssh_port)
     key_path = identity or rec.identity
@@ -73,7 +84,8 @@ async def leave(
     except SSHError as exc:
         if not force:
             raise SSHError(exc.host, exc.reason,
-                           hint="the node is still registered; use --force to forget it anyway") from exc
+                           hint="its certificate is revoked and the master forgot it, but it is "
+                                "still in this host's node list; use --force to forget it") from exc
         say(f"could not reach {target} ({exc.reason}); forgetting it anyway (--force)")
     clusterlib.forget_node(cluster, rec.name)
     res.removed = True

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import cluster as clusterlib
+from ..client import Client, agent_peer, call_masters, master_peers
 from ..shipped.exceptions import SwarmletError
-from . import api
+from ..master_process import master_running
 
 _GOSSIP_STATUS = {"alive": "ready", "ready": "ready", "suspect": "suspect", "dead": "down",
                   "down": "down", "failed": "down", "left": "left", "draining": "draining"}
@@ -62,19 +63,18 @@ def rows_from_gossip(members: Sequence[Mapping[str, Any]],
 
 async def live_rows(cluster: clusterlib.Cluster) -> Tuple[List[Dict[str, Any]], str]:
     """(rows, source) where source says where the view came from."""
-    from ..master_process import master_running
-    ctx = cluster.client_ssl("cli")
-    if master_running(cluster):
-        try:
-            data = await api.master_call(cluster.master_urls(), "GET", "/v1/nodes", ctx)
-            return rows_from_master(data), "master"
-        except SwarmletError:
-            pass
-    registry = clusterlib.nodes(cluster)
-    for rec in registry:
-        try:
-            members = await api.members(rec.address, rec.api_port, ctx)
-        except SwarmletError:
-            continue
-        return rows_from_gossip(members, registry), f"gossip via {rec.name}"
-    return rows_from_gossip([], registry), "registry only (no agent answered)"
+    async with Client.for_cluster(cluster) as client:
+        if cluster.masters or master_running(cluster):
+            try:
+                data = await call_masters(client, master_peers(cluster), "GET", "/v1/nodes")
+                return rows_from_master(data), "master"
+            except SwarmletError:
+                pass
+        registry = clusterlib.nodes(cluster)
+        for rec in registry:
+            try:
+                members = await client.members(agent_peer(rec.name, rec.address, rec.api_port))
+            except SwarmletError:
+                continue
+            return rows_from_gossip(members, registry), f"gossip via {rec.name}"
+        return rows_from_gossip([], registry), "registry only (no agent answered)"

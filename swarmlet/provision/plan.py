@@ -13,6 +13,7 @@ command line, which ``ps`` would show) and land 0600 under ``umask 077``.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import shlex
@@ -63,6 +64,19 @@ def parse_target(text: str, default_user: str = "root", default_port: int = 22) 
     if not host:
         raise UsageError(f"bad host {text!r}: expected USER@HOST[:PORT]")
     return Target(user, host, port)
+
+
+def parse_address(text: str) -> str:
+    """An ``--address``: an IP address (normalized) or a host name; ``UsageError`` otherwise."""
+    text = text.strip().strip("[]")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$", text) \
+            or len(text) > 253:
+        raise UsageError(f"bad --address {text!r}: give an IP address or a host name")
+    return text
 
 
 def parse_labels(items: Sequence[str]) -> Dict[str, str]:

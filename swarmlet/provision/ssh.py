@@ -108,6 +108,13 @@ class Session:
         self.target = target
         self.new_key_fingerprint = new_key_fingerprint
 
+    @property
+    def peer_address(self) -> str:
+        """The address this host connected to: the admin's view of the target, not the server's."""
+        peer = self.conn.get_extra_info("peername")
+        addr = str(peer[0]) if peer else self.target.host
+        return addr.split("%", 1)[0]   # an IPv6 scope id is local to this host
+
     async def run(self, command: str, input: Optional[bytes] = None, timeout: float = 120.0) -> Result:
         try:
             res = await self.conn.run(command, input=input, encoding=None, check=False, timeout=timeout)

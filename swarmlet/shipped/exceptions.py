@@ -26,6 +26,7 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     ├── ProvisionError        a host lacks what the agent needs
     ├── APIError              the master or an agent answered with an error
     │   ├── Unreachable       could not reach the master or an agent
+    │   │   └── PeerRefused   its certificate is not the expected peer's (or is revoked)
     │   ├── StaleAssignment   an assignment older than the agent's (409)
     │   └── StaleRoutes       a routes update the agent cannot apply (409: send the whole table)
     ├── Refusal               an HTTP message the load balancer refuses (answered, then closed)
@@ -142,13 +143,23 @@ class ProvisionError(SSHError):
 
 
 class APIError(SwarmletError):
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    """``message`` names the peer and the reason; ``reason`` is the reason alone; ``request``
+    (e.g. ``POST https://…: 400``) is shown only under ``--debug``."""
+
+    def __init__(self, message: str, *, status: int | None = None, request: str | None = None,
+                 reason: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.status = status
+        self.request = request
+        self.reason = reason if reason is not None else message
 
 
 class Unreachable(APIError):
     pass
+
+
+class PeerRefused(Unreachable):
+    """The TLS peer is not who it must be: another node's, role's or CA's certificate, or revoked."""
 
 
 class StaleAssignment(APIError):

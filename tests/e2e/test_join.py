@@ -19,7 +19,7 @@ from typing import Dict, List
 import pytest
 
 from swarmlet import cluster as clusterlib
-from swarmlet.provision import api
+from swarmlet.client import Client, agent_peer
 from tests.support import CLI, ssh
 
 pytestmark = pytest.mark.e2e
@@ -58,8 +58,11 @@ def nodes(cli) -> List[dict]:
 def gossip_view(env: Dict[str, str], node: dict) -> Dict[str, str]:
     """name -> state, as ``node``'s agent sees the mesh (GET /v1/members over mTLS)."""
     c = clusterlib.load(Path(env["SWARMLET_HOME"]))
-    members = asyncio.run(api.members(node["address"], c.api_port, c.client_ssl("cli")))
-    return {m["name"]: m["state"] for m in members}
+
+    async def get() -> list:
+        async with Client.for_cluster(c) as client:
+            return await client.members(agent_peer(node["name"], node["address"], c.api_port))
+    return {m["name"]: m["state"] for m in asyncio.run(get())}
 
 
 def run(node: dict, command: str) -> str:

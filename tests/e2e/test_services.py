@@ -19,7 +19,7 @@ from typing import Callable, Dict, List
 import pytest
 
 from swarmlet import cluster as clusterlib
-from swarmlet.provision import api
+from swarmlet.client import call_master
 from swarmlet.shipped.exceptions import APIError
 from swarmlet.shipped.models import to_wire
 from swarmlet.stack import load_stack
@@ -159,8 +159,7 @@ def test_a_stack_the_master_refuses_changes_nothing(svc, port, tmp_path):
     c = clusterlib.load(svc.cli.env["SWARMLET_HOME"])
     body = {"services": [to_wire(s) for s in loaded.services], "prune": False}
     with pytest.raises(APIError) as exc:
-        asyncio.run(api.master_call(c.master_url(), "POST", "/v1/stacks/other", c.client_ssl("cli"),
-                                    {**body, "dry_run": False}))
+        asyncio.run(call_master(c, "POST", "/v1/stacks/other", {**body, "dry_run": False}))
     assert exc.value.status == 409, exc.value
     assert (f"stack 'other' not applied, nothing changed: port {port}/tcp is published by "
             "service 'web'") in str(exc.value)

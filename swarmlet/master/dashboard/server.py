@@ -151,9 +151,15 @@ async def start_dashboard(master: Any, cluster: Any, host: str, port: int,
                           advertise: Optional[str] = None) -> Optional[web.AppRunner]:
     """Serve the dashboard; sets ``master.dashboard_url``. A port in use is logged, not fatal."""
     token = await ensure_token(master)
-    # The master's certificate; a client certificate of the cluster CA is optional (token login).
+    # The master's certificate; a client certificate of the cluster CA is optional (token login),
+    # and a revoked one is refused like everywhere else.
+    certs = getattr(master, "certs", None)
     ctx = server_context(str(cluster.path("master.crt")), str(cluster.path("master.key")),
-                         str(cluster.path("ca.crt")), require_client_cert=False)
+                         str(cluster.path("ca.crt")), require_client_cert=False,
+                         denylist=certs.denylist if certs is not None else None)
+    contexts = getattr(master, "tls_contexts", None)
+    if contexts is not None:
+        contexts.append(ctx)   # reloaded when the master certificate is renewed
     runner = web.AppRunner(make_app(master, token), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import aiohttp
 import pytest
 
-from swarmlet.provision import api
+from swarmlet.client import Client, call_masters, master_peers
 from swarmlet.shipped.exceptions import APIError
 from swarmlet.shipped.models import PortSpec, ServiceSpec, to_wire
 from tests.conftest import free_port
@@ -42,8 +42,9 @@ class Ctl:
 
     async def call(self, method: str, path: str, body: Any = None, urls: Optional[List[str]] = None,
                    timeout: float = 5.0) -> Any:
-        return await api.master_call(urls or self.ha.cluster.master_urls(), method, path, self.ctx,
-                                     body, timeout=timeout)
+        peers = [p for p in master_peers(self.ha.cluster) if urls is None or p.base in urls]
+        async with Client.for_cluster(self.ha.cluster, timeout=timeout) as client:
+            return await call_masters(client, peers, method, path, body, timeout=timeout)
 
     async def raw(self, url: str, method: str, path: str, body: Any = None) -> Tuple[int, Dict[str, str], Any]:
         async with aiohttp.ClientSession() as s:

@@ -21,7 +21,8 @@ from swarmlet.master.daemon import MasterConfig
 from swarmlet.master.liveness import LivenessConfig
 from swarmlet.master.runner import run_master
 from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, to_wire
-from swarmlet.provision import api
+from swarmlet.client import MASTER, Client, Peer
+from swarmlet.shipped.exceptions import APIError
 from swarmlet_agent.config import AgentConfig
 from swarmlet_agent.daemon import Agent
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
@@ -41,7 +42,7 @@ class Env:
         self.agents: Dict[str, Agent] = {}
         self.names: List[str] = []
         self.master: Any = None
-        self.ctx = self.c.client_ssl("cli")
+        self.client = Client.for_cluster(self.c, timeout=10)
 
     async def agent(self, short: str) -> Agent:
         name = f"m{self.tag}-{short}"
@@ -66,11 +67,20 @@ class Env:
         self.master = await run_master(self.c.home, bind="127.0.0.1", port=0, config=FAST)
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        return await api.call(method, self.master.url + path, self.ctx, body, timeout=10)
+        port = int(self.master.url.rsplit(":", 1)[1])
+        return await self.client.call(Peer(MASTER, "127.0.0.1", port), method, path, body, timeout=10)
 
-    async def register(self, a: Agent) -> None:
+    async def register(self, a: Agent, move: bool = False) -> None:
+        """Register ``a`` and wait until the master has polled it ready (placement needs that)."""
         await self.call("POST", "/v1/nodes", {"name": a.config.name, "address": "127.0.0.1",
-                                              "api_port": a.api_port})
+                                              "api_port": a.api_port, "change_address": move})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if any(n["name"] == a.config.name and n["status"] == "ready"
+                   for n in await self.call("GET", "/v1/nodes")):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{a.config.name} not ready 15 s after its registration")
 
     async def wait(self, what: str, pred: Callable[[List[Dict[str, Any]]], bool],
                    timeout: float = 30.0, watch: Callable[[List[Dict[str, Any]]], None] = None):
@@ -93,6 +103,7 @@ class Env:
         return out
 
     async def close(self) -> None:
+        await self.client.close()
         if self.master is not None:
             await self.master.close()
         for a in self.agents.values():
@@ -140,8 +151,9 @@ async def test_run_spread_scale_and_api(env, agent_image):
     await env.register(b)
     out = await env.call("POST", "/v1/services?create=1", web(agent_image, 3))
     assert out["revision"] == 1
-    with pytest.raises(Exception, match="409"):
+    with pytest.raises(APIError, match="^service 'web' exists$") as err:
         await env.call("POST", "/v1/services?create=1", web(agent_image, 3))
+    assert err.value.status == 409 and err.value.request.endswith(": 409")   # shown by --debug
     rows = await env.wait("3 healthy replicas", lambda r: healthy(r, 3))
     assert sorted(per_node(rows).values()) == [1, 2]
     assert {k for k in rows[0]} >= {"service", "task", "node", "state", "health", "reason", "revision"}
@@ -178,7 +190,9 @@ async def test_dead_node_replaced_then_stale_task_stopped(env, agent_image):
     assert replaced_in < 10, replaced_in
     assert len(env.containers("web")) == 3  # b's stale one still runs: b is unreachable
     b2 = await env.agent("b")           # it comes back (new API port): registered again
-    await env.register(b2)
+    with pytest.raises(APIError, match="needs change_address"):   # a move is never implicit
+        await env.register(b2)
+    await env.register(b2, move=True)
     await env.wait("stale task stopped", lambda r: len(env.containers("web")) == 2, timeout=20)
     rows = await env.call("GET", "/v1/tasks")
     assert healthy(rows, 2)

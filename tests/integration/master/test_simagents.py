@@ -21,7 +21,7 @@ import pytest
 from swarmlet import cluster as clusterlib
 from swarmlet import pki
 from swarmlet.master.runner import run_master
-from swarmlet.provision import api
+from swarmlet.client import MASTER, Client, Peer
 from swarmlet.shipped.models import HealthCheck, PortSpec, ServiceSpec, to_wire
 from tests.conftest import free_port
 from tests.tools.simagents import SimFleet, roster
@@ -48,10 +48,11 @@ async def test_a_real_master_runs_replicas_on_simulated_agents(tmp_path: Path) -
     fleet = SimFleet(home, nodes, port, run_delay=0.1, suspect_after=0.3, dead_after=1.0)
     await fleet.start()
     m = await run_master(home, bind="127.0.0.1", port=0)
-    ctx = c.client_ssl("cli")
+    client = Client.for_cluster(c, timeout=10)
+    peer = Peer(MASTER, "127.0.0.1", int(m.url.rsplit(":", 1)[1]))
 
     async def call(method: str, path: str, body: Any = None) -> Any:
-        return await api.call(method, m.url + path, ctx, body, timeout=10)
+        return await client.call(peer, method, path, body, timeout=10)
     try:
         for n in nodes:
             await call("POST", "/v1/nodes", {"name": n["name"], "address": n["address"],

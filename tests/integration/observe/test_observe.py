@@ -27,7 +27,6 @@ from swarmlet import cluster as clusterlib
 from swarmlet.master.autoscale import AutoscalePolicy
 from swarmlet.master.runner import run_master
 from swarmlet.shipped.models import AutoscaleSpec, NodeStatus, PortSpec, Resources, ServiceSpec, to_wire
-from swarmlet.provision import api
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env
 from tests.integration.observe.cdp import CHROMIUM, Browser
