@@ -93,13 +93,15 @@ def agent_peer(name: str, address: str, port: int) -> Peer:
     return Peer(AGENT, address, int(port), name)
 
 
+def master_at(url: str, default_port: int = clusterlib.MASTER_PORT) -> Peer:
+    """The master whose API is at ``url`` (``https://HOST:PORT``)."""
+    u = urlsplit(url)
+    return Peer(MASTER, u.hostname or "127.0.0.1", u.port or default_port)
+
+
 def master_peers(cluster: clusterlib.Cluster) -> List[Peer]:
     """Every master to try, in order: the HA masters of cluster.json, or the one on this host."""
-    out = []
-    for url in cluster.master_urls():
-        u = urlsplit(url)
-        out.append(Peer(MASTER, u.hostname or "127.0.0.1", u.port or cluster.master_port))
-    return out
+    return [master_at(url, cluster.master_port) for url in cluster.master_urls()]
 
 
 def master_peer(cluster: clusterlib.Cluster) -> Peer:

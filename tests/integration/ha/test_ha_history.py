@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from swarmlet.provision import api
+from swarmlet.client import call_master
 from swarmlet.shipped.models import ServiceSpec, to_wire
 from tests.conftest import free_port
 from tests.tools.hahistory import Clients, cli_env, killer
@@ -31,10 +31,9 @@ async def test_two_cli_clients_across_leader_kills_lose_nothing_and_double_nothi
     ha.start()
     fleet = None
     try:
-        ctx = ha.cluster.client_ssl("cli")
 
         async def call(method, path, body=None):
-            return await api.master_call(ha.cluster.master_urls(), method, path, ctx, body, timeout=10)
+            return await call_master(ha.cluster, method, path, body, timeout=10)
         deadline = time.monotonic() + 30
         while ha.leader() is None:
             assert time.monotonic() < deadline, "no leader"

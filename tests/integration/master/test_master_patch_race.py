@@ -9,7 +9,7 @@ import pytest
 
 from swarmlet import cluster as clusterlib
 from swarmlet.master.runner import run_master
-from swarmlet.provision import api
+from swarmlet.client import Client, master_at
 from swarmlet.shipped.models import ServiceSpec, to_wire
 
 pytestmark = pytest.mark.integration
@@ -20,15 +20,16 @@ async def test_concurrent_scale_and_update_both_land(tmp_path):
     home.mkdir(mode=0o700)
     c = clusterlib.init(name="race", home=home)
     m = await run_master(home, bind="127.0.0.1", port=0)
-    ctx = c.client_ssl("cli")
+    client, peer = Client.for_cluster(c), master_at(m.url)
     try:
-        await api.call("POST", m.url + "/v1/services", ctx,
-                       to_wire(ServiceSpec("web", "img:1", replicas=1, env={"MARK": "0"})))
+        await client.call(peer, "POST", "/v1/services",
+                          to_wire(ServiceSpec("web", "img:1", replicas=1, env={"MARK": "0"})))
         for i in range(1, 21):
             await asyncio.gather(
-                api.call("PATCH", m.url + "/v1/services/web", ctx, {"replicas": i + 1}),
-                api.call("PATCH", m.url + "/v1/services/web", ctx, {"env": {"MARK": str(i)}}))
-            spec = (await api.call("GET", m.url + "/v1/services/web", ctx))["spec"]
+                client.call(peer, "PATCH", "/v1/services/web", {"replicas": i + 1}),
+                client.call(peer, "PATCH", "/v1/services/web", {"env": {"MARK": str(i)}}))
+            spec = (await client.call(peer, "GET", "/v1/services/web"))["spec"]
             assert (spec["replicas"], spec["env"]["MARK"]) == (i + 1, str(i))
     finally:
+        await client.close()
         await m.close()
