@@ -70,7 +70,8 @@ class Executor:
         except DockerError as exc:
             log.warning("%s failed: %s", type(action).__name__, exc)
         except Exception:  # a bug in one action must not kill the loop
-            log.exception("action %r crashed", action)
+            # Named by kind and task only: the action holds the task's env (secrets).
+            log.exception("%s of %s crashed", type(action).__name__, _what(action))
         finally:
             self.ledger.end_action(key)
             self.wake()
@@ -94,3 +95,11 @@ class Executor:
             self.ledger.fail(task.task_id, reason, task.revision)
             self.book.update(task, self.clock(), TaskState.FAILED, reason=reason)
             raise
+
+
+def _what(action: Any) -> str:
+    """``task web.1.ab12 (revision 3)`` or ``container 1a2b3c4d5e6f``: never the spec itself."""
+    task = getattr(action, "task", None)
+    if task is not None:
+        return f"task {task.task_id} (revision {task.revision})"
+    return f"container {str(getattr(action, 'container_id', '?'))[:12]}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
-from ..stack.plan import DeployPlan, format_value
+from ..stack.plan import DeployPlan
 from ..shipped.exceptions import APIError
 from .state import RUNNING, NodeRecord, Service, Task, node_status
 
@@ -86,8 +86,8 @@ def plan_view(plan: DeployPlan, text: str) -> Dict[str, Any]:
         "stack": plan.stack, "file": plan.file, "text": text, "has_changes": plan.has_changes,
         "create": [{"name": c.name, "image": c.new.image if c.new else None} for c in plan.create],
         "update": [{"name": c.name, "image": c.new.image if c.new else None, "rollout": c.rollout,
-                    "changes": [{"path": f.path, "old": format_value(f.old, f.path),
-                                 "new": format_value(f.new, f.path)} for f in c.changes]}
+                    "changes": [dict(zip(("path", "old", "new", "secret"),
+                                         (f.path, *f.shown(), f.secret))) for f in c.changes]}
                    for c in plan.update],
         "remove": [c.name for c in plan.remove],
         "unchanged": [c.name for c in plan.unchanged],

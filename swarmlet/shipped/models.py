@@ -142,7 +142,7 @@ class ServiceSpec:
     mode: str = "replicated"          # replicated | global
     command: Optional[Tuple[str, ...]] = None
     entrypoint: Optional[Tuple[str, ...]] = None
-    env: Dict[str, str] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict, repr=False)   # secrets: never in a log line
     ports: Tuple[PortSpec, ...] = ()
     volumes: Tuple[VolumeMount, ...] = ()
     health: HealthCheck = HealthCheck()
@@ -170,7 +170,7 @@ class TaskSpec:
     image: str
     command: Optional[Tuple[str, ...]] = None
     entrypoint: Optional[Tuple[str, ...]] = None
-    env: Dict[str, str] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict, repr=False)   # secrets: never in a log line
     ports: Tuple[PortSpec, ...] = ()
     volumes: Tuple[VolumeMount, ...] = ()
     health: HealthCheck = HealthCheck()

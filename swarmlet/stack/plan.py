@@ -10,6 +10,10 @@ in the file that exists outside the stack is taken over, with a warning.
 An update whose changes are all in ``SETTINGS_ONLY`` (replicas, update and
 rollback configs, lb, autoscale, max_per_node) needs no new containers:
 ``ServiceChange.rollout`` is False, so the caller can scale instead of rolling.
+
+Values of ``SECRET_FIELDS`` (env: passwords and tokens live there) never leave
+a ``FieldChange`` as text: ``change_text``/``shown`` say that a value was
+added, changed or removed, never what it was or is.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from .service import STACK_LABEL
 from .values import StackWarning
 
 SETTINGS_ONLY = ("replicas", "update", "rollback", "lb", "autoscale", "max_per_node")
+SECRET_FIELDS = ("env",)
+HIDDEN = "(hidden)"
 
 
 class _Absent:
@@ -39,8 +45,27 @@ ABSENT: Any = _Absent()
 @dataclass(frozen=True)
 class FieldChange:
     path: str          # "image", "env.GREETING", "ports[0].published", "update.order"
-    old: Any
-    new: Any
+    old: Any = dataclasses.field(repr=False)   # may be a secret: see ``shown``
+    new: Any = dataclasses.field(repr=False)
+
+    @property
+    def secret(self) -> bool:
+        return self.path.split(".")[0].split("[")[0] in SECRET_FIELDS
+
+    def shown(self) -> Tuple[str, str]:
+        """(old, new) as text; a secret's value is ``(hidden)`` (or ``(absent)``)."""
+        if self.secret:
+            return tuple("(absent)" if v is ABSENT else HIDDEN for v in (self.old, self.new))  # type: ignore[return-value]
+        return format_value(self.old, self.path), format_value(self.new, self.path)
+
+
+def change_text(c: FieldChange) -> str:
+    """``path: old -> new``; for a secret only that it changed: ``env.DB_PASSWORD: (changed)``."""
+    if c.secret:
+        what = "added" if c.old is ABSENT else "removed" if c.new is ABSENT else "changed"
+        return f"{c.path}: ({what})"
+    old, new = c.shown()
+    return f"{c.path}: {old} -> {new}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The text of a deploy plan (``swarmlet deploy --dry-run``), like a Terraform plan.
 
 Owns only formatting: what to create (with a one-line summary), what to update
-(each changed field, old -> new, and whether tasks roll or only rescale), what
+(each changed field, old -> new, an env value only as changed, and whether tasks
+roll or only rescale), what
 to remove, what is unchanged or kept, then the warnings and a count line.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .plan import DeployPlan, ServiceChange, format_value, summary
+from .plan import DeployPlan, ServiceChange, change_text, summary
 
 
 def render_plan(plan: DeployPlan) -> str:
@@ -39,5 +40,4 @@ def render_plan(plan: DeployPlan) -> str:
 
 
 def _field_lines(change: ServiceChange) -> List[str]:
-    return [f"      {c.path}: {format_value(c.old, c.path)} -> {format_value(c.new, c.path)}"
-            for c in change.changes]
+    return [f"      {change_text(c)}" for c in change.changes]   # env values never shown
