@@ -225,3 +225,13 @@ async def test_sticky_cookie_is_keyed_and_reveals_no_address(rec):
     unkeyed = hashlib.sha1(backend.address.encode()).hexdigest()
     assert cookies[0] == cookies[1] != cookies[2]        # same key, same cookie; else not
     assert not any(unkeyed.startswith(c) or c in unkeyed for c in cookies)
+
+
+async def test_deep_pipelines_are_parsed_as_they_drain(rec, lb):
+    """More pipelined requests than max_pipeline in one write: parsing waits for the
+    queue to drain (bounded memory) and every request is answered, in order."""
+    data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(40))
+    raw, _ = await exchange(lb.port, data, timeout=10, idle=1.0)
+    answers, left = parse_responses(raw)
+    assert [a.status for a in answers] == [200] * 40 and left == b""
+    assert [a.body.split(b" ")[3] for a in answers] == [b"/p%d" % i for i in range(40)]
