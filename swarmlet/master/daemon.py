@@ -42,6 +42,7 @@ from ..signer import Signer
 from . import views
 from .autoscale import AutoscalePolicy, Autoscaler
 from .certs import CertKeeper
+from .backoff import Backoff
 from .commands import Commands
 from .events import task_events
 from .liveness import LivenessConfig
@@ -74,6 +75,7 @@ class MasterConfig:
     agent_cert_days: float = 30.0       # lifetime of renewed agent certificates (pki.LIFETIME_DAYS)
     cert_interval: float = 1.0          # how often renewals are considered
     revocation_interval: float = 5.0    # how often the signer's denylist is re-read
+    backoff: Backoff = Backoff()    # how a failed task's successor waits (backoff.py)
 
 
 class Master:

@@ -11,7 +11,10 @@ after:
   balancer's eligible set because an active health check failed or a
   passive check ejected it (and came back).
 
-Kinds used here: ``task`` and ``lb``; the store keeps the log bounded.
+Kinds used here: ``task`` and ``lb``; the store keeps the log bounded. A
+slot that keeps failing (``backoff.py``) and a container the agent keeps
+restarting make keyed events: the store keeps the newest of each key, so they
+stay one event each, with the count in its message.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from ..shipped.models import Health, TaskState
+from . import backoff as bo
 from .reconcile import Event
 from .state import Task
 
@@ -30,18 +34,25 @@ def task_events(before: Mapping[str, Task], changed: Iterable[Task]) -> List[Eve
         old = before.get(t.task_id)
         where = f"{t.service} slot {t.slot}"
         if t.node and (old is None or old.node != t.node):
-            out.append(Event("task", t.task_id, f"{where}: placed on {t.node}"))
+            if t.failures:      # a retry of a failing slot: one event for all of them
+                out.append(Event("task", t.task_id, f"{where}: attempt {t.failures + 1} placed "
+                                 f"on {t.node}", bo.event_key("placed", t.service, t.slot)))
+            else:
+                out.append(Event("task", t.task_id, f"{where}: placed on {t.node}"))
         if old is None:
             continue
         if t.state == TaskState.RUNNING and old.state < TaskState.RUNNING:
             out.append(Event("task", t.task_id, f"{where}: started on {t.node}"))
         if t.state == TaskState.FAILED and old.state != TaskState.FAILED:
+            why = t.reason or "no reason given"
             out.append(Event("task", t.task_id,
-                             f"{where}: failed on {t.node}: {t.reason or 'no reason given'}"))
+                             f"{where}: failed on {t.node}: {why}{bo.times(t.failures + 1)}",
+                             bo.event_key("failed", t.service, t.slot, why)))
         if t.restarts > old.restarts:
             why = f": {t.reason}" if t.reason else ""
             out.append(Event("task", t.task_id, f"{where}: restarted on {t.node} "
-                                                f"({t.restarts} restarts){why}"))
+                                                f"({t.restarts} restarts){why}",
+                             bo.event_key("restarted", t.task_id, 0)))
         elif (t.health == Health.UNHEALTHY and old.health != Health.UNHEALTHY
               and t.state == TaskState.RUNNING):
             why = f": {t.reason}" if t.reason else ""

@@ -25,6 +25,11 @@ Rules, per replicated service (slots 1..replicas):
   emptiest until no two differ by more than one, through start-first moves.
 Global services get one task per eligible node. Terminal tasks that are
 shut down are forgotten after ``gc_after`` seconds.
+
+A failed task's successor backs off (``backoff.py``): it waits, pending with
+the failure as its reason, and the slot's events are keyed so that identical
+failures in a row stay one event. ``Changes.wake_at`` says when the next wait
+ends, so the daemon can run a pass then.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState
+from . import backoff as bo
 from .scheduler import Placed, Request, Scheduler, placed
 from .state import RUNNING, SHUTDOWN, Service, Task, kept_revisions
 
@@ -46,6 +52,7 @@ class Event:
     kind: str       # task | service | node | scheduler
     subject: str
     message: str
+    key: str = ""   # the store keeps one event per key: a newer one replaces the older
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Changes:
     update: List[Task] = field(default_factory=list)
     delete: List[str] = field(default_factory=list)
     events: List[Event] = field(default_factory=list)
+    wake_at: Optional[float] = None     # when a replacement's backoff ends: reconcile again then
 
     @property
     def empty(self) -> bool:
@@ -70,6 +78,7 @@ class _Work:
         self.created: List[Task] = []
         self.deleted: List[str] = []
         self.events: List[Event] = []
+        self.wake: List[float] = []
 
     def set(self, t: Task, **kw) -> Task:
         new = dataclasses.replace(t, updated_at=self.now, **kw)
@@ -81,8 +90,8 @@ class _Work:
         if t.desired != SHUTDOWN:
             self.set(t, desired=SHUTDOWN, reason=reason)
 
-    def event(self, kind: str, subject: str, message: str) -> None:
-        self.events.append(Event(kind, subject, message))
+    def event(self, kind: str, subject: str, message: str, key: str = "") -> None:
+        self.events.append(Event(kind, subject, message, key))
 
     def live(self) -> List[Task]:
         return [t for t in self.tasks.values() if t.desired == RUNNING]
@@ -91,8 +100,10 @@ class _Work:
 def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Sequence[NodeInfo],
               now: float, new_id: Callable[[str, int], str], *, rebalance: bool = False,
               gc_after: float = 60.0,
-              specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None) -> Changes:
-    """``specs``: every stored revision's spec, to tell which older tasks run the current one."""
+              specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None,
+              backoff: bo.Backoff = bo.Backoff()) -> Changes:
+    """``specs``: every stored revision's spec, to tell which older tasks run the current one;
+    ``backoff``: how failed tasks' successors wait."""
     w = _Work(tasks, now)
     status: Dict[str, NodeStatus] = {n.name: n.status for n in nodes}
     sched_nodes = Scheduler(nodes)   # only for eligibility; accounting comes later
@@ -100,13 +111,14 @@ def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Seq
     _forget_finished(w, status, gc_after)
     _stop_orphans(w, services, status)
     kept = _kept(services, w.live(), specs)
-    requests: List[Tuple[Service, int, Optional[Task]]] = []   # (service, slot, pending task)
+    last = _last_tasks(w)
+    requests: List[_Req] = []
     for name in sorted(services):
         svc = services[name]
         if svc.spec.mode == "global":
-            requests += _global(w, svc, kept[name], status, sched_nodes)
+            requests += _global(w, svc, kept[name], status, sched_nodes, last, backoff)
         else:
-            requests += _replicated(w, svc, kept[name], status)
+            requests += _replicated(w, svc, kept[name], status, last, backoff, new_id)
     moves = _rebalance(w, services, kept, status, sched_nodes) if rebalance else []
     _place(w, services, nodes, status, requests, moves, new_id)
 
@@ -114,7 +126,22 @@ def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Seq
     return Changes(
         create=w.created,
         update=[w.tasks[i] for i in sorted(w.changed) if i not in created_ids and i in w.tasks],
-        delete=w.deleted, events=w.events)
+        delete=w.deleted, events=w.events, wake_at=min(w.wake) if w.wake else None)
+
+
+# (service, slot, pending task to place, what a new task inherits of the failed one it follows)
+_Req = Tuple[Service, int, Optional[Task], Dict[str, object]]
+
+
+def _last_tasks(w: _Work) -> Dict[Tuple[str, object], Task]:
+    """The newest task of every (service, slot), and of every (service, node) for global ones."""
+    out: Dict[Tuple[str, object], Task] = {}
+    for t in w.tasks.values():
+        for key in ((t.service, t.slot), (t.service, f"node:{t.node}")):
+            old = out.get(key)
+            if old is None or (t.created_at, t.task_id) > (old.created_at, old.task_id):
+                out[key] = t
+    return out
 
 
 def _forget_finished(w: _Work, status: Mapping[str, NodeStatus], gc_after: float) -> None:
@@ -138,9 +165,12 @@ def _stop_orphans(w: _Work, services: Mapping[str, Service], status: Mapping[str
             w.event("task", t.task_id, f"{t.service} slot {t.slot}: node {t.node} "
                     f"{_lost_word(status.get(t.node))}, replacing")
         elif t.state.terminal and svc.spec.restart.condition != "none":
-            w.stop(t, f"task {t.state.name.lower()}: {t.reason}" if t.reason
-                   else f"task {t.state.name.lower()}")
-            w.event("task", t.task_id, f"{t.service} slot {t.slot}: {t.state.name.lower()}, replacing")
+            word = t.state.name.lower()
+            w.set(t, desired=SHUTDOWN, last_error=t.reason,
+                  reason=f"task {word}: {t.reason}" if t.reason else f"task {word}")
+            w.event("task", t.task_id, f"{t.service} slot {t.slot}: {word}, replacing"
+                    f"{bo.times(t.failures + 1) if bo.failed(t) else ''}",
+                    bo.event_key("replacing", t.service, t.slot, t.reason) if bo.failed(t) else "")
 
 
 def _kept(services: Mapping[str, Service], live: Sequence[Task],
@@ -162,20 +192,27 @@ def _good(t: Task, rev: int, kept: FrozenSet[int], status: Mapping[str, NodeStat
     return (t.revision >= rev or t.revision in kept) and (t.node is None or status.get(t.node) in _KEEP)
 
 
-def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus]
-                ) -> List[Tuple[Service, int, Optional[Task]]]:
+def _backing_off(w: _Work, svc: Service, kept: FrozenSet[int], prev: Optional[Task]) -> bool:
+    """Whether ``prev`` (a slot's or a node's newest task) failed under the current spec."""
+    return (prev is not None and prev.desired == SHUTDOWN and bo.failed(prev)
+            and (prev.revision >= svc.current_from or prev.revision in kept))
+
+
+def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus],
+                last: Mapping[Tuple[str, object], Task], policy: bo.Backoff,
+                new_id: Callable[[str, int], str]) -> List[_Req]:
     spec, rev = svc.spec, svc.current_from
     slots: Dict[int, List[Task]] = {}
     for t in w.live():
         if t.service == spec.name:
             if t.node is None and t.revision < rev and t.revision not in kept:   # pending: retarget
-                t = w.set(t, revision=svc.revision)
+                t = w.set(t, revision=svc.revision, failures=0, not_before=0.0)  # a new spec: afresh
             slots.setdefault(t.slot, []).append(t)
     for slot, ts in slots.items():
         if slot > spec.replicas or slot < 1:
             for t in ts:
                 w.stop(t, "scaled down")
-    out: List[Tuple[Service, int, Optional[Task]]] = []
+    out: List[_Req] = []
     updating = any(not _good(t, rev, kept, status) for ts in slots.values() for t in ts)
     # A slot is in flight while its successor does not serve yet: beside its
     # predecessor (start-first), or alone mid-update (stop-first).
@@ -187,7 +224,15 @@ def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[st
         ts = slots.get(slot, [])
         good = [t for t in ts if _good(t, rev, kept, status)]
         if not ts:
-            out.append((svc, slot, None))
+            prev = last.get((spec.name, slot))
+            if _backing_off(w, svc, kept, prev):
+                assert prev is not None
+                n, due, why = bo.successor(prev, spec.restart.delay, policy)
+                _create(w, svc, slot, None, why, new_id, failures=n, not_before=due,
+                        last_error=prev.last_error or prev.reason)
+                w.wake.append(due)
+            else:
+                out.append((svc, slot, None, {}))
             continue
         if good:
             # A placed task beats a pending one (e.g. a drained node activated again
@@ -196,8 +241,10 @@ def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[st
             for t in good:
                 if t is not keeper and t.node is None:
                     w.stop(t, "not needed any more")
-            if keeper.node is None:
-                out.append((svc, slot, keeper))
+            if keeper.node is None and keeper.not_before > w.now:
+                w.wake.append(keeper.not_before)        # backing off: not placed yet
+            elif keeper.node is None:
+                out.append((svc, slot, keeper, {}))
             elif keeper.serving:
                 for t in ts:
                     if t is not keeper and t.node is not None:
@@ -210,12 +257,13 @@ def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[st
                 if spec.update.order == "stop-first":
                     for t in ts:
                         w.stop(t, f"updated to revision {svc.revision} (stop-first)")
-            out.append((svc, slot, None))
+            out.append((svc, slot, None, {}))
     return out
 
 
 def _global(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus],
-            sched: Scheduler) -> List[Tuple[Service, int, Optional[Task]]]:
+            sched: Scheduler, last: Mapping[Tuple[str, object], Task], policy: bo.Backoff
+            ) -> List[_Req]:
     spec, rev = svc.spec, svc.current_from
     eligible = set(sched.eligible(spec))
     have: Set[str] = set()
@@ -230,10 +278,18 @@ def _global(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, N
             w.stop(t, "duplicate on node")
         else:
             have.add(t.node)
-    pinned = []
+    pinned: List[_Req] = []
     for node in sorted(eligible - have):
+        prev = last.get((spec.name, f"node:{node}"))
+        inherit: Dict[str, object] = {}
+        if prev is not None and _backing_off(w, svc, kept, prev):
+            n, due, _ = bo.successor(prev, spec.restart.delay, policy)
+            if due > w.now:
+                w.wake.append(due)
+                continue
+            inherit = {"failures": n, "last_error": prev.last_error or prev.reason}
         pinned.append((dataclasses.replace(svc, spec=dataclasses.replace(
-            spec, constraints=spec.constraints + (f"node.name=={node}",))), 0, None))
+            spec, constraints=spec.constraints + (f"node.name=={node}",))), 0, None, inherit))
     return pinned
 
 
@@ -272,7 +328,7 @@ def _rebalance(w: _Work, services: Mapping[str, Service], kept: Mapping[str, Fro
 
 
 def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
-           status: Mapping[str, NodeStatus], requests: List[Tuple[Service, int, Optional[Task]]],
+           status: Mapping[str, NodeStatus], requests: List[_Req],
            moves: List[Task], new_id: Callable[[str, int], str]) -> None:
     moving = {t.task_id for t in moves}
     existing: List[Placed] = []
@@ -288,18 +344,18 @@ def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
         existing.append(p)
     sched = Scheduler(nodes, existing)
     reqs: List[Request] = []
-    meta: Dict[str, Tuple[Service, int, Optional[Task], Optional[Task]]] = {}
-    for svc, slot, pending in requests:
+    meta: Dict[str, Tuple[Service, int, Optional[Task], Optional[Task], Dict[str, object]]] = {}
+    for svc, slot, pending, inherit in requests:
         key = pending.task_id if pending else f"new:{svc.name}:{slot}:{len(reqs)}"
         reqs.append(Request(key, _sticky(w, svc, slot, status), slot))
-        meta[key] = (svc, slot, pending, None)
+        meta[key] = (svc, slot, pending, None, inherit)
     for t in moves:
         key = f"move:{t.task_id}"
         reqs.append(Request(key, services[t.service].spec, t.slot))
-        meta[key] = (services[t.service], t.slot, None, t)
+        meta[key] = (services[t.service], t.slot, None, t, {})
     plan = sched.place(reqs)
     for r in reqs:
-        svc, slot, pending, moved = meta[r.key]
+        svc, slot, pending, moved, inherit = meta[r.key]
         node = plan.placements.get(r.key)
         why = plan.unplaced.get(r.key, "")
         if moved is not None:
@@ -315,7 +371,7 @@ def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
                 w.set(pending, reason=why)
                 w.event("scheduler", pending.task_id, f"{svc.name} slot {slot} pending: {why}")
             continue
-        t = _create(w, svc, slot, node, why, new_id)
+        t = _create(w, svc, slot, node, why, new_id, **inherit)
         if node is None:
             w.event("scheduler", t.task_id, f"{svc.name} slot {slot} pending: {why}")
 
@@ -336,11 +392,12 @@ def _sticky(w: _Work, svc: Service, slot: int, status: Mapping[str, NodeStatus])
 
 
 def _create(w: _Work, svc: Service, slot: int, node: Optional[str], why: str,
-            new_id: Callable[[str, int], str]) -> Task:
+            new_id: Callable[[str, int], str], **backoff) -> Task:
+    """A new task; ``backoff``: the ``failures``, ``not_before`` and ``last_error`` it inherits."""
     t = Task(task_id=new_id(svc.name, slot), service=svc.name, slot=slot, revision=svc.revision,
              node=node, desired=RUNNING,
              state=TaskState.ASSIGNED if node else TaskState.PENDING,
-             reason=why, created_at=w.now, updated_at=w.now)
+             reason=why, created_at=w.now, updated_at=w.now, **backoff)
     w.tasks[t.task_id] = t
     w.created.append(t)
     return t

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..shipped.exceptions import SwarmletError
 from . import rollout as ro
@@ -33,6 +33,7 @@ log = logging.getLogger("swarmlet.master")
 class Reconciler:
     def __init__(self, m: "Master") -> None:
         self.m = m
+        self.wake_at: Optional[float] = None
 
     def recover_rollouts(self) -> None:
         """After a restart: a service with tasks older than its template is mid-update."""
@@ -51,8 +52,11 @@ class Reconciler:
     async def loop(self) -> None:
         m = self.m
         while True:
+            wait = m.cfg.reconcile_interval
+            if self.wake_at is not None:     # a replacement's backoff ends sooner
+                wait = min(wait, max(0.05, self.wake_at - m.clock()))
             try:
-                await asyncio.wait_for(m.kick_event.wait(), m.cfg.reconcile_interval)
+                await asyncio.wait_for(m.kick_event.wait(), wait)
             except asyncio.TimeoutError:
                 pass
             m.kick_event.clear()
@@ -73,7 +77,8 @@ class Reconciler:
             rebalance = rebalance or now < m.rebalance_until
             ch = reconcile(m.services, list(m.tasks.values()), views.node_infos(m), now,
                            self._new_id, rebalance=rebalance, gc_after=m.cfg.gc_after,
-                           specs=m.specs)
+                           specs=m.specs, backoff=m.cfg.backoff)
+            self.wake_at = ch.wake_at
             m.counters["reconcile_passes"] += 1
             if not ch.empty or ch.events:
                 await m.commit_changes(ch, now=now)

@@ -88,6 +88,12 @@ class Task:
     restarts: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Replacement backoff (``backoff.py``): failed attempts of this slot in a row before this
+    # task, not placed before ``not_before``, the last of those failures, when it first served.
+    failures: int = 0
+    not_before: float = 0.0
+    last_error: str = ""
+    serving_since: float = 0.0
 
     @property
     def serving(self) -> bool:
@@ -155,6 +161,8 @@ def merge_observed(node: str, tasks: Sequence[Task], reported: Sequence[TaskStat
                       reason=s.reason or (t.reason if t.desired == SHUTDOWN else ""),
                       container_id=s.container_id or t.container_id,
                       host_ports=dict(s.host_ports) or t.host_ports, restarts=s.restarts)
+        if new.serving and not new.serving_since:
+            new = replace(new, serving_since=now)
         if new != t:
             changed.append(replace(new, updated_at=now))
     return changed

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState, to_wire
 from ..stack.plan import DeployPlan
 from ..shipped.exceptions import APIError
+from .backoff import last_error
 from .state import RUNNING, NodeRecord, Service, Task, node_status
 
 
@@ -25,9 +26,11 @@ def task_row(t: Task) -> Dict[str, Any]:
         state = "stopping" if t.node else "stopped"
     return {
         "service": t.service, "task": t.task_id, "node": t.node, "state": state,
-        "health": t.health.value, "reason": t.reason, "revision": t.revision, "slot": t.slot,
-        "desired": t.desired, "container_id": t.container_id, "host_ports": dict(t.host_ports),
-        "restarts": t.restarts, "created_at": t.created_at, "updated_at": t.updated_at,
+        # a retry that has not run yet shows the failure it follows (backoff.last_error)
+        "health": t.health.value, "reason": last_error(t) or t.reason, "revision": t.revision,
+        "slot": t.slot, "desired": t.desired, "container_id": t.container_id,
+        "host_ports": dict(t.host_ports), "restarts": t.restarts, "created_at": t.created_at,
+        "updated_at": t.updated_at, "failures": t.failures,
     }
 
 

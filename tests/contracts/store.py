@@ -136,6 +136,30 @@ class StoreContract:
         assert [e["message"] for e in st.events(limit=2)] == ["e4", "e5"]       # the newest, in order
         assert [e["message"] for e in st.events(since_id=every[3]["id"])] == ["e4", "e5"]
 
+    def test_a_keyed_event_replaces_the_one_with_its_key(self, make):
+        """One failing slot is one event: the newest with a key replaces the older (issue 20)."""
+        st = make()
+        st.commit(Batch.of(events=[Event("task", "bad.1.a", "bad slot 1: failed", "failed:bad:1"),
+                                   Event("node", "n1", "ready")]))
+        for i in range(2, 6):
+            st.commit(Batch.of(events=[Event("task", f"bad.1.{i}", f"bad slot 1: failed ({i} times)",
+                                             "failed:bad:1")]))
+        st.commit(Batch.of(events=[Event("k", "s", "x", "other"), Event("k", "s", "y", "other"),
+                                   Event("k", "s", "plain"), Event("k", "s", "plain")]))
+        rows = st.events(limit=100)
+        assert [r["message"] for r in rows] == ["ready", "bad slot 1: failed (5 times)", "y",
+                                                "plain", "plain"]
+        assert rows[1]["subject"] == "bad.1.5"
+        first = rows[0]["id"]
+        st.commit(Batch.of(events=[Event("task", "bad.1.6", "bad slot 1: failed (6 times)",
+                                         "failed:bad:1")]))
+        newer = st.events(since_id=rows[-1]["id"])           # a follower sees the update again
+        assert [r["message"] for r in newer] == ["bad slot 1: failed (6 times)"]
+        st = make(reopen=st)
+        assert [r["message"] for r in st.events(limit=100)] == [
+            "ready", "y", "plain", "plain", "bad slot 1: failed (6 times)"]
+        assert st.events(limit=100)[0]["id"] == first
+
     def test_concurrent_commits_all_land(self, make):
         st = make()
         revs = []

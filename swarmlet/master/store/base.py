@@ -17,7 +17,10 @@ do we). The contract, in full in docs/internal-apis.md ("Master store"):
 - ``watch(callback) -> unsubscribe``: ``callback(revision, batch)`` after every
   commit, in revision order, once the commit is durable;
 - ``revision()``, ``revisions(service)``, ``events(limit, since_id)`` (the event
-  log is bounded), ``close()``.
+  log is bounded), ``close()``;
+- an ``Event`` with a ``key`` replaces the stored event with the same key (it
+  gets a new id, so a follower of ``since_id`` sees it again): a slot that
+  keeps failing is one event, not one per attempt.
 
 Implementations: ``sqlite.SQLiteStore`` (one master, embedded). An etcd one
 (issue 15) must pass the same contract suite, ``tests/contracts/store.py``.

@@ -7,8 +7,13 @@ form (the same encoding as SQLite's columns):
     svc/<name>                      {revision, template_revision, created_at, updated_at}
     rev/<name>/<revision:010d>      {spec, created_at}       every revision of the spec
     task/<task_id>, node/<name>     to_wire(Task), to_wire(NodeRecord)
-    event/<id:016d>                 {ts, kind, subject, message}   (the newest ``max_events``)
+    event/<id:016d>                 {ts, kind, subject, message, key}   (the newest ``max_events``)
+    ekey/<sha1(key)>                {"id": id}: the stored event of a keyed ``Event``
     seq                             {"events": next event id}: touched by every commit
+
+A keyed event replaces the one its ``ekey`` names, in the same transaction (the
+``ekey`` entries are read first; ``seq``'s compare makes that read current).
+``ekey`` entries whose event has been trimmed are swept every ``SWEEP`` events.
 
 One ``commit`` is one etcd transaction: all of it or nothing. Its compares are
 the fence and ``seq``'s mod revision (so two writers can never hand out the
@@ -40,6 +45,7 @@ transactions of up to 16384 operations and 16 MiB (``ha.etcdconf``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -62,6 +68,7 @@ PAGE = 2000
 LEADER_FENCE = "@leader"          # Fence(LEADER_FENCE, term): the election key's create revision
 _RESERVED = {"schema_version", "store_revision"}
 _RETRIES = 20
+SWEEP = 1000                      # events between two sweeps of stale ``ekey`` entries
 
 
 def _dumps(v: Any) -> str:
@@ -201,9 +208,38 @@ class EtcdStore:
 
     # --- the one write path ------------------------------------------------------------
 
-    def _ops(self, batch: Batch, ts: float, first_event: int) -> Tuple[List[Dict[str, Any]], int]:
+    def _ekey(self, key: str) -> str:
+        return self._k("ekey", hashlib.sha1(key.encode("utf-8", "replace")).hexdigest())
+
+    def _keyed_ids(self, batch: Batch) -> Dict[str, int]:
+        """The stored event id of every key ``batch``'s events carry (one read)."""
+        keys = sorted({e.key for e in batch.events if e.key})
+        if not keys:
+            return {}
+        out = self.etcd.txn([], [E.get(self._ekey(k)) for k in keys], [])
+        ids: Dict[str, int] = {}
+        for k, resp in zip(keys, out.get("responses") or []):
+            kvs = (resp.get("response_range") or {}).get("kvs") or []
+            if kvs:
+                ids[k] = int(json.loads(E.unb64(kvs[0]["value"]))["id"])
+        return ids
+
+    def _sweep_keys(self, below: int) -> None:
+        """Forget ``ekey`` entries of trimmed events (best effort: one compare per entry)."""
+        start = self._k("ekey") + "/"
+        kvs, _ = self._range_all(start, E.prefix_end(start))
+        stale = [kv for kv in kvs if int(json.loads(E.unb64(kv["value"]))["id"]) < below]
+        for i in range(0, len(stale), 500):
+            part = stale[i:i + 500]
+            self.etcd.txn([E.mod_revision_is(E.unb64(kv["key"]), int(kv["mod_revision"])) for kv in part],
+                          [E.delete(E.unb64(kv["key"])) for kv in part], [])
+
+    def _ops(self, batch: Batch, ts: float, first_event: int,
+             keyed: Optional[Dict[str, int]] = None) -> Tuple[List[Dict[str, Any]], int]:
         """Every operation of ``batch`` (encoded first: a record that cannot be encoded fails
-        the commit before anything is sent); also the next event id."""
+        the commit before anything is sent); also the next event id. ``keyed``: the stored
+        event id of each event key (``_keyed_ids``)."""
+        keyed = dict(keyed or {})
         puts: Dict[str, str] = {}
         revs: Dict[str, str] = {}          # written only if absent: a revision never changes
         deletes: Dict[str, Optional[bytes]] = {}
@@ -236,8 +272,15 @@ class EtcdStore:
             puts[self._k("meta", key)] = _dumps(value)
         nxt = first_event
         for e in batch.events:
+            if e.key:
+                old = keyed.get(e.key)
+                if old is not None:
+                    puts.pop(self._k("event", f"{old:016d}"), None)
+                    deletes[self._k("event", f"{old:016d}")] = None
+                keyed[e.key] = nxt
+                puts[self._ekey(e.key)] = _dumps({"id": nxt})
             puts[self._k("event", f"{nxt:016d}")] = _dumps(
-                {"ts": ts, "kind": e.kind, "subject": e.subject, "message": e.message})
+                {"ts": ts, "kind": e.kind, "subject": e.subject, "message": e.message, "key": e.key})
             nxt += 1
         ops = [E.put(k, v) for k, v in puts.items()]
         ops += [{"request_txn": {"compare": [E.create_revision_is(k, 0)],
@@ -262,7 +305,7 @@ class EtcdStore:
             for _ in range(_RETRIES):
                 if self._seq_rev < 0:
                     self._seq_rev, self._next_event = self._read_seq()
-                ops, nxt = self._ops(batch, ts, self._next_event)
+                ops, nxt = self._ops(batch, ts, self._next_event, self._keyed_ids(batch))
                 compare = [E.mod_revision_is(self.seq_key, self._seq_rev)]
                 if fence is not None:
                     compare.append(self._fence_compare(fence))
@@ -279,6 +322,8 @@ class EtcdStore:
                 self._seq_rev = -1     # another writer committed: re-read seq and retry
             else:
                 raise StoreError("store write kept conflicting with another writer")
+            if batch.events and nxt // SWEEP != (nxt - len(batch.events)) // SWEEP:
+                self._sweep_keys(nxt - self.max_events)
         if self._thread is not None:
             self._wait_delivered(rev)
         return rev
@@ -442,7 +487,7 @@ class EtcdStore:
             if kind == "event":
                 d = json.loads(value)
                 now = d["ts"]
-                evs.append(Event(d["kind"], d["subject"], d["message"]))
+                evs.append(Event(d["kind"], d["subject"], d["message"], d.get("key", "")))
                 continue
             if kind == "svc":
                 services[rest] = json.loads(value)

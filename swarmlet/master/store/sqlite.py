@@ -31,7 +31,7 @@ from .base import Batch, Fence, Snapshot, Watcher
 
 log = logging.getLogger("swarmlet.master.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_EVENTS = 10_000
 _REVISION = "store_revision"        # meta key: the revision of the last commit
 _RESERVED = {_REVISION, "schema_version"}
@@ -54,6 +54,11 @@ _SCHEMA = [
     CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
         subject TEXT NOT NULL, message TEXT NOT NULL);
+    """,
+    # version 2: keyed events (one stored event per key: a failing slot's retries)
+    """
+    ALTER TABLE events ADD COLUMN key TEXT NOT NULL DEFAULT '';
+    CREATE INDEX IF NOT EXISTS events_key ON events (key) WHERE key != '';
     """,
 ]
 
@@ -214,8 +219,11 @@ class SQLiteStore:
                         raise StoreError(f"meta key {key!r} is the store's own")
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
                 if batch.events:
-                    db.executemany("INSERT INTO events (ts, kind, subject, message) VALUES (?, ?, ?, ?)",
-                                   [(ts, e.kind, e.subject, e.message) for e in batch.events])
+                    for e in batch.events:
+                        if e.key:     # the newest event of a key replaces the older one
+                            db.execute("DELETE FROM events WHERE key=?", (e.key,))
+                        db.execute("INSERT INTO events (ts, kind, subject, message, key) "
+                                   "VALUES (?, ?, ?, ?, ?)", (ts, e.kind, e.subject, e.message, e.key))
                     db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                                (self.max_events,))
                 rev = self._revision() + 1

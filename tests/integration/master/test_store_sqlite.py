@@ -73,6 +73,22 @@ def test_newer_schema_is_refused(tmp_path):
         SQLiteStore(tmp_path / "state.db")
 
 
+def test_a_version_1_store_is_migrated_with_its_events(tmp_path):
+    """Schema 2 adds the events' key column (keyed events, issue 20); old rows keep their ids."""
+    from swarmlet.master.store.sqlite import _SCHEMA
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript(_SCHEMA[0])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO events (ts, kind, subject, message) VALUES (1.0, 'node', 'n1', 'ready')")
+    db.commit()
+    db.close()
+    st = SQLiteStore(tmp_path / "state.db")
+    assert st.schema_version == SCHEMA_VERSION == 2
+    for i in (1, 2):
+        st.commit(Batch.of(events=[Event("task", "bad.1", f"failed ({i})", "failed:bad:1")]))
+    assert [(e["id"], e["message"]) for e in st.events()] == [(1, "ready"), (3, "failed (2)")]
+
+
 def test_unopenable_path_is_a_store_error(tmp_path):
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreError):
