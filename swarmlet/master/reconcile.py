@@ -224,15 +224,7 @@ def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[st
         ts = slots.get(slot, [])
         good = [t for t in ts if _good(t, rev, kept, status)]
         if not ts:
-            prev = last.get((spec.name, slot))
-            if _backing_off(w, svc, kept, prev):
-                assert prev is not None
-                n, due, why = bo.successor(prev, spec.restart.delay, policy)
-                _create(w, svc, slot, None, why, new_id, failures=n, not_before=due,
-                        last_error=prev.last_error or prev.reason)
-                w.wake.append(due)
-            else:
-                out.append((svc, slot, None, {}))
+            _new_task(w, svc, slot, kept, last, policy, new_id, out)
             continue
         if good:
             # A placed task beats a pending one (e.g. a drained node activated again
@@ -257,8 +249,23 @@ def _replicated(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[st
                 if spec.update.order == "stop-first":
                     for t in ts:
                         w.stop(t, f"updated to revision {svc.revision} (stop-first)")
-            out.append((svc, slot, None, {}))
+            _new_task(w, svc, slot, kept, last, policy, new_id, out)
     return out
+
+
+def _new_task(w: _Work, svc: Service, slot: int, kept: FrozenSet[int],
+              last: Mapping[Tuple[str, object], Task], policy: bo.Backoff,
+              new_id: Callable[[str, int], str], out: List[_Req]) -> None:
+    """A task for ``slot``: placed this pass, or, if the slot's last task failed (an empty
+    slot, or an update's successor that did not start), a pending one that waits first."""
+    prev = last.get((svc.name, slot))
+    if prev is not None and _backing_off(w, svc, kept, prev):
+        n, due, why = bo.successor(prev, svc.spec.restart.delay, policy)
+        _create(w, svc, slot, None, why, new_id, failures=n, not_before=due,
+                last_error=prev.last_error or prev.reason)
+        w.wake.append(due)
+    else:
+        out.append((svc, slot, None, {}))
 
 
 def _global(w: _Work, svc: Service, kept: FrozenSet[int], status: Mapping[str, NodeStatus],

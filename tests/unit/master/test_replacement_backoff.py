@@ -176,3 +176,20 @@ def test_event_keys_and_counts():
     assert bo.event_key("failed", "bad", 1, PULL) != bo.event_key("failed", "bad", 1, "other")
     assert bo.event_key("failed", "bad", 1, PULL) != bo.event_key("failed", "bad", 2, PULL)
     assert bo.delay(0.5, 1, bo.Backoff()) == 0.5 and bo.delay(0.5, 40, bo.Backoff()) == 30.0
+
+
+def test_an_update_whose_successor_cannot_start_backs_off_too():
+    """failure_action pause: the old replica keeps serving; its successor is retried slowly."""
+    from swarmlet.shipped.models import UpdateConfig
+    c = Cluster()
+    good = ServiceSpec("bad", "img:1", update=UpdateConfig(failure_action="pause"))
+    c.run(good)
+    c.reconcile()
+    c.minutes(0.1, fail=lambda t: "")
+    (old,) = [t for t in c.tasks.values() if t.desired == RUNNING]
+    c.run(replace(good, image="does-not-exist:1"))
+    c.placed.clear()
+    c.minutes(5, fail=lambda t: PULL if t.revision == 2 else "")
+    assert 8 <= len(c.placed) < 30, len(c.placed)
+    assert c.tasks[old.task_id].desired == RUNNING and c.tasks[old.task_id].serving
+    assert len(c.log) < 40
