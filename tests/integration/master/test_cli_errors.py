@@ -35,6 +35,15 @@ async def test_errors_say_why_and_debug_shows_the_request(tmp_path, docker_clien
         p = await asyncio.to_thread(cli, "--debug", "rm", "nope")
         assert p.stderr.splitlines() == [
             "error: no service 'nope'", f"debug: DELETE https://127.0.0.1:{port}/v1/services/nope: 404"]
+        # the issue's own example: a 400 from the master, said in its words alone
+        p = await asyncio.to_thread(cli, "run", "hello", "--image", "swarmlet-hello:2", "--no-push")
+        assert p.returncode == 0, p.stderr
+        p = await asyncio.to_thread(cli, "rollback", "hello")
+        assert (p.returncode, p.stderr) == (
+            1, "error: service 'hello' has no earlier revision to roll back to\n")
+        p = await asyncio.to_thread(cli, "--debug", "rollback", "hello")
+        assert p.stderr.splitlines()[1:] == [
+            f"debug: POST https://127.0.0.1:{port}/v1/services/hello/rollback: 400"], p.stderr
         p = await asyncio.to_thread(cli, "rollback", "nope")
         assert p.returncode == 1 and p.stderr.startswith("error: no service 'nope'"), p.stderr
         assert "https://" not in p.stderr and "40" not in p.stderr
