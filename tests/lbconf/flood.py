@@ -5,7 +5,8 @@ host 127.0.0.1 by default). Prints: header bytes, header connections, websocket
 bytes, websocket connections.
 
 - ``HEADER_FLOODERS`` connections each sending a 100 MiB header (``X-Flood:
-  aaaa...`` with no end), reconnecting when the proxy refuses and cuts them;
+  aaaa...`` with no end), reconnecting when the proxy refuses and cuts them, for
+  the whole window;
 - ``WS_FLOODERS`` websocket clients sending as fast as they can before their 101
   (each keeps its one connection: a send that blocks is retried).
 """
@@ -26,11 +27,11 @@ FLOOD_BYTES = 100 * MIB
 
 def push(host: str, port: int, head: bytes, limit: int, until: float, stats: Dict[str, int],
           patient: bool = False) -> None:
-    """Send ``head`` then filler until ``limit`` bytes went out, reconnecting when cut
-    (``patient``: a send that blocks is retried on the same connection)."""
+    """Until ``until``: connect, send ``head`` then filler, up to ``limit`` bytes per
+    connection; when the proxy cuts it (or it is done), connect again (``patient``: a
+    send that blocks is retried on the same connection)."""
     blob = b"a" * (256 * 1024)
-    sent = 0
-    while sent < limit and time.monotonic() < until:
+    while time.monotonic() < until:
         try:
             s = socket.create_connection((host, port), 2)
         except OSError:
@@ -38,6 +39,7 @@ def push(host: str, port: int, head: bytes, limit: int, until: float, stats: Dic
             continue
         stats["connections"] += 1
         s.settimeout(0.5)
+        sent = 0
         try:
             s.sendall(head)
             while sent < limit and time.monotonic() < until:
