@@ -21,6 +21,7 @@ from ..client import call_master
 from ..shipped.exceptions import UsageError
 from ..shipped.models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
 from ..shipped.validate import validate_spec
+from .offer_push import offer_push
 from .output import emit, emit_json, output_option
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
@@ -126,7 +127,6 @@ def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: T
     """Create a service from flags (use 'swarmlet deploy' for stack files)."""
     spec = build_spec(name, image, replicas, ports, env, health_path, cpus, memory, constraints,
                       max_per_node, placement, "global" if global_ else "replicated", command)
-    from .offer_push import offer_push
     offer_push([image], push)
     out = call("POST", "/v1/services?create=1", to_wire(spec))
     click.echo(f"service {name} created (revision {out.get('revision')}); see: swarmlet ps {name}")

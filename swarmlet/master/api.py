@@ -19,6 +19,8 @@ from aiohttp import web
 from ..shipped.exceptions import APIError, NoQuorum, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.tlsutil import peer_name, peer_revoked, peer_role
+from . import metrics
+from .dashboard import server as dash
 from ..stack.values import StackWarning
 
 ALLOWED_ROLES = ("cli", "master")
@@ -205,25 +207,22 @@ async def get_events(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    from .metrics import render
     ingress = getattr(_m(request), "ingress", None)
     if hasattr(ingress, "refresh"):
         await ingress.refresh()     # the LB worker's fresh figures, 0.5 s at most
-    return web.Response(text=render(_m(request)), content_type="text/plain",
+    return web.Response(text=metrics.render(_m(request)), content_type="text/plain",
                         headers={"X-Prometheus-Format": "0.0.4"})
 
 
 async def get_overview(request: web.Request) -> web.StreamResponse:
-    from .dashboard import server as dash
     if _flag(request, "stream"):
         return await dash.stream(request, _m(request))
     return web.json_response(await dash.snapshot(_m(request)), dumps=dash._dumps)
 
 
 async def get_dashboard(request: web.Request) -> web.Response:
-    from .dashboard.server import dashboard_info, ensure_token
-    await ensure_token(_m(request))
-    return web.json_response(dashboard_info(_m(request)))
+    await dash.ensure_token(_m(request))
+    return web.json_response(dash.dashboard_info(_m(request)))
 
 
 def make_app(master: Any, middlewares: Any = ()) -> web.Application:

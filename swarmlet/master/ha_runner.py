@@ -42,6 +42,7 @@ from ..shipped.exceptions import APIError, ConfigError, StoreError
 from ..client import Client
 from ..shipped.tlsutil import Denylist
 from .api import VIEW_KEY, serve
+from .dashboard.server import start_dashboard
 from .daemon import Master, MasterConfig
 from .store import Fence
 from .store.etcd import LEADER_FENCE, EtcdStore
@@ -178,7 +179,6 @@ class HAMaster:
         self.transitions += 1
         log.info("leading as term %d (%d services, %d tasks, %d nodes)", term, len(m.services),
                  len(m.tasks), len(m.nodes))
-        from .dashboard.server import start_dashboard
         port = self.hacfg.port + 1 if self.hacfg.port else 0
         host = self.hacfg.url.split("//", 1)[-1].rsplit(":", 1)[0].strip("[]")
         self.dashboard = await start_dashboard(m, self.cluster, self.hacfg.bind, port, host)
