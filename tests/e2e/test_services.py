@@ -155,7 +155,7 @@ def test_a_stack_the_master_refuses_changes_nothing(svc, port, tmp_path):
                      "  extra:\n    image: swarmlet-hello:1\n"
                      f"  clash:\n    image: swarmlet-hello:1\n    ports:\n      - \"{port}:8080\"\n")
     loaded = load_stack(str(stack), {})          # valid for the loader
-    assert [s.name for s in loaded.services] == ["clash", "extra"]
+    assert sorted(s.name for s in loaded.services) == ["clash", "extra"]
     c = clusterlib.load(svc.cli.env["SWARMLET_HOME"])
     body = {"services": [to_wire(s) for s in loaded.services], "prune": False}
     with pytest.raises(APIError) as exc:
