@@ -188,7 +188,11 @@ class CertKeeper:
         renew = getattr(self.m, "local_certs", None)
         if renew is None:
             return
-        renewed = await asyncio.to_thread(renew)
+        try:
+            renewed = await asyncio.to_thread(renew)
+        except SwarmletError as exc:
+            log.warning("cannot renew this host's certificates: %s", exc)
+            return
         if renewed:
             log.info("renewed this host's %s certificate(s)", " and ".join(renewed))
         if "master" in renewed:

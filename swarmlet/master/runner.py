@@ -60,7 +60,11 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
                      config: MasterConfig = MasterConfig()) -> RunningMaster:
     c = clusterlib.load(home)
     signer = c.signer()
-    renewed = await asyncio.to_thread(c.renew_local_certs)   # master/cli certs due: before loading
+    try:
+        renewed = await asyncio.to_thread(c.renew_local_certs)   # master/cli certs due: before loading
+    except ConfigError as exc:   # no CA key on this host: run with the certificates there are
+        log.warning("cannot renew this host's certificates: %s", exc)
+        renewed = []
     denylist = await asyncio.to_thread(signer.denylist)      # one live list for every context
     try:
         server_ctx = tlsutil.server_context(str(c.path("master.crt")), str(c.path("master.key")),

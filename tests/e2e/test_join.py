@@ -11,15 +11,21 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from aiohttp import web
 
 from swarmlet import cluster as clusterlib
-from swarmlet.client import Client, agent_peer
+from swarmlet.client import Client, agent_peer, call_masters, master_peers
+from swarmlet.shipped import tlsutil
+from swarmlet.shipped.gossip.transport import start_gossip
 from tests.support import CLI, ssh
 
 pytestmark = pytest.mark.e2e
@@ -127,6 +133,102 @@ def test_join_again_upgrades_in_place_and_containers_keep_running(cli, nodes):
     assert len(node_rows(cli)) == 3
 
 
+# --- trust (issue 13, findings 6 and 10) -----------------------------------------------------
+
+SECRET = "ghost-test-secret-8c1f"
+
+
+def _node_cert(node: dict, into: Path) -> Path:
+    """A joined node's agent certificate and key, as a thief who owns that node has them."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("agent.crt", "agent.key"):
+        (into / name).write_text(run(node, f"cat /etc/swarmlet/{name}") + "\n")
+    (into / "agent.key").chmod(0o600)
+    return into
+
+
+async def _tls_probe(host: str, port: int, cert_dir: Path, ca: str) -> str:
+    """"http NNN" if ``host:port`` answers a request made with ``cert_dir``'s certificate, else
+    "refused" (with TLS 1.3 the server judges the client certificate after the client's
+    handshake is done, so the answer, or its absence, is what tells)."""
+    ctx = tlsutil.client_context(str(cert_dir / "agent.crt"), str(cert_dir / "agent.key"), ca,
+                                 check_hostname=False)
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), 3)
+        w.write(b"GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await w.drain()
+        line = await asyncio.wait_for(r.readline(), 3)
+        w.close()
+    except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+        return "refused"
+    return f"http {line.split()[1].decode()}" if line.startswith(b"HTTP/") else "refused"
+
+
+def test_ghost_node_from_a_stolen_certificate_and_forged_gossip_gets_nothing(cli, nodes, env,
+                                                                             docker_client, tmp_path):
+    """A thief with node 1's certificate and the gossip key announces "ghost" (labels of its
+    choosing, its own address) over real gossip: nothing registers it, nothing reaches it."""
+    c = clusterlib.load(Path(env["SWARMLET_HOME"]))
+    stolen = _node_cert(nodes[0], tmp_path / "stolen")
+    net = docker_client.networks.get(env["SWARMLET_LAB"])
+    me = net.attrs["IPAM"]["Config"][0]["Gateway"]        # this host on the lab network
+    r = cli("run", "vault", "--image", "swarmlet-hello:1", "--global", "--no-push",
+            "-e", f"DB_PASSWORD={SECRET}", timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = cli("run", "vault2", "--image", "swarmlet-hello:1", "--no-push", "--constraint",
+            "node.labels.zone==ghost", "-e", f"DB_PASSWORD={SECRET}", timeout=60)
+    assert r.returncode == 0, r.stderr
+
+    async def go() -> Dict[str, object]:
+        seen: List[str] = []
+
+        async def record(request: web.Request) -> web.Response:
+            seen.append(f"{request.method} {request.path} {await request.text()}")
+            return web.json_response({"name": "ghost", "cluster_id": c.id, "version": 0, "tasks": []})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        ctx = tlsutil.server_context(str(stolen / "agent.crt"), str(stolen / "agent.key"),
+                                     str(c.path("ca.crt")))
+        site = web.TCPSite(runner, me, 0, ssl_context=ctx)
+        await site.start()
+        api_port = site._server.sockets[0].getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((me, 0))
+            gport = u.getsockname()[1]
+        ghost = await start_gossip("ghost", bind=(me, gport), keys=c.gossip_keys(),
+                                   meta={"address": me, "api_port": api_port, "labels": {"zone": "ghost"}},
+                                   seeds=[(n["address"], c.gossip_port) for n in nodes])
+        accepted = False
+        nodes_seen: List[str] = []
+        try:
+            deadline = time.monotonic() + 12   # many master ticks (0.5 s) and member polls
+            async with Client.for_cluster(c) as client:
+                while time.monotonic() < deadline:
+                    members = await client.members(agent_peer(nodes[1]["name"], nodes[1]["address"],
+                                                              c.api_port))
+                    accepted = accepted or any(m["name"] == "ghost" and m["state"] == "alive"
+                                               for m in members)
+                    nodes_seen = [n["name"] for n in await call_masters(client, master_peers(c),
+                                                                      "GET", "/v1/nodes")]
+                    assert "ghost" not in nodes_seen
+                    await asyncio.sleep(0.5)
+        finally:
+            await ghost.close()
+            await runner.cleanup()
+        return {"accepted": accepted, "seen": seen, "nodes": nodes_seen}
+
+    out = asyncio.run(go())
+    print(f"ghost in the agents' gossip view: {out['accepted']}; sent to the ghost: {out['seen']}")
+    assert out["seen"] == []                    # not a poll, not an assignment, no env
+    assert "ghost" not in out["nodes"] and len(out["nodes"]) == 3
+    assert "ghost" not in [e["subject"] for e in cli.json("events", "-n", "1000")]
+    for name in ("vault", "vault2"):
+        assert cli("rm", name, timeout=60).returncode == 0
+
+
 def test_wrong_key_and_unreachable(cli, nodes, tmp_path):
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
@@ -163,6 +265,52 @@ def test_changed_host_key_is_refused(cli, nodes):
     assert r.returncode == 1
     assert f"{n3['ssh']}: host key has CHANGED" in r.stderr
     assert "failed at connect" in r.stdout
+
+
+def test_node_rm_revokes_its_certificate_everywhere_within_5s(cli, nodes, env, tmp_path):
+    n2 = nodes[1]
+    c = clusterlib.load(Path(env["SWARMLET_HOME"]))
+    ca = str(c.path("ca.crt"))
+    stolen = _node_cert(n2, tmp_path / "n2")
+    targets = {"master": ("127.0.0.1", c.master_port),
+               **{n["name"]: (n["address"], c.api_port) for n in nodes if n is not n2}}
+
+    async def probe_all() -> Dict[str, str]:
+        got = await asyncio.gather(*(_tls_probe(h, p, stolen, ca) for h, p in targets.values()))
+        return dict(zip(targets, got))
+
+    assert set(asyncio.run(probe_all()).values()) == {"http 403"}   # TLS passes; the role is refused
+    lines: List[tuple] = []
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "node", "rm", n2["name"]],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def reader() -> None:
+        for ln in proc.stdout:
+            lines.append((time.monotonic(), ln.rstrip()))
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    refused: Dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(refused) < len(targets):
+        now = time.monotonic()
+        for name, verdict in asyncio.run(probe_all()).items():
+            if verdict == "refused" and name not in refused:
+                refused[name] = now
+        time.sleep(0.1)
+    assert proc.wait(timeout=120) == 0, lines
+    t.join(10)
+    revoked_at = next(ts for ts, ln in lines if "certificate revoked" in ln)
+    after = {name: round(ts - revoked_at, 2) for name, ts in refused.items()}
+    print(f"refused after the revocation (s): {after}")
+    assert set(after) == set(targets), (after, lines)
+    assert all(v <= 5.0 for v in after.values()), after
+    for n in nodes:
+        if n is not n2:
+            served = json.loads(run(n, "cat /var/lib/swarmlet/revoked.json"))
+            assert n2["name"] in {e["name"] for e in served["revoked"]}
+    r = join(cli, [n2])                       # back, with a new certificate, for the next tests
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(asyncio.run(probe_all()).values()) == {"refused"}   # the stolen one stays refused
 
 
 def test_leave_purges_and_peers_see_left(cli, nodes, env):
