@@ -254,3 +254,36 @@ async def test_master_renews_agent_certificates_before_they_expire(env):
     assert served["name"] == a.config.name
     assert (await _nodes(env))[a.config.name]["status"] == "ready"
     assert env.master.master.certs.counters["renewals"] >= 2
+
+
+async def test_image_push_and_logs_reach_a_node_only_through_its_own_certificate(env):
+    """The CLI side of finding 6: image push and logs check each agent too."""
+    from swarmlet import images as imagelib
+    from swarmlet.cli.logs import LogFollower
+    from swarmlet.shipped.exceptions import PeerRefused
+
+    a = await env.agent("a")
+    fake = await Recorder(env, env.c.home / "agents" / a.config.name, "b").start()   # a's cert
+    env.fakes.append(fake)
+    node_b = imagelib.Node("b", "127.0.0.1", fake.port)
+    (p,) = await imagelib.check("img:1", [node_b], local_id="sha256:x", cluster=env.c)
+    assert p.state == "unreachable"
+    assert p.error == f"its certificate is agent {a.config.name!r}, expected agent 'b'"
+    async with Client.for_cluster(env.c) as client:
+        with pytest.raises(PeerRefused, match="expected agent 'b'"):
+            await client.call(node_b.peer, "GET", "/v1/info")
+        # the real node at the same place passes
+        assert (await client.info(agent_peer(a.config.name, "127.0.0.1", a.api_port)))["name"] == \
+            a.config.name
+
+    async def master(method: str, path: str, body: Any = None) -> Any:
+        if path.startswith("/v1/nodes"):
+            return [{"name": "b", "address": "127.0.0.1", "api_port": fake.port}]
+        return [{"task": "web.1.x", "node": "b", "state": "running", "container_id": "c",
+                 "desired": "running"}]
+
+    lines: List[str] = []
+    lf = LogFollower("web", master, Client.for_cluster(env.c), lines.append, follow=False, tail=None,
+                     since=None, timestamps=False, color=False)
+    await lf.run()
+    assert fake.seen == [] and lines == []
