@@ -3,8 +3,8 @@ runs in a worker process of its own, so its agent's API and gossip stay
 responsive and no node is falsely suspected or declared dead.
 
 From this host, for ``FLOOD_S`` seconds, node-1's published port gets 10
-connections each sending a 100 MiB header and 10 websocket clients sending
-before any 101 (tests/lbconf/flood.py, in a process of its own). Meanwhile,
+connections each sending a 100 MiB header (reconnecting when refused, for the
+whole window) and 10 websocket clients sending before any 101 (tests/lbconf/flood.py, in a process of its own). Meanwhile,
 every 200 ms: node-1's agent API (``GET /v1/info``, mutual TLS), the master's
 view of the nodes, and node-2's gossip view of node-1 (``/v1/members``).
 """
@@ -51,7 +51,7 @@ def test_flood_on_a_published_port_leaves_the_agent_responsive(chaos, docker_cli
     api_port = next(r for r in chaos.master.nodes() if r["name"] == n1["name"]).get("api_port")
     _agent_get(chaos, n1, "/v1/info")        # warm: the node answers before the flood
     flood = subprocess.Popen([sys.executable, "-m", "tests.lbconf.flood", str(chaos.port),
-                              str(FLOOD_S), n1["address"]], cwd=str(REPO),
+                              str(FLOOD_S), n1["address"], "--window"], cwd=str(REPO),
                              stdout=subprocess.PIPE, text=True)
     api_ms, api_failed, statuses, gossip = [], 0, set(), set()
     try:
