@@ -187,6 +187,8 @@ def test_update_under_load_fails_no_request(svc, port):
 
 def test_broken_update_rolls_back_by_itself_under_load(svc, port):
     url = f"http://127.0.0.1:{port}/"
+    wait_until("3 healthy", lambda: len(running(ps(svc))) == 3)
+    old = {r["task"]: r["node"] for r in running(ps(svc))}
     t, stop, out = load(svc, url, 180)
     time.sleep(1)
     r = svc.cli("update", "web", "--image", "swarmlet-hello:broken", timeout=240)
@@ -197,6 +199,13 @@ def test_broken_update_rolls_back_by_itself_under_load(svc, port):
     assert versions(res) == {"2"}             # the broken replicas were never routed
     svcs = {s["name"]: s for s in svc.cli.json("services")}
     assert svcs["web"]["image"] == "swarmlet-hello:2"
+    # the rollback kept the replicas of revision 2 as they were: same tasks on the same nodes
+    # (issue 20, item 3), and says which revision's spec it restored
+    live = {r["task"]: r["node"] for r in ps(svc) if r["desired"] == "running"}
+    assert live == old, (live, old)
+    rev = svcs["web"]["revision"]
+    events = [e["message"] for e in svc.cli.json("events", "--limit", "200")]
+    assert f"revision {rev}: rolling back to revision {rev - 2}" in events, events
 
 
 def test_rollback_command_and_history(svc, port):
@@ -208,6 +217,28 @@ def test_rollback_command_and_history(svc, port):
     # newest first: the rollback, the automatic rollback, the broken update, 2, 1
     assert [h["image"] for h in hist] == ["swarmlet-hello:1", "swarmlet-hello:2", "swarmlet-hello:broken",
                                           "swarmlet-hello:2", "swarmlet-hello:1"]
+
+
+def test_a_task_that_cannot_start_backs_off_and_ps_says_why(svc):
+    """Issue 20, item 2 on the lab with the master's defaults (0.5 s doubling to 30 s): in 45 s
+    a few attempts, not one per poll (about 60 before), one event per kind, the pull error in ps.
+    The registry is the node's own 127.0.0.1:9, where nothing listens."""
+    image = "127.0.0.1:9/does-not-exist:1"
+    svc.cli("run", "bad", "--image", image, "--no-push", check=True)
+    try:
+        seen: set = set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 45:
+            seen |= {r["task"] for r in svc.cli.json("ps", "bad", "--all") if r["node"]}
+            time.sleep(1)
+        assert 3 <= len(seen) <= 12, sorted(seen)
+        events = [e for e in svc.cli.json("events", "--limit", "10000")
+                  if e["subject"] == "bad" or e["subject"].startswith("bad.")]
+        assert len(events) <= 6, [e["message"] for e in events]
+        table = svc.cli("ps", "bad", check=True).stdout
+        assert f"pull {image} failed" in table, table
+    finally:
+        svc.cli("rm", "bad", check=True)
 
 
 def test_scale_spreads_and_respects_spread(svc):
