@@ -22,6 +22,7 @@ from ..shipped.tlsutil import peer_name, peer_revoked, peer_role
 from . import metrics
 from .dashboard import server as dash
 from ..stack.values import StackWarning
+from .dashboard.server import history_doc
 
 ALLOWED_ROLES = ("cli", "master")
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)
@@ -220,6 +221,10 @@ async def get_overview(request: web.Request) -> web.StreamResponse:
     return web.json_response(await dash.snapshot(_m(request)), dumps=dash._dumps)
 
 
+async def get_history(request: web.Request) -> web.Response:
+    return web.json_response(history_doc(_m(request), request.query))
+
+
 async def get_dashboard(request: web.Request) -> web.Response:
     await dash.ensure_token(_m(request))
     return web.json_response(dash.dashboard_info(_m(request)))
@@ -245,7 +250,7 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
         web.get("/v1/config", get_config), web.patch("/v1/config", patch_config),
         web.get("/v1/events", get_events),
         web.get("/metrics", get_metrics), web.get("/v1/overview", get_overview),
-        web.get("/v1/dashboard", get_dashboard),
+        web.get("/v1/dashboard", get_dashboard), web.get("/v1/history", get_history),
     ])
     return app
 

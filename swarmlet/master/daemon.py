@@ -45,6 +45,7 @@ from .certs import CertKeeper
 from .backoff import Backoff
 from .commands import Commands
 from .events import task_events
+from .history import History
 from .liveness import LivenessConfig
 from .metrics import MasterObs, lb_watch
 from .poller import NodeLive, Poller
@@ -76,6 +77,7 @@ class MasterConfig:
     cert_interval: float = 1.0          # how often renewals are considered
     revocation_interval: float = 5.0    # how often the signer's denylist is re-read
     backoff: Backoff = Backoff()    # how a failed task's successor waits (backoff.py)
+    history_interval: float = 10.0  # seconds between samples of the dashboard's last hour
 
 
 class Master:
@@ -125,6 +127,7 @@ class Master:
         self.certs = CertKeeper(self, signer, denylist if denylist is not None else Denylist(),
                                 config.agent_cert_days, config.cert_interval,
                                 config.revocation_interval)   # certs.py
+        self.history = History(config.history_interval)   # history.py: the charts' last hour
         self._loops: List["asyncio.Task[Any]"] = []
         self._bg: Set["asyncio.Task[Any]"] = set()
 
@@ -137,6 +140,8 @@ class Master:
         for t in snap.tasks.values():
             self.tasks.put(t)
         self.auto_rebalance = bool(snap.meta.get("auto_rebalance", True))
+        self.history.load_events(await asyncio.to_thread(self.store.events, 10_000), self.clock())
+        self.store.watch(self.history.on_commit)
         if self.cluster:
             await self.write(Batch.of(meta={"cluster": self.cluster}))
         for name in self.nodes:
@@ -153,7 +158,8 @@ class Master:
             self._loops.append(asyncio.create_task(self.pusher.ingress_loop(), name="master-ingress"))
         self._loops += [asyncio.create_task(lb_watch(self), name="master-lb-watch"),
                         asyncio.create_task(self.autoscaler.run(), name="master-autoscale"),
-                        asyncio.create_task(self.certs.run(), name="master-certs")]
+                        asyncio.create_task(self.certs.run(), name="master-certs"),
+                        asyncio.create_task(self.history.run(self), name="master-history")]
         self.kick()
 
     async def close(self) -> None:

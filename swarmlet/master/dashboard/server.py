@@ -11,7 +11,8 @@ compared in constant time. Everything else gets 401.
 
 Routes: ``/`` (index.html), ``/static/{file}`` (app.js, style.css from the
 package: no CDN, no build step), ``/api/overview`` (JSON, see ``overview``),
-``/api/stream`` (Server-Sent Events: one ``overview`` event per change). The
+``/api/stream`` (Server-Sent Events: one ``overview`` event per change),
+``/api/history`` (the last hour for the charts, ``history.History.doc``). The
 master API serves the same stream at ``/v1/overview?stream=1`` for ``swarmlet
 top``. A stream waits on ``MasterObs.wait_change``, so a node's death reaches
 the page as soon as the master knows it; it also refreshes every
@@ -27,11 +28,11 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, List, Optional
 
 from aiohttp import web
 
-from ...shipped.exceptions import APIError
+from ...shipped.exceptions import APIError, UsageError
 from ...shipped.tlsutil import peer_role, server_context
 from ..store import Batch
 from .overview import overview
@@ -134,6 +135,26 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     return await stream(request, request.app[MASTER_KEY])
 
 
+def history_doc(master: Any, query: Any) -> dict:
+    """``History.doc`` from query parameters: ``services=a,b`` (default: the busiest),
+    ``nodes=x,y`` (per node series; the aggregates always come), ``top=N``."""
+    def names(key: str) -> List[str]:
+        return [n for n in str(query.get(key, "")).split(",") if n][:50]
+    try:
+        top = max(1, min(50, int(query.get("top", 6))))
+    except ValueError as exc:
+        raise UsageError("top is an integer") from exc
+    services = names("services") if "services" in query else None
+    return master.history.doc(services=services, nodes=names("nodes"), top=top)
+
+
+async def _history(request: web.Request) -> web.Response:
+    try:
+        return web.json_response(history_doc(request.app[MASTER_KEY], request.query))
+    except UsageError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
 
@@ -143,7 +164,8 @@ def make_app(master: Any, token: str) -> web.Application:
     app[MASTER_KEY] = master
     app[TOKEN_KEY] = token
     app.add_routes([web.get("/", _index), web.get("/static/{name}", _static),
-                    web.get("/api/overview", _overview), web.get("/api/stream", _stream)])
+                    web.get("/api/overview", _overview), web.get("/api/stream", _stream),
+                    web.get("/api/history", _history)])
     return app
 
 
