@@ -26,6 +26,7 @@ from swarmlet.shipped.tlsutil import peer_name, peer_revoked, peer_role, server_
 from .certs import apply_denylist
 from .images import routes as image_routes
 from .reconcile import Observed
+from .watch import MAX_WAIT
 
 
 ALLOWED_ROLES = ("master", "cli")
@@ -121,9 +122,19 @@ async def get_terms(request: web.Request) -> web.Response:
 
 
 async def get_tasks(request: web.Request) -> web.Response:
+    """The task report; ``?since=SEQ&wait=S`` makes it a long poll (see ``watch``)."""
     agent = _agent(request)
+    q = request.query
+    if "since" in q:
+        try:
+            since, wait = int(q["since"]), float(q.get("wait", 0))
+        except ValueError:
+            return _error(400, "since is an integer and wait a number of seconds")
+        if not 0 <= wait <= MAX_WAIT:
+            return _error(400, f"wait is 0 to {MAX_WAIT:g} seconds")
+        await agent.report.wait(since, wait)
     routes = agent.routes.current
-    return web.json_response({"version": agent.version,
+    return web.json_response({"version": agent.version, "seq": agent.report.seq,
                               "routes": {"version": routes.version, "epoch": routes.epoch},
                               "tasks": [to_wire(r) for r in agent.book.rows()],
                               "revocations": agent.denylist.version,

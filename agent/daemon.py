@@ -49,6 +49,7 @@ from .routestate import RoutesStore
 from .state import AssignmentStore
 from .stats import Sampler, from_docker_stats, read_task
 from .status import StatusBook, down_health
+from .watch import ChangeWatch
 
 log = logging.getLogger("swarmlet.agent")
 
@@ -61,7 +62,8 @@ class Agent:
         self.runtime = runtime or DockerRuntime(config.name, config.docker_url)
         self.store = AssignmentStore(config.state_dir)
         self.routes = RoutesStore(config.state_dir)     # the routing table, on its own channel
-        self.book = StatusBook()
+        self.report = ChangeWatch()       # long polls of GET /v1/tasks wait on it (watch.py)
+        self.book = StatusBook(on_change=self.report.bump)
         self.policy = rc.BackoffPolicy(config.max_backoff, config.backoff_reset)
         self.lag = LagProbe(config.lag_probe_interval)
         self.sampler = Sampler()
@@ -222,6 +224,7 @@ class Agent:
                 self.book.ensure(t, now)
             # Failures and restart counts belong to one revision of one task.
             self.ledger.assigned({t.task_id: t.revision for t in assignment.tasks})
+            self.report.bump()   # the version in the report moved
             self._wake.set()
         return applied
 
@@ -231,6 +234,7 @@ class Agent:
             applied = await asyncio.to_thread(self.routes.offer, update)
         if applied:
             self._set_hosts()
+            self.report.bump()   # the routes version in the report moved
             self._routes_dirty.set()
         return applied
 

@@ -150,3 +150,40 @@ async def test_agent_serves_and_keeps_assignments_while_docker_is_unreachable(ma
     assert "swarmlet_agent_docker_errors_total 0" not in text
     assert (await api.request("GET", "/v1/info"))[0] == 200
     assert agent.store.current.version == 1
+
+
+async def test_tasks_long_poll_answers_on_a_change_or_after_the_wait(make_agent, api_for, agent_image):
+    agent = await make_agent()
+    api = api_for(agent)
+    node = agent.config.name
+    status, body = await api.request("GET", "/v1/tasks")
+    assert status == 200 and isinstance(body["seq"], int)
+    seq = body["seq"]
+    # nothing changes: held for the wait, then the same report
+    t0 = asyncio.get_running_loop().time()
+    status, body = await api.request("GET", f"/v1/tasks?since={seq}&wait=0.6")
+    held = asyncio.get_running_loop().time() - t0
+    assert status == 200 and body["seq"] == seq and 0.55 <= held < 5, held
+    # an older seq: at once
+    t0 = asyncio.get_running_loop().time()
+    status, body = await api.request("GET", f"/v1/tasks?since={seq - 1}&wait=30")
+    assert status == 200 and asyncio.get_running_loop().time() - t0 < 2
+    # a new assignment wakes a held poll long before its wait is over
+    poll = asyncio.create_task(api.request("GET", f"/v1/tasks?since={seq}&wait=30"))
+    await asyncio.sleep(0.2)
+    assert not poll.done()
+    t = web_task(agent_image)
+    t0 = asyncio.get_running_loop().time()
+    assert (await api.request("PUT", "/v1/assignment", json=assignment(node, 1, t)))[0] == 200
+    status, body = await asyncio.wait_for(poll, 10)
+    assert status == 200 and body["seq"] > seq and body["version"] == 1
+    assert asyncio.get_running_loop().time() - t0 < 5
+    # and so does the task turning running, later
+    seq = body["seq"]
+    while not any(r["state"] == TaskState.RUNNING for r in body["tasks"]):
+        status, body = await api.request("GET", f"/v1/tasks?since={seq}&wait=20")
+        assert status == 200 and body["seq"] > seq   # answered because something changed
+        seq = body["seq"]
+    for bad in ("since=x&wait=1", "since=1&wait=-1", "since=1&wait=3600", "since=1&wait=nan"):
+        status, body = await api.request("GET", f"/v1/tasks?{bad}")
+        assert status == 400, (bad, body)
