@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ..shipped.models import AutoscaleSpec, ServiceSpec, TaskState
+from .views import tasks_of
 
 log = logging.getLogger("swarmlet.master")
 
@@ -128,8 +129,8 @@ class Autoscaler:
         """Average CPU (percent of the basis) of the running replicas with fresh stats."""
         m = self.master
         vals = []
-        for t in m.tasks.values():
-            if t.service != name or t.desired != "running" or t.state != TaskState.RUNNING:
+        for t in tasks_of(m, name):
+            if t.desired != "running" or t.state != TaskState.RUNNING:
                 continue
             live = m.live.get(t.node or "")
             if live is None or now - live.stats_at > self.policy.stale_after:

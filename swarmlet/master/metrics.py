@@ -118,7 +118,7 @@ def render(master: Any) -> str:
              [({"state": s}, n) for s, n in sorted(counts.items())])
     desired, running = [], []
     for name, svc in sorted(master.services.items()):
-        live = [x for x in master.tasks.values() if x.service == name and x.desired == RUNNING]
+        live = [x for x in views.tasks_of(master, name) if x.desired == RUNNING]
         desired.append(({"service": name}, float(svc.spec.replicas if svc.spec.mode != "global"
                                                  else len(live))))
         running.append(({"service": name}, float(sum(1 for x in live if x.serving))))

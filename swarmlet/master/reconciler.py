@@ -40,7 +40,7 @@ class Reconciler:
         m = self.m
         now = m.clock()
         for name, svc in m.services.items():
-            mine = [t.revision for t in m.tasks.values() if t.service == name and t.desired == RUNNING]
+            mine = [t.revision for t in views.tasks_of(m, name) if t.desired == RUNNING]
             kept = kept_revisions(svc, mine, m.specs)     # a rollback's kept tasks are current
             old = [rev for rev in mine if rev < svc.current_from and rev not in kept]
             if old:
@@ -97,8 +97,7 @@ class Reconciler:
                 if svc is None:
                     del m.rollouts[name]
                 continue
-            new = ro.assess(r, svc, [t for t in m.tasks.values() if t.service == name], now,
-                            m.specs)
+            new = ro.assess(r, svc, views.tasks_of(m, name), now, m.specs)
             m.rollouts[name] = new
             if new.status == r.status:
                 continue

@@ -137,9 +137,14 @@ def rollout_view(m: Any, name: str) -> Optional[Dict[str, Any]]:
     return r.view() if r is not None else None
 
 
+def tasks_of(m: Any, service: str) -> List[Task]:
+    """A service's tasks from the index (``TaskIndex.of``), or by a scan of a plain mapping."""
+    of = getattr(m.tasks, "of", None)
+    return of(service) if of is not None else [t for t in m.tasks.values() if t.service == service]
+
+
 def services_view(m: Any) -> List[Dict[str, Any]]:
-    tasks = list(m.tasks.values())
-    return [{**service_row(m.services[n], tasks), "update": rollout_view(m, n)}
+    return [{**service_row(m.services[n], tasks_of(m, n)), "update": rollout_view(m, n)}
             for n in sorted(m.services)]
 
 
@@ -147,16 +152,14 @@ def service_view(m: Any, name: str) -> Dict[str, Any]:
     svc = m.services.get(name)
     if svc is None:
         raise APIError(f"no service {name!r}", status=404)
-    return {**service_row(svc, m.tasks.values()), "update": rollout_view(m, name)}
+    return {**service_row(svc, tasks_of(m, name)), "update": rollout_view(m, name)}
 
 
 def tasks_view(m: Any, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
-    if service is not None and service not in m.services and not any(
-            t.service == service for t in m.tasks.values()):
+    pool = m.tasks.values() if service is None else tasks_of(m, service)
+    if service is not None and service not in m.services and not pool:
         raise APIError(f"no service {service!r}", status=404)
-    rows = [t for t in m.tasks.values()
-            if (service is None or t.service == service)
-            and (all_tasks or t.desired == RUNNING or not t.state.terminal)]
+    rows = [t for t in pool if all_tasks or t.desired == RUNNING or not t.state.terminal]
     rows.sort(key=lambda t: (t.service, t.slot, t.desired != RUNNING, -t.created_at))
     return [task_row(t) for t in rows]
 
