@@ -10,8 +10,8 @@ local address the request arrived on.
 
 What a node does (the agent API of docs/internal-apis.md, without Docker):
 
-- ``PUT /v1/assignment``: versioned like the real agent (older -> 409 with
-  ``current``, same -> not applied). A new task is ``assigned`` at once and
+- ``PUT /v1/assignment``: ordered by (term, version) like the real agent (older
+  -> 409 with ``current`` and ``term``, the same -> not applied). A new task is ``assigned`` at once and
   ``running`` after ``run_delay`` seconds (``healthy`` if its spec has a
   health check); a task left out is gone at once. Every new task is logged
   with the time it arrived (``log``), so a benchmark can tell when a
@@ -21,8 +21,18 @@ What a node does (the agent API of docs/internal-apis.md, without Docker):
   ``/v1/info``; ``/v1/stats`` (fixed, plausible figures);
   ``/v1/members``: the fleet's shared gossip view, in which a killed node turns
   ``suspect`` after ``suspect_after`` and ``dead`` after ``dead_after`` seconds.
+- a replica of a service with a published port answers HTTP on the node's
+  address and its host port (``200 ok``; ``500`` on a path containing ``fail``),
+  so the master's load balancer can send it real traffic;
+- an image whose name contains ``broken`` turns ``unhealthy`` once running (a
+  failed update); ``set_cpu(service, percent)`` sets what ``/v1/stats`` reports
+  for its replicas (autoscaling);
 - ``kill``: the listener closes (connections refused) and open connections are
-  cut; ``revive`` brings it back with its tasks as they were.
+  cut; ``revive`` brings it back with its tasks as they were. ``freeze``: the
+  node stops answering but keeps its connections (a hung host), and gossip
+  suspects it as it would a dead one; ``thaw`` undoes it.
+- ``legacy=True``: nodes that predate the long poll (no ``seq``; ``since`` and
+  ``wait`` ignored), as an agent of an earlier version answers.
 - ``PUT /v1/routes``: the routing table's channel, versioned as the real agent;
 - bytes received are counted per method and per path (request line, headers
   and body: the HTTP bytes inside TLS), and answered bytes per path.
@@ -31,7 +41,7 @@ Only role ``master`` or ``cli`` client certificates may call, as on a real agent
 
 Run as a process (``python -m tests.tools.simagents --home H --roster F --part i/k``)
 it serves a small plain-HTTP control API on 127.0.0.1 for the benchmark driver
-(``/kill``, ``/revive``, ``/health``, ``/log``, ``/counters``) and prints
+(``/kill``, ``/revive``, ``/health``, ``/cpu``, ``/log``, ``/counters``) and prints
 ``ready PORT`` once every node listens.
 """
 
@@ -45,6 +55,7 @@ import ssl
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -69,6 +80,30 @@ def roster(n: int, prefix: str = "sim", base: str = "127.100", rack: int = 100) 
     return out
 
 
+class _Replica(asyncio.Protocol):
+    """A replica's HTTP answer: ``200 ok`` (``500`` for a path with ``fail``), keep-alive."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > 65536:
+            self.transport.close()
+            return
+        while b"\r\n\r\n" in self.buf:
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n", 1)[0]
+            fail = b"fail" in line
+            body = b"fail\n" if fail else b"ok\n"
+            self.transport.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s"
+                                 % (b"500 Internal Server Error" if fail else b"200 OK", len(body), body))
+
+
 @dataclass
 class SimNode:
     name: str
@@ -89,6 +124,9 @@ class SimNode:
     routes_version: int = 0         # the routes channel (PUT /v1/routes), as a real agent keeps it
     routes_epoch: int = 0
     routes_term: int = 0
+    frozen: Optional["asyncio.Event"] = None    # set while frozen: requests wait for a thaw
+    servers: Dict[str, Any] = field(default_factory=dict)   # task -> its HTTP server
+    published: Dict[str, int] = field(default_factory=dict)  # task -> its target port
 
     def changed(self) -> None:
         self.seq += 1
@@ -112,11 +150,12 @@ class SimFleet:
     def __init__(self, home: Path, nodes: Sequence[Dict[str, Any]], port: int,
                  run_delay: float = 0.5, suspect_after: float = 1.5,
                  dead_after: Optional[float] = None, everyone: Optional[Sequence[Dict[str, Any]]] = None,
-                 cluster_id: str = "") -> None:
+                 cluster_id: str = "", legacy: bool = False) -> None:
         self.home = Path(home)
         self.port = port
         self.run_delay = run_delay
         self.cluster_id = cluster_id
+        self.legacy = legacy
         self.nodes: Dict[str, SimNode] = {n["name"]: SimNode(n["name"], n["address"], dict(n.get("labels") or {}))
                                           for n in nodes}
         self.by_addr = {n.address: n for n in self.nodes.values()}
@@ -141,6 +180,7 @@ class SimFleet:
         self.requests: Dict[str, int] = {}
         self.runner: Optional[web.AppRunner] = None
         self._timers: List[asyncio.TimerHandle] = []
+        self.cpu: Dict[str, float] = {}   # service -> task CPU percent reported
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -179,6 +219,7 @@ class SimFleet:
             h.cancel()
         for n in self.nodes.values():
             self._cut(n)
+            self._close_servers(n, list(n.servers))
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -196,9 +237,39 @@ class SimFleet:
                     await n.site.stop()
                     n.site = None
                 self._cut(n)
+                self._close_servers(n, list(n.servers))
             if name in self.members:
                 self._timers.append(loop.call_later(self.suspect_after, self._gossip, name, "suspect", now))
                 self._timers.append(loop.call_later(self.dead_after, self._gossip, name, "dead", now))
+
+    def freeze(self, names: Iterable[str]) -> None:
+        """Nodes hang: no answers, connections kept; gossip suspects them, then buries them."""
+        now, loop = time.time(), asyncio.get_running_loop()
+        for name in names:
+            n = self.nodes.get(name)
+            if n is not None and n.frozen is None:
+                n.frozen, n.died_at = asyncio.Event(), now
+                self._timers.append(loop.call_later(self.suspect_after, self._gossip_frozen, name,
+                                                    "suspect", now))
+                self._timers.append(loop.call_later(self.dead_after, self._gossip_frozen, name,
+                                                    "dead", now))
+
+    def thaw(self, names: Iterable[str]) -> None:
+        for name in names:
+            n = self.nodes.get(name)
+            if n is not None and n.frozen is not None:
+                n.frozen.set()
+                n.frozen, n.died_at = None, None
+                m = self.members.get(name)
+                if m is not None:
+                    m["state"], m["incarnation"] = "alive", m["incarnation"] + 1
+                    self._members_body = None
+
+    def _gossip_frozen(self, name: str, state: str, since: float) -> None:
+        n, m = self.nodes.get(name), self.members.get(name)
+        if n is not None and m is not None and n.frozen is not None and n.died_at == since:
+            m["state"] = state
+            self._members_body = None
 
     async def revive(self, names: Iterable[str]) -> None:
         for name in names:
@@ -206,6 +277,9 @@ class SimFleet:
             if n is not None and not n.alive:
                 n.alive, n.died_at = True, None
                 await self._listen(n)
+                for tid, target in list(n.published.items()):
+                    if tid in n.tasks:
+                        await self._serve(n, tid, target)
             m = self.members.get(name)
             if m is not None:
                 m["state"], m["incarnation"] = "alive", m["incarnation"] + 1
@@ -236,6 +310,30 @@ class SimFleet:
         n.changed()
         return True
 
+    def set_cpu(self, service: str, percent: float) -> None:
+        self.cpu[service] = percent
+
+    async def _serve(self, n: SimNode, tid: str, target: int) -> None:
+        """Answer HTTP for a published replica on the node's address; its host port."""
+        loop = asyncio.get_running_loop()
+        port = n.tasks[tid]["host_ports"].get(f"{target}/tcp") or 0
+        for attempt in range(5):
+            try:
+                server = await loop.create_server(_Replica, n.address, port if attempt == 0 else 0)
+                break
+            except OSError:
+                continue
+        else:
+            return
+        n.servers[tid] = server
+        n.tasks[tid]["host_ports"] = {f"{target}/tcp": server.sockets[0].getsockname()[1]}
+
+    def _close_servers(self, n: SimNode, tids: Iterable[str]) -> None:
+        for tid in tids:
+            server = n.servers.pop(tid, None)
+            if server is not None:
+                server.close()
+
     def set_gossip(self, name: str, state: str) -> None:
         """For fleets that do not own ``name``: follow the driver's word on its state."""
         if name in self.members:
@@ -252,6 +350,8 @@ class SimFleet:
             if request.transport is not None:
                 request.transport.abort()
             raise web.HTTPServiceUnavailable()
+        if n.frozen is not None:
+            await n.frozen.wait()     # a hung host: the caller's timeout decides
         ssl_object = request.transport.get_extra_info("ssl_object")
         if peer_role(ssl_object) not in ("master", "cli"):
             return web.json_response({"error": "role may not use the agent API"}, status=403)
@@ -307,6 +407,8 @@ class SimFleet:
         for tid in list(n.tasks):
             if tid not in want:
                 del n.tasks[tid]
+                n.published.pop(tid, None)
+                self._close_servers(n, [tid])
         loop = asyncio.get_running_loop()
         for tid, t in want.items():
             if tid in n.tasks:
@@ -317,19 +419,25 @@ class SimFleet:
                             "state": ASSIGNED, "health": "starting" if checked else "none", "reason": "",
                             "container_id": f"sim{abs(hash(tid)) % 10**12:012d}", "host_ports": ports,
                             "restarts": 0, "updated_at": now}
+            published = [p for p in t.get("ports") or [] if p.get("published")]
+            if published:
+                n.published[tid] = int(published[0]["target"])
+                await self._serve(n, tid, n.published[tid])
             self.log.append((now, n.name, tid, t["service"], int(t.get("slot", 0))))
-            self._timers.append(loop.call_later(self.run_delay, self._run, n, tid, checked))
+            broken = "broken" in str(t.get("image", ""))
+            self._timers.append(loop.call_later(self.run_delay, self._run, n, tid, checked, broken))
         if len(self._timers) > 4096:
             self._timers = [h for h in self._timers if not h.cancelled() and h.when() > loop.time()]
         n.changed()
         return web.json_response({"version": version, "applied": True})
 
-    def _run(self, n: SimNode, tid: str, checked: bool) -> None:
+    def _run(self, n: SimNode, tid: str, checked: bool, broken: bool = False) -> None:
         t = n.tasks.get(tid)
         if t is None or t["state"] >= RUNNING:
             return
-        n.tasks[tid] = {**t, "state": RUNNING, "health": "healthy" if checked else "none",
-                        "updated_at": time.time()}
+        health = ("unhealthy" if broken else "healthy") if checked else "none"
+        n.tasks[tid] = {**t, "state": RUNNING, "health": health, "updated_at": time.time(),
+                        "reason": "health check failed: 503" if broken and checked else ""}
         n.changed()
 
     async def _put_routes(self, request: web.Request) -> web.Response:
@@ -360,6 +468,10 @@ class SimFleet:
     async def _tasks(self, request: web.Request) -> web.Response:
         n = request[NODE_KEY]
         q = request.query
+        if self.legacy:
+            body = json.loads(n.report())
+            del body["seq"]
+            return web.json_response(body)
         if "since" in q and "wait" in q:
             try:
                 since, wait = int(q["since"]), min(LONG_POLL_MAX, max(0.0, float(q["wait"])))
@@ -378,14 +490,22 @@ class SimFleet:
                     if request.transport is not None:
                         request.transport.abort()
                     raise web.HTTPServiceUnavailable()
+                if n.frozen is not None:
+                    await n.frozen.wait()
         return web.Response(body=n.report(), content_type="application/json")
 
     async def _stats(self, request: web.Request) -> web.Response:
         n = request[NODE_KEY]
-        tasks = {tid: {"cpu_percent": 3.0, "mem_used": 64 << 20} for tid in n.tasks}
-        return web.json_response({"node": {"cpu_percent": 12.5, "mem_used": 2 << 30, "mem_total": 16 << 30,
-                                           "load1": 0.4, "cpus": 8, "tasks": len(n.tasks)},
-                                  "tasks": tasks})
+        tasks = {tid: {"cpu_percent": self.cpu.get(t["service"], 3.0), "mem_used": 64 << 20}
+                 for tid, t in n.tasks.items()}
+        # Figures that differ from node to node (a heatmap of equal cells shows nothing)
+        # and follow the replicas' CPU: 8 CPUs, 16 GiB.
+        spread = zlib.crc32(n.name.encode()) % 100
+        cpu = min(100.0, 4.0 + spread * 0.3 + sum(t["cpu_percent"] for t in tasks.values()) / 8)
+        mem = (1 << 30) + spread * (80 << 20) + len(tasks) * (64 << 20)
+        return web.json_response({"node": {"cpu_percent": round(cpu, 1), "mem_used": mem,
+                                           "mem_total": 16 << 30, "load1": round(cpu * 0.08, 2), "cpus": 8,
+                                           "tasks": len(n.tasks)}, "tasks": tasks})
 
     async def _members(self, request: web.Request) -> web.Response:
         n = request[NODE_KEY]
@@ -407,6 +527,82 @@ class SimFleet:
 
 # --- process mode: a control API for the benchmark driver ----------------------------------
 
+class FleetProcs:
+    """Simulated agents in ``parts`` processes, driven over their control APIs (async)."""
+
+    def __init__(self, home: Path, nodes: Sequence[Dict[str, Any]], port: int, parts: int = 1,
+                 run_delay: float = 0.5, cluster_id: str = "", workdir: Optional[Path] = None,
+                 preexec_fn: Any = None) -> None:
+        self.home, self.nodes, self.port, self.parts = Path(home), list(nodes), port, parts
+        self.run_delay, self.cluster_id = run_delay, cluster_id
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="simfleet-"))
+        self.preexec_fn = preexec_fn
+        self.procs: List[Tuple[Any, int]] = []
+        self._http: Any = None
+
+    def start(self) -> None:
+        import os
+        import subprocess
+        repo = Path(__file__).resolve().parents[2]
+        (self.workdir / "roster.json").write_text(json.dumps(self.nodes))
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "tests.tools.simagents", "--home", str(self.home),
+             "--roster", str(self.workdir / "roster.json"), "--part", f"{i}/{self.parts}",
+             "--port", str(self.port), "--run-delay", str(self.run_delay), "--cluster-id", self.cluster_id],
+            cwd=str(repo), env=env, stdout=subprocess.PIPE, preexec_fn=self.preexec_fn,
+            stderr=open(self.workdir / f"sim{i}.log", "w"), text=True) for i in range(self.parts)]
+        for p in procs:
+            line = p.stdout.readline().split()
+            if len(line) != 2 or line[0] != "ready":
+                for q in procs:
+                    q.kill()
+                raise RuntimeError(f"simulated agents did not start: see {self.workdir}/sim*.log")
+            self.procs.append((p, int(line[1])))
+
+    async def all(self, method: str, path: str, body: Any = None) -> List[Any]:
+        import aiohttp
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+
+        async def one(port: int) -> Any:
+            async with self._http.request(method, f"http://127.0.0.1:{port}{path}", json=body) as r:
+                return await r.json()
+        return await asyncio.gather(*(one(port) for _, port in self.procs))
+
+    async def kill(self, names: Sequence[str]) -> None:
+        await self.all("POST", "/kill", {"names": list(names)})
+
+    async def revive(self, names: Sequence[str]) -> None:
+        await self.all("POST", "/revive", {"names": list(names)})
+
+    async def set_health(self, node: str, task: str, health: str) -> bool:
+        return any(r["ok"] for r in await self.all("POST", "/health",
+                                                    {"node": node, "task": task, "health": health}))
+
+    async def set_cpu(self, service: str, cpu: float) -> None:
+        await self.all("POST", "/cpu", {"service": service, "cpu": cpu})
+
+    async def counters(self) -> List[Dict[str, Any]]:
+        return await self.all("GET", "/counters")
+
+    async def log(self) -> List[List[Any]]:
+        return [row for part in await self.all("GET", "/log?since=0") for row in part]
+
+    async def close(self) -> None:
+        import signal
+        import subprocess
+        if self._http is not None:
+            await self._http.close()
+        for p, _ in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p, _ in self.procs:
+            try:
+                await asyncio.to_thread(p.wait, 15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
 def control_app(fleet: SimFleet) -> web.Application:
     async def kill(request: web.Request) -> web.Response:
         await fleet.kill((await request.json())["names"])
@@ -420,6 +616,11 @@ def control_app(fleet: SimFleet) -> web.Application:
         b = await request.json()
         return web.json_response({"ok": fleet.set_health(b["node"], b["task"], b["health"])})
 
+    async def cpu(request: web.Request) -> web.Response:
+        b = await request.json()
+        fleet.set_cpu(b["service"], float(b["cpu"]))
+        return web.json_response({"ok": True})
+
     async def log(request: web.Request) -> web.Response:
         since = int(request.query.get("since", 0))
         return web.json_response(fleet.log[since:])
@@ -432,6 +633,7 @@ def control_app(fleet: SimFleet) -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.add_routes([web.post("/kill", kill), web.post("/revive", revive), web.post("/health", health),
+                    web.post("/cpu", cpu),
                     web.get("/log", log), web.get("/counters", counters), web.get("/tasks", tasks)])
     return app
 
