@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import ssl
 import sys
 import time
@@ -53,6 +54,18 @@ from .shipped.models import Assignment, RoutesUpdate, TaskStatus, from_wire, to_
 MASTER, AGENT = "master", "agent"
 ELECTION_WAIT = 8.0      # how long a master call keeps trying while HA masters elect a leader
 RETRY, STALE = "X-Swarmlet-Retry", "X-Swarmlet-Stale"
+
+
+def keepalive_socket(addr_info: Any) -> socket.socket:
+    """Sockets with TCP keepalives every second after 2 s idle, dead after 3 misses: a long
+    poll held on a host that died silently is cut by the kernel in about 5 s (the master)."""
+    family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):   # Linux; elsewhere the system defaults apply
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+    return sock
 
 
 def _warn_stale(message: str) -> None:
@@ -143,11 +156,12 @@ class Client:
 
     def __init__(self, cert: str, key: str, ca: str, denylist: Optional[tlsutil.Denylist] = None,
                  timeout: float = 5.0, limit: int = 256, limit_per_host: int = 4,
-                 max_contexts: int = 4096) -> None:
+                 max_contexts: int = 4096, keepalive: bool = False) -> None:
         self._files = (cert, key, ca)
         self.denylist = denylist
         self.timeout = timeout
         self._limit, self._per_host = limit, limit_per_host
+        self._keepalive = keepalive
         self._contexts: "OrderedDict[tlsutil.Expect, ssl.SSLContext]" = OrderedDict()
         self._max_contexts = max_contexts
         self._session: Optional[aiohttp.ClientSession] = None
@@ -185,7 +199,9 @@ class Client:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(2.0, self.timeout)),
-                connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host))
+                connector=aiohttp.TCPConnector(
+                    limit=self._limit, limit_per_host=self._per_host,
+                    **({"socket_factory": keepalive_socket} if self._keepalive else {})))
         return self._session
 
     def _drop_pool(self) -> None:
@@ -286,9 +302,17 @@ class Client:
             err.request = exc.request
             raise err from exc
 
-    async def tasks(self, peer: Peer) -> Tuple[int, List[TaskStatus], Dict[str, Any]]:
-        """(assignment version, task statuses, the rest of the answer: e.g. ``revocations``)."""
-        data = await self.call(peer, "GET", "/v1/tasks")
+    async def tasks(self, peer: Peer, since: Optional[int] = None, wait: float = 0.0
+                    ) -> Tuple[int, List[TaskStatus], Dict[str, Any]]:
+        """(assignment version, task statuses, the rest of the answer: e.g. ``revocations``,
+        ``seq``). With ``since``, a long poll (``agent/watch.py``): the answer once the report's
+        ``seq`` moves past it, or after ``wait`` s (an agent without long polls answers at once
+        and sends no ``seq``)."""
+        if since is None:
+            data = await self.call(peer, "GET", "/v1/tasks")
+        else:
+            data = await self.call(peer, "GET", "/v1/tasks", timeout=wait + self.timeout,
+                                   params={"since": str(since), "wait": f"{wait:g}"})
         try:
             rest = {k: v for k, v in data.items() if k not in ("version", "tasks")}
             return (int(data.get("version", 0)), [from_wire(TaskStatus, t) for t in data["tasks"]],

@@ -62,8 +62,11 @@ log = logging.getLogger("swarmlet.master")
 
 @dataclass(frozen=True)
 class MasterConfig:
-    poll_interval: float = 0.5
+    poll_interval: float = 0.5      # agents without long polls; retries of a failing node
+    long_poll: float = 20.0         # seconds an agent may hold a watch (poller.py)
+    retry_max: float = 5.0          # seconds between retries of a node down for a while
     stats_interval: float = 5.0
+    stats_rate: float = 40.0        # GET /v1/stats per second at most, all nodes together
     tick_interval: float = 0.5
     reconcile_interval: float = 5.0
     gc_after: float = 60.0

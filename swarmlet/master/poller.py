@@ -1,14 +1,28 @@
 """The poller: what the master sees of each node, and the node's status from it.
 
-Owns each node's ``NodeLive`` (not persisted) and two loops:
+Owns each node's ``NodeLive`` (not persisted) and these loops:
 
-- one poll loop per node: ``GET /v1/tasks`` every ``poll_interval`` (folded
-  into the tasks with ``state.merge_observed``), ``/v1/info`` once,
-  ``/v1/stats`` every ``stats_interval``; an agent behind the stored version
-  is pushed its assignment again;
+- one watch per node: a long poll on ``GET /v1/tasks?since=SEQ&wait=S``
+  (``agent/watch.py``), so the agent answers when its report changes (folded
+  into the tasks with ``state.merge_observed``) or after ``long_poll`` seconds:
+  an idle node costs one answer per ``long_poll`` instead of two polls a
+  second. An agent without long polls (an older version) is polled every
+  ``poll_interval`` as before. ``/v1/info`` once; an agent behind the stored
+  version is pushed its assignment again. A node that stops answering is
+  retried at ``poll_interval``, backing off to ``retry_max`` once it has
+  failed for ``down_after`` (it is down by then; gossip saying alive again
+  wakes its watch at once);
+- stats: ``GET /v1/stats`` of every node every ``stats_interval``, but never
+  more than ``stats_rate`` requests a second in all (1,000 nodes: each every
+  25 s); nodes running a replica of an autoscaled service keep
+  ``stats_interval`` (the autoscaler needs fresh per-task figures);
 - a tick: the gossip view (``/v1/members`` of two reachable agents, merged)
   and every node's status judged by the pure
-  ``nodestatus.judge``. A change becomes an event, new routes, a push to a
+  ``nodestatus.judge``. A node the master holds a watch on but that gossip
+  calls suspect or dead is probed at once (``/v1/info``): a long poll would
+  not notice a silent death before its wait runs out. The client's sockets
+  also use TCP keepalives (``swarmlet.client``), which cut a watch to a dead host
+  within a few seconds. A change becomes an event, new routes, a push to a
   node that came back, a reconcile and maybe the auto-rebalance window.
 
 Until a node is polled after a master restart it counts as suspect: its tasks
@@ -24,9 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from ..shipped.exceptions import SwarmletError
 from ..shipped.models import NodeStatus, TaskStatus
@@ -52,9 +67,14 @@ class NodeLive:
     failing_since: Optional[float] = None
     last_ok: Optional[float] = None
     stats: Dict[str, Any] = field(default_factory=dict)
-    stats_at: float = 0.0
+    stats_at: float = 0.0            # when the stats were answered
+    stats_asked: float = 0.0         # when they were last asked for
     info: Dict[str, Any] = field(default_factory=dict)
     agent_version: int = -1
+    seq: Optional[int] = None        # the agent's report seq last seen (None: no long poll)
+    failures: int = 0                # polls failed in a row
+    wake: asyncio.Event = field(default_factory=asyncio.Event)   # retry a failing node now
+    probing: bool = False
 
     @property
     def status(self) -> NodeStatus:
@@ -67,10 +87,15 @@ class Poller:
         self._loops: Dict[str, "asyncio.Task[Any]"] = {}
         self._members_rr = 0
         self._seed_checked: Dict[str, float] = {}   # unknown member -> when nodes.json was read
+        self._stats_loop: Optional["asyncio.Task[Any]"] = None
+        self._autoscaled: Set[str] = set()     # nodes with a replica of an autoscaled service
+        self._autoscaled_at = -math.inf
 
     def start_node(self, name: str) -> None:
         if name not in self._loops or self._loops[name].done():
             self._loops[name] = asyncio.create_task(self._node_loop(name), name=f"poll-{name}")
+        if self._stats_loop is None or self._stats_loop.done():
+            self._stats_loop = asyncio.create_task(self.stats_loop(), name="master-stats")
 
     def stop_node(self, name: str) -> None:
         loop = self._loops.pop(name, None)
@@ -78,7 +103,7 @@ class Poller:
             loop.cancel()
 
     def tasks(self) -> List["asyncio.Task[Any]"]:
-        return list(self._loops.values())
+        return list(self._loops.values()) + ([self._stats_loop] if self._stats_loop else [])
 
     # --- one node -----------------------------------------------------------------
 
@@ -87,30 +112,116 @@ class Poller:
         while name in m.nodes:
             rec, live = m.nodes[name], m.live[name]
             peer = agent_peer(name, rec.address, rec.api_port)
-            now = m.clock()
             m.counters["polls"] += 1
+            watching = live.seq is not None and live.reachable
             try:
-                version, reported, extra = await m.client.tasks(peer)
+                version, reported, extra = await m.client.tasks(
+                    peer, since=live.seq if watching else None, wait=m.cfg.long_poll)
                 m.certs.observed(name, extra)
                 if not live.info:
                     live.info = await m.client.info(peer)
-                if now - live.stats_at >= m.cfg.stats_interval:
-                    live.stats = await m.client.stats(peer)
-                    live.stats_at = now
             except SwarmletError as exc:
+                now = m.clock()
                 m.counters["poll_failures"] += 1
                 if live.reachable or live.failing_since is None:
                     log.info("node %s unreachable: %s", name, exc)
-                live.reachable = False
+                live.reachable, live.seq = False, None
+                live.failures += 1
                 if live.failing_since is None:
                     live.failing_since = now
-            else:
-                live.reachable, live.failing_since, live.last_ok = True, None, now
-                live.agent_version = version
-                await self._observe(name, reported)
-                m.pusher.poll_ok(name, version)   # behind on its assignment or routes: resend
+                self.update_status(name)
+                await self._retry_wait(live, now)
+                continue
+            seq = extra.get("seq")
+            now = m.clock()
+            live.reachable, live.failing_since, live.last_ok = True, None, now
+            live.failures = 0
+            live.agent_version = version
+            live.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+            await self._observe(name, reported)
+            m.pusher.poll_ok(name, version)   # behind on its assignment or routes: resend
             self.update_status(name)
-            await asyncio.sleep(m.cfg.poll_interval)
+            if live.seq is None:   # an agent without long polls: poll it on a timer
+                await asyncio.sleep(m.cfg.poll_interval)
+
+    async def _retry_wait(self, live: NodeLive, now: float) -> None:
+        """``poll_interval`` while a failure is fresh; then backing off to ``retry_max``."""
+        m = self.m
+        failing = now - (live.failing_since if live.failing_since is not None else now)
+        delay = m.cfg.poll_interval
+        if failing >= m.cfg.liveness.down_after:
+            delay = min(m.cfg.retry_max, m.cfg.poll_interval * 2 ** min(live.failures, 8))
+        live.wake.clear()
+        try:
+            await asyncio.wait_for(live.wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _probe(self, name: str) -> None:
+        """Gossip suspects a node we hold a watch on: is it there?"""
+        m = self.m
+        rec, live = m.nodes.get(name), m.live.get(name)
+        if rec is None or live is None:
+            return
+        try:
+            await m.client.info(agent_peer(name, rec.address, rec.api_port))
+        except SwarmletError as exc:
+            if live.reachable:
+                log.info("node %s unreachable (probed on gossip %s): %s", name, m.gossip.get(name), exc)
+                live.reachable, live.seq = False, None
+                live.failing_since = m.clock()
+                self.update_status(name)
+        finally:
+            live.probing = False
+
+    # --- stats ----------------------------------------------------------------------
+
+    def stats_period(self, name: str, nodes: int) -> float:
+        """Seconds between two stats of ``name``: ``stats_interval``, stretched so that all
+        ``nodes`` together stay within ``stats_rate`` requests a second."""
+        m = self.m
+        if name in self._autoscaled:
+            return m.cfg.stats_interval
+        return max(m.cfg.stats_interval, nodes / max(m.cfg.stats_rate, 1e-3))
+
+    def _refresh_autoscaled(self, now: float) -> None:
+        m = self.m
+        if now - self._autoscaled_at < 2.0:
+            return
+        self._autoscaled_at = now
+        scaled = {n for n, svc in m.services.items() if svc.spec.autoscale is not None}
+        self._autoscaled = ({t.node for t in m.tasks.values() if t.service in scaled and t.node}
+                            if scaled else set())
+
+    async def stats_loop(self, step: float = 0.25) -> None:
+        m = self.m
+        while True:
+            await asyncio.sleep(step)
+            try:
+                now = m.clock()
+                self._refresh_autoscaled(now)
+                n = len(m.nodes)
+                due = [(live.stats_asked, name) for name, live in m.live.items()
+                       if live.reachable and name in m.nodes
+                       and now - max(live.stats_at, live.stats_asked) >= self.stats_period(name, n)]
+                due.sort()
+                budget = max(1, math.ceil(m.cfg.stats_rate * step))
+                for _, name in due[:budget]:
+                    m.live[name].stats_asked = now    # not twice, even if the answer is slow
+                    m.spawn(self._fetch_stats(name))
+            except Exception:  # never let the loop die; stats are for views and autoscale
+                log.exception("stats loop crashed")
+
+    async def _fetch_stats(self, name: str) -> None:
+        m = self.m
+        rec, live = m.nodes.get(name), m.live.get(name)
+        if rec is None or live is None:
+            return
+        try:
+            live.stats = await m.client.stats(agent_peer(name, rec.address, rec.api_port))
+            live.stats_at = m.clock()
+        except SwarmletError as exc:
+            log.debug("stats of %s: %s", name, exc)
 
     async def _observe(self, name: str, reported: List[TaskStatus]) -> None:
         m = self.m
@@ -132,8 +243,21 @@ class Poller:
             except Exception:  # never let the liveness loop die
                 log.exception("members poll crashed")
             for name in list(m.nodes):
+                self._gossip_hint(name)
                 self.update_status(name)
             await asyncio.sleep(m.cfg.tick_interval)
+
+    def _gossip_hint(self, name: str) -> None:
+        """What gossip says that a watch cannot see: a silent death, or a return."""
+        live = self.m.live.get(name)
+        if live is None:
+            return
+        g = self.m.gossip.get(name)
+        if g in ("suspect", "dead", "down", "failed") and live.reachable and not live.probing:
+            live.probing = True
+            self.m.spawn(self._probe(name))
+        elif g in ("alive", "ready") and not live.reachable and live.failures > 1:
+            live.wake.set()
 
     async def _poll_members(self) -> None:
         m = self.m

@@ -56,9 +56,26 @@ class RunningMaster:
         self.store.close()
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft limit on open files to the hard one: the master holds a connection to
+    every node (a watch, plus pushes), so 1,024 (a common default) is too few past ~500
+    nodes. Returns the soft limit now."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):   # not POSIX, or not allowed: keep what we have
+        return -1
+
+
 async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int] = None,
                      config: MasterConfig = MasterConfig()) -> RunningMaster:
     c = clusterlib.load(home)
+    raise_fd_limit()
     signer = c.signer()
     try:
         renewed = await asyncio.to_thread(c.renew_local_certs)   # master/cli certs due: before loading
@@ -69,7 +86,10 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
     try:
         server_ctx = tlsutil.server_context(str(c.path("master.crt")), str(c.path("master.key")),
                                             str(c.path("ca.crt")), denylist=denylist)
-        client = Client.for_cluster(c, "master", denylist=denylist, timeout=config.request_timeout)
+        # No cap on the pool below the node count (a watch is held open on every node),
+        # and keepalives so a watch on a host that died silently is cut (poller.py).
+        client = Client.for_cluster(c, "master", denylist=denylist, timeout=config.request_timeout,
+                                    limit=0, keepalive=True)
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
     if renewed:
