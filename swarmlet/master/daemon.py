@@ -166,10 +166,17 @@ class Master:
         self.kick()
 
     async def close(self) -> None:
-        loops = self._loops + self.poller.tasks() + list(self._bg)
-        for t in loops:
-            t.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        pending = set(self._loops + self.poller.tasks() + list(self._bg))
+        while pending:
+            for t in pending:
+                t.cancel()
+            # Cancel again what is still running: on Python < 3.12 asyncio.wait_for can
+            # swallow a cancellation that races its result (gh-86296), and a loop around
+            # it (the ingress loop's apply) would then wait for ever.
+            done, pending = await asyncio.wait(pending, timeout=1.0)
+            for t in done:
+                if not t.cancelled():
+                    t.exception()   # retrieved: a loop that died of a bug was logged already
         if self.ingress is not None:
             await self.ingress.close()
         await self.certs.close()
