@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from collections import Counter
 from typing import Callable, Dict, List
 
@@ -156,7 +157,7 @@ def test_a_stack_the_master_refuses_changes_nothing(svc, port, tmp_path):
                      f"  clash:\n    image: swarmlet-hello:1\n    ports:\n      - \"{port}:8080\"\n")
     loaded = load_stack(str(stack), {})          # valid for the loader
     assert sorted(s.name for s in loaded.services) == ["clash", "extra"]
-    c = clusterlib.load(svc.cli.env["SWARMLET_HOME"])
+    c = clusterlib.load(Path(svc.cli.env["SWARMLET_HOME"]))
     body = {"services": [to_wire(s) for s in loaded.services], "prune": False}
     with pytest.raises(APIError) as exc:
         asyncio.run(call_master(c, "POST", "/v1/stacks/other", {**body, "dry_run": False}))
