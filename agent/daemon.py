@@ -172,7 +172,8 @@ class Agent:
                 log.warning("gossip disabled: %s", exc)
         self.members = await membership.start(
             self.config.name, self.config.address, (self.config.gossip_bind, self.config.gossip_port),
-            keys, self.meta(), self.config.seed_addrs(), enabled=self.config.gossip)
+            keys, self.meta(), self.config.seed_addrs(), enabled=self.config.gossip,
+            cert=self.config.cert, key=self.config.key, ca=self.config.ca)
 
     async def stop(self) -> None:
         """Stop the agent, never the tasks: containers keep running for the next agent."""

@@ -41,6 +41,13 @@ class LocalOnly:
     def stats(self) -> Dict[str, Any]:
         return {"gossip": False}
 
+    def set_revoked(self, serials: Any) -> None:
+        return None
+
+    @property
+    def keyring(self) -> Any:
+        return None
+
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -100,6 +107,15 @@ class Gossip:
         except Exception:  # stats are best effort and never worth failing a request
             return {}
 
+    def set_revoked(self, serials: Any) -> None:
+        """The cluster's revoked certificate serials: refused in gossip from now on."""
+        self.node.set_revoked(serials)
+
+    @property
+    def keyring(self) -> Any:
+        """The live gossip keyring (``swarmlet key rotate`` changes it)."""
+        return self.node.keyring
+
 
 async def _maybe_await(value: Any) -> Any:
     if hasattr(value, "__await__"):
@@ -108,8 +124,12 @@ async def _maybe_await(value: Any) -> Any:
 
 
 async def start(name: str, address: str, bind: Tuple[str, int], keys: Optional[List[bytes]],
-                meta: Dict[str, Any], seeds: List[Tuple[str, int]], enabled: bool = True):
-    """Join the mesh if possible, else run ``LocalOnly``. Never raises for gossip trouble."""
+                meta: Dict[str, Any], seeds: List[Tuple[str, int]], enabled: bool = True,
+                cert: Optional[str] = None, key: Optional[str] = None, ca: Optional[str] = None):
+    """Join the mesh if possible, else run ``LocalOnly``. Never raises for gossip trouble.
+
+    ``cert``/``key``/``ca``: the node's certificate and key and the cluster CA (paths);
+    gossip signs with them and trusts only members the CA vouches for."""
     if enabled and keys:
         try:
             from swarmlet.shipped.gossip.transport import start_gossip  # type: ignore
@@ -119,7 +139,7 @@ async def start(name: str, address: str, bind: Tuple[str, int], keys: Optional[L
             try:
                 advertise = (address, bind[1]) if bind[1] else None
                 node = await start_gossip(name, bind=bind, keys=keys, meta=meta, seeds=seeds,
-                                          advertise=advertise)
+                                          advertise=advertise, cert=cert, key=key, ca=ca)
                 return Gossip(node)
             except Exception as exc:  # a bad seed or port must not stop the tasks
                 log.error("gossip failed to start (%s); running without the mesh", exc)

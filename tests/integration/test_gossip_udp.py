@@ -13,6 +13,8 @@ from swarmlet.shipped.exceptions import ConfigError
 from swarmlet.shipped.gossip import EventKind, GossipConfig, MemberState, generate_key, start_gossip
 from swarmlet.shipped.gossip.transport import GossipNode
 
+from tests.unit.gossip.peers import identity, trust
+
 pytestmark = pytest.mark.integration
 
 
@@ -51,7 +53,8 @@ async def cluster():
             seeds = [nodes[0].address] if nodes else []
             node = await start_gossip(f"node-{i}", (host, port), keys=keys or [key],
                                       meta={"address": host, "api_port": 7443, "cpu_percent": 0.0},
-                                      seeds=seeds, config=config)
+                                      seeds=seeds, config=config, identity=identity(f"node-{i}"),
+                                      trust=trust())
             nodes.append(node)
         return nodes
 
@@ -97,7 +100,8 @@ async def test_killed_member_is_declared_dead_with_default_timings(cluster):
 async def test_foreign_key_packets_are_counted_and_ignored(cluster):
     nodes = await cluster(2)
     intruder = await start_gossip("intruder", ("127.0.0.9", _free_port("127.0.0.9")),
-                                  keys=[generate_key()], seeds=[nodes[0].address], join_timeout=0.5)
+                                  keys=[generate_key()], seeds=[nodes[0].address], join_timeout=0.5,
+                                  identity=identity("intruder"), trust=trust())
     try:
         assert all(m.name != "intruder" for m in nodes[0].members())
         assert nodes[0].stats()["dropped_auth"] >= 1
@@ -124,15 +128,25 @@ async def test_key_rotation_without_downtime(cluster):
     assert all(n.stats()["dropped_auth"] == 0 for n in nodes)
 
 
-async def test_bad_setup_is_a_config_error():
+async def test_bad_setup_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         await start_gossip("x", ("127.0.0.1", 0), keys=None)          # no key, no plaintext opt-in
     with pytest.raises(ConfigError):
         await start_gossip("x", ("127.0.0.1", 0), keys=[b"short"])
+    with pytest.raises(ConfigError):
+        await start_gossip("x", ("127.0.0.1", 0), keys=[generate_key()])   # no certificate
+    with pytest.raises(ConfigError):
+        await start_gossip("x", ("127.0.0.1", 0), keys=[generate_key()], cert=str(tmp_path / "c"),
+                           key=str(tmp_path / "k"), ca=str(tmp_path / "ca"))
+    with pytest.raises(ConfigError):                                  # someone else's certificate
+        await start_gossip("x", ("127.0.0.1", 0), keys=[generate_key()], identity=identity("y"),
+                           trust=trust())
     port = _free_port("127.0.0.1")
-    a = await start_gossip("a", ("127.0.0.1", port), keys=[generate_key()])
+    a = await start_gossip("a", ("127.0.0.1", port), keys=[generate_key()], identity=identity("a"),
+                           trust=trust())
     try:
         with pytest.raises(ConfigError):
-            await start_gossip("b", ("127.0.0.1", port), keys=[generate_key()])
+            await start_gossip("b", ("127.0.0.1", port), keys=[generate_key()],
+                               identity=identity("b"), trust=trust())
     finally:
         await a.close()

@@ -42,12 +42,20 @@ class GossipConfig:
     meta_min_interval: float = 2.0
     # Wire.
     udp_buffer_size: int = 1400
-    # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h).
+    # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h), and
+    # keep their last incarnation and metadata version this much longer, so an old
+    # statement of theirs cannot bring them back.
     dead_reap_time: float = 3600.0
-    # A sender silent this long loses its anti-replay window (so a restarted peer whose
-    # clock stepped back is accepted again after a while).
-    replay_idle_ttl: float = 120.0
-    # No plaintext unless asked for explicitly.
+    tombstone_time: float = 86400.0
+    # Packet stamps further than this from our clock (either way) are refused: the clock
+    # skew tolerated between members. Anti-replay windows are kept 2x this long.
+    max_clock_skew: float = 60.0
+    # Members (and certificates) this node will hold at most.
+    max_members: int = 10000
+    # A member that has not shown it knows our certificate gets a hello (our
+    # certificate, ~520 B) before our packets, at most this often.
+    hello_interval: float = 0.3
+    # No plaintext unless asked for explicitly (tests only: no sender is authenticated).
     allow_plaintext: bool = False
 
     def retransmit_limit(self, n: int) -> int:

@@ -1,6 +1,11 @@
 """Membership records: what callers see (``Member``, ``MemberEvent``) and the core's
 mutable bookkeeping (``Node``, ``Suspicion``).
 
+A ``Node`` keeps liveness (``inc``, ``state``) apart from metadata (``mver``, ``meta``,
+``host``, ``port``), and the signed statements behind them (``record``, ``live``) so
+they can be relayed as they are. ``signed_inc`` is the highest incarnation the member
+itself signed: no claim about it by others may go higher.
+
 ``Suspicion`` is Lifeguard's shrinking timeout: it starts at ``max`` and falls
 towards ``min`` as independent members confirm the suspicion, following
 ``max - (max - min) * log(c + 1) / log(k + 1)`` for ``c`` of ``k`` expected
@@ -45,12 +50,13 @@ class Member:
     state: MemberState
     incarnation: int
     meta: Dict[str, Any] = field(default_factory=dict)
+    meta_version: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         """The ``GET /v1/members`` shape."""
         return {"name": self.name, "address": self.host, "port": self.port,
                 "state": self.state.value, "incarnation": self.incarnation,
-                "meta": dict(self.meta)}
+                "meta_version": self.meta_version, "meta": dict(self.meta)}
 
 
 @dataclass(frozen=True)
@@ -90,18 +96,26 @@ def suspicion_timeout(c: int, k: int, lo: float, hi: float) -> float:
 class Node:
     """The core's mutable record of one member."""
 
-    __slots__ = ("name", "host", "port", "inc", "state", "meta", "changed", "suspicion")
+    __slots__ = ("name", "host", "port", "inc", "state", "meta", "mver", "changed", "suspicion",
+                 "signed_inc", "record", "rec_inc", "live", "live_inc", "cert")
 
     def __init__(self, name: str, host: str, port: int, inc: int, meta: Dict[str, Any],
-                 now: float) -> None:
+                 now: float, mver: int = 0) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.inc = inc
         self.state = ST_ALIVE
         self.meta = meta
+        self.mver = mver
         self.changed = now
         self.suspicion: Optional[Suspicion] = None
+        self.signed_inc = inc
+        self.record: Any = None   # wire.Item of its latest RECORD
+        self.rec_inc = inc
+        self.live: Any = None     # wire.Item of its latest ALIVE/LEAVE above the record, if any
+        self.live_inc = -1
+        self.cert: Any = None     # identity.PeerCert (None in plaintext clusters)
 
     @property
     def addr(self) -> "tuple[str, int]":
@@ -109,4 +123,4 @@ class Node:
 
     def snapshot(self) -> Member:
         return Member(self.name, self.host, self.port, STATE_OF_CODE[self.state], self.inc,
-                      dict(self.meta))
+                      dict(self.meta), self.mver)

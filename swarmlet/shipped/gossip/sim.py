@@ -1,11 +1,15 @@
 """A deterministic simulated network for ``GossipCore``: fake clock, latency, loss,
-partitions, crashes, pauses and slow members.
+partitions, crashes, pauses, slow members and skewed clocks.
 
-It drives the real core (real wire format, real AES-GCM when given a keyring) with a
-discrete-event loop: one heap of deliveries and per-member timer wake-ups, each member
-woken only at its own ``next_deadline()``, so 1000 members simulate in seconds. The
-same seed gives the same run. Tests and ``bench/gossip`` use it; nothing here does
-real I/O or reads a clock.
+It drives the real core (real wire format; with a keyring, real pair envelopes, real
+certificates from a cluster CA made here, real signatures) with a discrete-event loop:
+one heap of deliveries and per-member timer wake-ups, each member woken only at its own
+``next_deadline()``, so 1000 members simulate in seconds. The same seed gives the same
+run, but for the random nonces and signatures inside the packets. Each member's wall
+clock is ``wall0 + now + skew``, ``wall0`` the real time when the network was made (the
+certificates are valid from then). ``taps`` see every datagram delivered (an attacker's
+recorder). Tests and ``bench/gossip`` use it; nothing here does real I/O or reads a
+clock.
 """
 
 from __future__ import annotations
@@ -14,22 +18,65 @@ import heapq
 import itertools
 import math
 import random
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .config import GossipConfig
 from .core import Addr, GossipCore, Output
 from .crypto import Keyring
+from .identity import Identity, Trust
 from .members import MemberEvent, MemberState
 
 Observer = Callable[[float, str, MemberEvent], None]
+
+
+class _SimCA:
+    """A cluster CA for the simulated members, as ``swarmlet init``/``join`` would make
+    (EC P-256, role ``agent`` in the OU); a few lines of ``cryptography`` so that the
+    shipped layer needs nothing from the admin side."""
+
+    def __init__(self, wall0: float) -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        self._x509, self._hashes, self._ec, self._oid = x509, hashes, ec, NameOID
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "swarmlet:sim"),
+                                x509.NameAttribute(NameOID.COMMON_NAME, "sim CA")])
+        t0 = datetime.datetime.fromtimestamp(wall0, datetime.timezone.utc)
+        self._from = t0 - datetime.timedelta(minutes=5)
+        self._to = t0 + datetime.timedelta(days=30)
+        cert = (x509.CertificateBuilder().subject_name(self._name).issuer_name(self._name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(self._from).not_valid_after(self._to)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .sign(self._key, hashes.SHA256()))
+        self.der = cert.public_bytes(serialization.Encoding.DER)
+
+    def issue(self, name: str) -> Identity:
+        from cryptography.hazmat.primitives import serialization
+        x509, oid = self._x509, self._oid
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(oid.ORGANIZATION_NAME, "swarmlet:sim"),
+                             x509.NameAttribute(oid.ORGANIZATIONAL_UNIT_NAME, "agent"),
+                             x509.NameAttribute(oid.COMMON_NAME, name)])
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(self._from).not_valid_after(self._to)
+                .sign(self._key, self._hashes.SHA256()))
+        return Identity(cert.public_bytes(serialization.Encoding.DER), key)
+Tap = Callable[[float, Addr, Addr, bytes], None]   # (now, src, dst, data)
 
 _DELIVER, _TICK = 0, 1
 
 
 class SimNode:
-    __slots__ = ("name", "addr", "core", "up", "tick_at", "paused_until", "delay", "epoch")
+    __slots__ = ("name", "addr", "core", "up", "tick_at", "paused_until", "delay", "skew")
 
-    def __init__(self, name: str, addr: Addr, core: GossipCore, epoch: int) -> None:
+    def __init__(self, name: str, addr: Addr, core: GossipCore, skew: float) -> None:
         self.name = name
         self.addr = addr
         self.core = core
@@ -37,7 +84,7 @@ class SimNode:
         self.tick_at = math.inf
         self.paused_until = 0.0
         self.delay = 0.0      # extra inbound processing delay: a slow, starved member
-        self.epoch = epoch
+        self.skew = skew      # its wall clock runs this far ahead of true time
 
 
 class SimNetwork:
@@ -55,10 +102,28 @@ class SimNetwork:
         self._heap: List[Tuple[float, int, int, Any, Any, Any]] = []
         self._seq = itertools.count()
         self._group: Optional[Dict[str, int]] = None
-        self._epochs = itertools.count(1)
         self.observers: List[Observer] = []
+        self.taps: List[Tap] = []
         self.delivered = 0
         self.dropped = 0
+        self._skews: Dict[str, float] = {}
+        self.wall0 = float(int(time.time()))   # only the certificates' validity needs it real
+        self._ca: Optional[_SimCA] = _SimCA(self.wall0) if keyring is not None else None
+        self.ca_der = self._ca.der if self._ca is not None else b""
+        self.identities: Dict[str, Identity] = {}
+
+    def identity(self, name: str) -> Identity:
+        """The member's certificate and key (made once: a restart keeps them)."""
+        ident = self.identities.get(name)
+        if ident is None:
+            ident = self.identities[name] = self._ca.issue(name)
+        return ident
+
+    def trust(self) -> Optional[Trust]:
+        if self._ca is None:
+            return None
+        return Trust(self.ca_der, skew=self.config.max_clock_skew,
+                     max_certs=self.config.max_members)
 
     # --- building the cluster ----------------------------------------------------------
 
@@ -70,11 +135,14 @@ class SimNetwork:
         """Start a member and, if ``seeds`` (member names) are given, join through them."""
         old = self.nodes.get(name)
         addr = old.addr if old is not None else self._addr_for(len(self.nodes) + 1)
-        epoch = next(self._epochs)
-        core = GossipCore(name, addr, keyring=self.keyring, config=config or self.config,
-                          meta=meta or {}, now=self.now, epoch=epoch,
+        skew = self._skews.get(name, 0.0)
+        secure = self.keyring is not None
+        core = GossipCore(name, addr, keyring=self.keyring,
+                          identity=self.identity(name) if secure else None,
+                          trust=self.trust(), config=config or self.config,
+                          meta=meta or {}, now=self.now, wall=self._wall_of(name),
                           rng=random.Random(self.rng.random()))
-        node = SimNode(name, addr, core, epoch)
+        node = SimNode(name, addr, core, skew)
         self.nodes[name] = node
         self._by_addr[addr] = node
         seed_addrs = [self.nodes[s].addr for s in seeds]
@@ -87,11 +155,21 @@ class SimNetwork:
         names = [f"{prefix}{i}" for i in range(n)]
         metas = [meta(i) if meta else {} for i in range(n)]
         nodes = [self.add(nm, metas[i]) for i, nm in enumerate(names)]
-        roster = [(nd.name, nd.addr, 0, metas[i]) for i, nd in enumerate(nodes)]
+        records = [nd.core.record for nd in nodes]
+        certs = [self.identities[nm].cert for nm in names] if self.keyring is not None else []
         for nd in nodes:
-            nd.core.seed_members(roster)
+            nd.core.seed_members(records, certs)
             self._reschedule(nd)
         return names
+
+    def _wall_of(self, name: str) -> Callable[[], float]:
+        return lambda: self.wall0 + self.now + self._skews.get(name, 0.0)
+
+    def set_skew(self, name: str, seconds: float) -> None:
+        """Set ``name``'s wall clock ``seconds`` ahead of true time (negative: behind)."""
+        self._skews[name] = seconds
+        if name in self.nodes:
+            self.nodes[name].skew = seconds
 
     # --- faults ----------------------------------------------------------------------------
 
@@ -137,6 +215,13 @@ class SimNetwork:
         node = self.nodes[name]
         self._after(node, node.core.receive(data, src, self.now))
 
+    def set_revoked(self, serials: Iterable[int], among: Optional[Iterable[str]] = None) -> None:
+        """Ship a revocation list to members (all live ones by default)."""
+        serials = list(serials)
+        for name in (among if among is not None else [n.name for n in self.live()]):
+            node = self.nodes[name]
+            self._after(node, node.core.set_revoked(serials, self.now))
+
     def run_until(self, t: float) -> None:
         heap = self._heap
         pop = heapq.heappop
@@ -161,6 +246,8 @@ class SimNetwork:
                     self._push(node.paused_until, _DELIVER, a, b, c)
                     continue
                 self.delivered += 1
+                for tap in self.taps:
+                    tap(when, c, a, b)
                 out = node.core.receive(b, c, when)
                 if node.tick_at <= when:  # timers due while the packet waited run first
                     node.tick_at = math.inf

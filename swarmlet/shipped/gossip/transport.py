@@ -3,8 +3,10 @@
 ``start_gossip(...)`` binds the socket, builds the core with the real defaults
 (``GossipConfig()``: memberlist's LAN profile) and returns a ``GossipNode``. Every
 datagram goes to ``core.receive`` with ``loop.time()``; a single ``call_at`` timer
-follows ``core.next_deadline()``. Outputs are sent with ``sendto`` (never blocks)
-and membership events handed to subscribers (plain callbacks or coroutines).
+follows ``core.next_deadline()``; the wall clock is ``time.time``. Outputs are sent
+with ``sendto`` (never blocks) and membership events handed to subscribers (plain
+callbacks or coroutines). Trouble that needs an operator (a peer on another wire
+version, a peer whose clock is off by more than the allowed skew) is logged once.
 Nothing here decides anything about membership.
 """
 
@@ -19,9 +21,11 @@ import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from ..exceptions import ConfigError
+from . import wire
 from .config import GossipConfig
 from .core import Addr, GossipCore, Output
 from .crypto import Keyring
+from .identity import Identity, Trust
 from .members import Member, MemberEvent, MemberState
 
 log = logging.getLogger("swarmlet.shipped.gossip")
@@ -58,6 +62,7 @@ class GossipNode:
         self._changed = asyncio.Event()
         self._closed = False
         self._io: Dict[str, int] = {"socket_errors": 0, "send_errors": 0, "callback_errors": 0}
+        self._logged: Set[str] = set()
 
     # --- public API ----------------------------------------------------------------------
 
@@ -72,8 +77,13 @@ class GossipNode:
 
     @property
     def keyring(self) -> Optional[Keyring]:
-        """Live keyring: ``add``/``use``/``remove`` take effect on the next packet."""
+        """Live keyring: ``add``/``use``/``remove``/``replace`` take effect on the next packet."""
         return self._core.keyring
+
+    def set_revoked(self, serials: Iterable[int]) -> None:
+        """The cluster's revoked certificate serials (the whole list): their holders'
+        packets and statements are refused from now on, and they are dead to us."""
+        self._drive(self._core.set_revoked(list(serials), self._loop.time()))
 
     def members(self) -> List[Member]:
         return self._core.members()
@@ -135,6 +145,20 @@ class GossipNode:
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
         if not self._closed:
             self._drive(self._core.receive(data, addr, self._loop.time()))
+            core = self._core
+            if core.version_mismatch is not None and "version" not in self._logged:
+                self._logged.add("version")
+                (host, port), version = core.version_mismatch
+                log.warning("gossip: a peer at %s:%s speaks gossip wire version %s, this node "
+                            "speaks %s: its packets are dropped (counted in dropped_version). "
+                            "Upgrade every node: re-run `swarmlet join` for it.",
+                            host, port, version, wire.WIRE_VERSION)
+            if core.clock_offset is not None and "clock" not in self._logged:
+                self._logged.add("clock")
+                (host, port), off = core.clock_offset
+                log.warning("gossip: packets from %s:%s are stamped %+.0f s from this node's "
+                            "clock (allowed: +-%.0f s): they are dropped (dropped_stale). "
+                            "Check NTP on both.", host, port, off, core.config.max_clock_skew)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -197,17 +221,33 @@ async def start_gossip(name: str, bind: Tuple[str, int] = ("0.0.0.0", 7946), *,
                        seeds: Iterable[Tuple[str, int]] = (),
                        config: Optional[GossipConfig] = None,
                        advertise: Optional[Tuple[str, int]] = None,
-                       join_timeout: float = 2.0) -> GossipNode:
+                       join_timeout: float = 2.0,
+                       cert: Optional[str] = None, key: Optional[str] = None,
+                       ca: Optional[str] = None, identity: Optional[Identity] = None,
+                       trust: Optional[Trust] = None,
+                       revoked: Iterable[int] = ()) -> GossipNode:
     """Bind UDP ``bind``, start gossiping as ``name`` and join ``seeds``.
 
-    ``keys``: AES-256 keys, the first primary; required unless
-    ``config.allow_plaintext``. ``advertise``: the (host, port) others should use;
-    by default the bound address, or ``meta["address"]`` when bound to a wildcard.
-    Raises ``ConfigError`` for a bad key, bad metadata or a port that cannot be bound.
+    ``keys``: AES-256 cluster keys, the first primary; required unless
+    ``config.allow_plaintext``. With keys, the node's certificate and key and the
+    cluster CA are required too: file paths ``cert``/``key``/``ca`` (what the agent
+    has), or ``identity``/``trust`` objects. ``revoked``: serials refused from the
+    start. ``advertise``: the (host, port) others should use; by default the bound
+    address, or ``meta["address"]`` when bound to a wildcard. Raises ``ConfigError``
+    for a bad key, certificate, metadata or a port that cannot be bound.
     """
     config = config or GossipConfig()
     seeds = [(str(h), int(p)) for h, p in seeds]
     keyring = Keyring(keys) if keys else None
+    if keyring is not None:
+        if identity is None:
+            if not (cert and key):
+                raise ConfigError("gossip needs the node's certificate and key (cert=, key=)")
+            identity = Identity.load(cert, key)
+        if trust is None:
+            if not ca:
+                raise ConfigError("gossip needs the cluster CA certificate (ca=)")
+            trust = Trust.load(ca, skew=config.max_clock_skew, max_certs=config.max_members)
     loop = asyncio.get_running_loop()
     proto = _Protocol()
     try:
@@ -223,9 +263,11 @@ async def start_gossip(name: str, bind: Tuple[str, int] = ("0.0.0.0", 7946), *,
             if not host:
                 raise ConfigError("gossip bound to a wildcard address: pass advertise= "
                                   "or meta['address']")
-        core = GossipCore(name, (host, port), keyring=keyring, config=config, meta=meta or {},
-                          now=loop.time(), epoch=time.time_ns(),
+        core = GossipCore(name, (host, port), keyring=keyring, identity=identity, trust=trust,
+                          config=config, meta=meta or {}, now=loop.time(), wall=time.time,
                           rng=random.Random(os.urandom(16)), seeds=seeds)
+        if revoked:
+            core.set_revoked(list(revoked), loop.time())
     except BaseException:
         transport.close()
         raise

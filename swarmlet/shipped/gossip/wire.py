@@ -1,20 +1,36 @@
-"""The gossip wire format: framing, encoding and strict validation.
+"""The gossip wire format (version 2): framing, encoding and strict validation.
 
-A packet (the plaintext inside the AES-GCM envelope) is::
+A packet (the plaintext inside the envelope of ``crypto``) is::
 
     byte    (WIRE_VERSION << 4) | type
-    msgpack [sender, epoch, seq, body]
+    msgpack [sender, stamp, body]
 
-``sender``/``epoch``/``seq`` feed the receiver's anti-replay window. For a single
-message ``body`` is that message's field list; for ``COMPOUND`` it is a list of
+``stamp`` is the sender's clock: ``(unix ms << 12) | n``, strictly increasing per
+sender, across restarts too (``Stamper``). Receivers refuse a stamp more than the
+allowed clock skew away from their own clock, and one they have seen (``replay``).
+For a single message ``body`` is its field list; for ``COMPOUND`` it is a list of
 ``[type, fields]`` pairs, so several messages share one UDP payload. Fields are
-positional lists (smaller than maps). Every field is type- and range-checked;
-anything off raises ``ProtocolError`` (the caller drops and counts the packet).
-Unknown message types are skipped, not errors, so newer peers can add messages.
+positional lists. Every field is type- and range-checked; anything off raises
+``ProtocolError`` (the caller drops and counts the packet). A packet of another wire
+version raises ``VersionMismatch``. Unknown message types are skipped, not errors,
+so newer peers can add messages.
 
-Push-pull carries digests ``[name, host, port, inc, state]``; a receiver that is
-behind answers with ``PULL [names]`` and gets full ``ALIVE`` messages back, so
-anti-entropy does not resend every member's metadata each period.
+What a member says about itself is signed by it (``statements``) and relayed as is:
+
+- ``RECORD [name, inc, mver, host, port, meta, sig]``: who it is, where, and its
+  metadata at metadata version ``mver``; also "alive at incarnation ``inc``".
+- ``ALIVE [name, inc, sig]``: alive at ``inc``: a refutation carries this, not the
+  record (metadata is versioned apart from liveness).
+- ``LEAVE [name, inc, sig]``: a graceful leave.
+
+What members say about others is not signed, and is bounded by what the subject
+signed (the core refuses a higher incarnation): ``SUSPECT``/``DEAD [name, inc,
+frm]``. Incarnations are at most ``INC_MAX``, accusations at most ``INC_MAX - 1``,
+so a refutation (accused + 1) always fits.
+
+Push-pull carries digests ``[name, inc, state, mver]``; a receiver that is behind
+answers ``PULL [names]`` (and ``CERT_REQ [names]`` for certificates it lacks) and
+gets the signed statements (and ``CERT [der]``) back.
 
 Broadcasts are pre-encoded once as ``Item``s (type + packed fields) and spliced
 into packets without re-encoding; ``pack_items`` knows the exact byte cost.
@@ -29,7 +45,7 @@ import msgpack
 
 from ..exceptions import ProtocolError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 PING = 1
 INDIRECT_PING = 2
@@ -41,10 +57,15 @@ DEAD = 7
 PUSH_PULL = 8
 COMPOUND = 9
 PULL = 10
+RECORD = 11
+LEAVE = 12
+CERT_REQ = 13
+CERT = 14
 
 TYPE_NAMES = {PING: "ping", INDIRECT_PING: "indirect_ping", ACK: "ack", NACK: "nack",
               SUSPECT: "suspect", ALIVE: "alive", DEAD: "dead", PUSH_PULL: "push_pull",
-              COMPOUND: "compound", PULL: "pull"}
+              COMPOUND: "compound", PULL: "pull", RECORD: "record", LEAVE: "leave",
+              CERT_REQ: "cert_req", CERT: "cert"}
 
 # Member states as sent in push-pull entries.
 ST_ALIVE, ST_SUSPECT, ST_DEAD, ST_LEFT = 0, 1, 2, 3
@@ -57,9 +78,21 @@ MAX_META_STR = 256
 MAX_META_BYTES = 512        # memberlist's MetaMaxSize
 MAX_COMPOUND = 255
 MAX_ENTRIES = 1024          # push-pull entries per packet
+MAX_CERT = 2048             # DER bytes; ours are about 480
 MAX_INT = (1 << 63) - 1
-HEADER_OVERHEAD = 1 + 1 + 9 + 3  # type byte, array header, seq (worst), compound array header
+INC_MAX = (1 << 53) - 1     # incarnations and metadata versions (exact in JSON too)
+SIG_SIZE = 64               # ECDSA P-256, raw r || s
+STAMP_SHIFT = 12            # stamp = unix ms << 12 | counter
+HEADER_OVERHEAD = 1 + 1 + 9 + 3  # type byte, array header, stamp, compound array header
 ITEM_OVERHEAD = 2                # [type, fields] pair header
+
+
+class VersionMismatch(ProtocolError):
+    """A packet of another gossip wire version (a peer running another swarmlet)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"gossip wire version {version}, this node speaks {WIRE_VERSION}")
+        self.version = version
 
 
 class Ping(NamedTuple):
@@ -68,10 +101,10 @@ class Ping(NamedTuple):
 
 
 class IndirectPing(NamedTuple):
+    """Ask the receiver to ping ``target`` (at the address it knows) for us."""
+
     seq: int
     target: str
-    host: str
-    port: int
     nack: bool
 
 
@@ -83,36 +116,47 @@ class Nack(NamedTuple):
     seq: int
 
 
-class Alive(NamedTuple):
-    inc: int
+class Record(NamedTuple):
     name: str
+    inc: int
+    mver: int
     host: str
     port: int
     meta: Dict[str, Any]
+    sig: bytes
+
+
+class Alive(NamedTuple):
+    name: str
+    inc: int
+    sig: bytes
+
+
+class Leave(NamedTuple):
+    name: str
+    inc: int
+    sig: bytes
 
 
 class Suspect(NamedTuple):
-    inc: int
     name: str
+    inc: int
     frm: str
 
 
 class Dead(NamedTuple):
-    inc: int
     name: str
-    frm: str   # == name: a graceful leave
+    inc: int
+    frm: str
 
 
 class Entry(NamedTuple):
-    """A push-pull entry. Push-pull sends digests (``meta`` None); the receiver
-    pulls the full ``Alive`` of members it is behind on."""
+    """A push-pull digest entry."""
 
     name: str
-    host: str
-    port: int
     inc: int
     state: int
-    meta: Optional[Dict[str, Any]] = None
+    mver: int
 
 
 class PushPull(NamedTuple):
@@ -123,9 +167,19 @@ class PushPull(NamedTuple):
 
 
 class Pull(NamedTuple):
-    """Ask for the full ``Alive`` (with metadata) of these members."""
+    """Ask for the signed statements (record, liveness) of these members."""
 
     names: List[str]
+
+
+class CertReq(NamedTuple):
+    """Ask for the certificates of these members."""
+
+    names: List[str]
+
+
+class Cert(NamedTuple):
+    der: bytes
 
 
 class Item(NamedTuple):
@@ -141,8 +195,7 @@ class Item(NamedTuple):
 
 class Packet(NamedTuple):
     sender: str
-    epoch: int
-    seq: int
+    stamp: int
     messages: List[Any]   # decoded NamedTuples; unknown types already skipped
     unknown: int          # how many unknown-type messages were skipped
 
@@ -152,42 +205,63 @@ class Packet(NamedTuple):
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
+def packb(obj: Any) -> bytes:
+    return _packb(obj)
+
+
 def item(msg: Any) -> Item:
     """Encode one message (a NamedTuple above) as an ``Item``."""
     t = _TYPE_OF[type(msg)]
     if t == PUSH_PULL:
-        fields = [msg.join, msg.reply, msg.part, [_entry_fields(e) for e in msg.entries]]
-    elif t == PULL:
+        fields = [msg.join, msg.reply, msg.part, [list(e) for e in msg.entries]]
+    elif t in (PULL, CERT_REQ):
         fields = [list(msg.names)]
     else:
         fields = list(msg)
     return Item(t, _packb(fields))
 
 
-def _entry_fields(e: Entry) -> List[Any]:
-    return list(e) if e.meta is not None else list(e[:5])
-
-
 def entry_cost(e: Entry) -> int:
-    return len(_packb(_entry_fields(e)))
+    return len(_packb(list(e)))
 
 
 class Header:
     """The constant part of a sender's packets, packed once."""
 
-    def __init__(self, sender: str, epoch: int) -> None:
+    def __init__(self, sender: str) -> None:
         self.sender = sender
-        self.epoch = epoch
-        self.prefix = _packb(sender) + _packb(epoch)
+        self.prefix = _packb(sender)
 
 
-def pack_items(header: Header, seq: int, items: List[Item]) -> bytes:
+class Stamper:
+    """Packet stamps: ``(unix ms << 12) | n``, strictly increasing.
+
+    Time-based, so a restarted sender is ahead of its old packets without any state
+    kept; ``max(last + 1, ...)`` keeps them unique within a millisecond and when the
+    wall clock steps back.
+    """
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self, wall: float) -> int:
+        s = max(self.last + 1, int(wall * 1000) << STAMP_SHIFT)
+        self.last = s
+        return s
+
+
+def stamp_time(stamp: int) -> float:
+    """The sender's clock (unix seconds) when it stamped the packet."""
+    return (stamp >> STAMP_SHIFT) / 1000.0
+
+
+def pack_items(header: Header, stamp: int, items: List[Item]) -> bytes:
     """One packet carrying ``items`` (at least one)."""
     if len(items) == 1:
         it = items[0]
-        return b"".join((bytes(((WIRE_VERSION << 4) | it.type, 0x94)), header.prefix,
-                         _packb(seq), it.fields))
-    parts = [bytes(((WIRE_VERSION << 4) | COMPOUND, 0x94)), header.prefix, _packb(seq),
+        return b"".join((bytes(((WIRE_VERSION << 4) | it.type, 0x93)), header.prefix,
+                         _packb(stamp), it.fields))
+    parts = [bytes(((WIRE_VERSION << 4) | COMPOUND, 0x93)), header.prefix, _packb(stamp),
              _array_header(len(items))]
     for it in items:
         parts.append(bytes((0x92, it.type)))
@@ -216,19 +290,18 @@ def decode_packet(data: bytes) -> Packet:
         raise ProtocolError("packet too large")
     tb = data[0]
     if tb >> 4 != WIRE_VERSION:
-        raise ProtocolError(f"unsupported wire version {tb >> 4}")
+        raise VersionMismatch(tb >> 4)
     t = tb & 0x0F
     try:
         # unpackb bounds string/array/map lengths by the input size on its own.
         obj = msgpack.unpackb(data[1:], raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises many kinds (ExtraData, ValueError, UnicodeDecodeError…)
         raise ProtocolError(f"undecodable packet: {type(exc).__name__}") from exc
-    if type(obj) is not list or len(obj) != 4:
+    if type(obj) is not list or len(obj) != 3:
         raise ProtocolError("bad packet header")
-    sender, epoch, seq, body = obj
+    sender, stamp, body = obj
     _name(sender, "sender")
-    _int(epoch, "epoch")
-    _int(seq, "seq")
+    _int(stamp, "stamp")
     messages: List[Any] = []
     unknown = 0
     if t == COMPOUND:
@@ -251,7 +324,7 @@ def decode_packet(data: bytes) -> Packet:
             unknown += 1
         else:
             messages.append(msg)
-    return Packet(sender, epoch, seq, messages, unknown)
+    return Packet(sender, stamp, messages, unknown)
 
 
 def _decode_one(t: int, f: Any) -> Optional[Any]:
@@ -275,6 +348,15 @@ def _int(v: Any, what: str, lo: int = 0, hi: int = MAX_INT) -> int:
     return v
 
 
+def _inc(v: Any, what: str) -> int:
+    return _int(v, what, 0, INC_MAX)
+
+
+def _accused_inc(v: Any, what: str) -> int:
+    # One below the bound: the subject's refutation (accused + 1) must still fit.
+    return _int(v, what, 0, INC_MAX - 1)
+
+
 def _bool(v: Any, what: str) -> bool:
     if type(v) is not bool:
         raise ProtocolError(f"{what}: expected a boolean")
@@ -282,19 +364,27 @@ def _bool(v: Any, what: str) -> bool:
 
 
 def _name(v: Any, what: str) -> str:
-    if type(v) is not str or not 0 < len(v) <= MAX_NAME:
+    # Printable only: names reach logs, events and the master's node table.
+    if type(v) is not str or not 0 < len(v) <= MAX_NAME or not v.isprintable():
         raise ProtocolError(f"{what}: bad name")
     return v
 
 
 def _host(v: Any, what: str) -> str:
-    if type(v) is not str or not 0 < len(v) <= MAX_HOST:
+    if type(v) is not str or not 0 < len(v) <= MAX_HOST or not v.isprintable():
         raise ProtocolError(f"{what}: bad host")
     return v
 
 
 def _port(v: Any, what: str) -> int:
     return _int(v, what, 0, 65535)
+
+
+def _sig(v: Any, what: str) -> bytes:
+    # Empty only in plaintext (test) clusters; the core requires a signature otherwise.
+    if type(v) is not bytes or len(v) not in (0, SIG_SIZE):
+        raise ProtocolError(f"{what}: bad signature")
+    return v
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -324,6 +414,8 @@ def _scalar(x: Any) -> bool:
         return len(x) <= MAX_META_STR
     if tx is float:
         return math.isfinite(x)
+    if tx is int:
+        return -MAX_INT - 1 <= x <= MAX_INT
     return tx in _SCALARS
 
 
@@ -337,9 +429,8 @@ def _ping(f: List[Any]) -> Ping:
 
 
 def _indirect(f: List[Any]) -> IndirectPing:
-    _arity(f, 5, "indirect_ping")
-    return IndirectPing(_int(f[0], "seq"), _name(f[1], "target"), _host(f[2], "host"),
-                        _port(f[3], "port"), _bool(f[4], "nack"))
+    _arity(f, 3, "indirect_ping")
+    return IndirectPing(_int(f[0], "seq"), _name(f[1], "target"), _bool(f[2], "nack"))
 
 
 def _ack(f: List[Any]) -> Ack:
@@ -352,21 +443,36 @@ def _nack(f: List[Any]) -> Nack:
     return Nack(_int(f[0], "nack.seq"))
 
 
+def _record(f: List[Any]) -> Record:
+    _arity(f, 7, "record")
+    meta = check_meta(f[5], "record.meta")
+    if meta_size(meta) > MAX_META_BYTES:
+        raise ProtocolError("record.meta: too large")
+    return Record(_name(f[0], "record.name"), _inc(f[1], "record.inc"),
+                  _inc(f[2], "record.mver"), _host(f[3], "record.host"),
+                  _port(f[4], "record.port"), meta, _sig(f[6], "record.sig"))
+
+
 def _alive(f: List[Any]) -> Alive:
-    _arity(f, 5, "alive")
-    return Alive(_int(f[0], "alive.inc"), _name(f[1], "alive.name"), _host(f[2], "alive.host"),
-                 _port(f[3], "alive.port"), check_meta(f[4], "alive.meta"))
+    _arity(f, 3, "alive")
+    return Alive(_name(f[0], "alive.name"), _inc(f[1], "alive.inc"), _sig(f[2], "alive.sig"))
+
+
+def _leave(f: List[Any]) -> Leave:
+    _arity(f, 3, "leave")
+    return Leave(_name(f[0], "leave.name"), _inc(f[1], "leave.inc"), _sig(f[2], "leave.sig"))
 
 
 def _suspect(f: List[Any]) -> Suspect:
     _arity(f, 3, "suspect")
-    return Suspect(_int(f[0], "suspect.inc"), _name(f[1], "suspect.name"),
+    return Suspect(_name(f[0], "suspect.name"), _accused_inc(f[1], "suspect.inc"),
                    _name(f[2], "suspect.from"))
 
 
 def _dead(f: List[Any]) -> Dead:
     _arity(f, 3, "dead")
-    return Dead(_int(f[0], "dead.inc"), _name(f[1], "dead.name"), _name(f[2], "dead.from"))
+    return Dead(_name(f[0], "dead.name"), _accused_inc(f[1], "dead.inc"),
+                _name(f[2], "dead.from"))
 
 
 def _push_pull(f: List[Any]) -> PushPull:
@@ -376,32 +482,49 @@ def _push_pull(f: List[Any]) -> PushPull:
         raise ProtocolError("push_pull.entries: bad list")
     entries = []
     for e in raw:
-        if type(e) is not list or len(e) < 5:
+        if type(e) is not list or len(e) < 4:
             raise ProtocolError("push_pull entry: bad shape")
-        meta = None if len(e) == 5 or e[5] is None else check_meta(e[5], "entry.meta")
-        entries.append(Entry(_name(e[0], "entry.name"), _host(e[1], "entry.host"),
-                             _port(e[2], "entry.port"), _int(e[3], "entry.inc"),
-                             _int(e[4], "entry.state", 0, ST_LEFT), meta))
+        state = _int(e[2], "entry.state", 0, ST_LEFT)
+        inc = _accused_inc(e[1], "entry.inc") if state in (ST_SUSPECT, ST_DEAD) \
+            else _inc(e[1], "entry.inc")
+        entries.append(Entry(_name(e[0], "entry.name"), inc, state, _inc(e[3], "entry.mver")))
     return PushPull(_bool(f[0], "join"), _bool(f[1], "reply"), _int(f[2], "part", 0, 1 << 20),
                     entries)
 
 
-def _pull(f: List[Any]) -> Pull:
-    _arity(f, 1, "pull")
+def _names(f: List[Any], what: str) -> List[str]:
+    _arity(f, 1, what)
     raw = f[0]
     if type(raw) is not list or len(raw) > MAX_ENTRIES:
-        raise ProtocolError("pull.names: bad list")
-    return Pull([_name(n, "pull.name") for n in raw])
+        raise ProtocolError(f"{what}.names: bad list")
+    return [_name(n, f"{what}.name") for n in raw]
+
+
+def _pull(f: List[Any]) -> Pull:
+    return Pull(_names(f, "pull"))
+
+
+def _cert_req(f: List[Any]) -> CertReq:
+    return CertReq(_names(f, "cert_req"))
+
+
+def _cert(f: List[Any]) -> Cert:
+    _arity(f, 1, "cert")
+    if type(f[0]) is not bytes or not 0 < len(f[0]) <= MAX_CERT:
+        raise ProtocolError("cert: bad certificate bytes")
+    return Cert(f[0])
 
 
 _DECODERS = {PING: _ping, INDIRECT_PING: _indirect, ACK: _ack, NACK: _nack, SUSPECT: _suspect,
-             ALIVE: _alive, DEAD: _dead, PUSH_PULL: _push_pull, PULL: _pull}
+             ALIVE: _alive, DEAD: _dead, PUSH_PULL: _push_pull, PULL: _pull, RECORD: _record,
+             LEAVE: _leave, CERT_REQ: _cert_req, CERT: _cert}
 _TYPE_OF = {Ping: PING, IndirectPing: INDIRECT_PING, Ack: ACK, Nack: NACK, Suspect: SUSPECT,
-            Alive: ALIVE, Dead: DEAD, PushPull: PUSH_PULL, Pull: PULL}
+            Alive: ALIVE, Dead: DEAD, PushPull: PUSH_PULL, Pull: PULL, Record: RECORD,
+            Leave: LEAVE, CertReq: CERT_REQ, Cert: CERT}
 
 
 def chunk_names(names: List[str], room: int) -> List[List[str]]:
-    """Split pull names into groups whose encoding fits ``room`` bytes."""
+    """Split names into groups whose encoding fits ``room`` bytes."""
     chunks: List[List[str]] = []
     cur: List[str] = []
     used = 8
@@ -424,7 +547,7 @@ def chunk_entries(entries: List[Entry], room: int) -> List[List[Entry]]:
     used = 16  # push_pull field list header, flags, part, entries array header
     for e in entries:
         c = entry_cost(e)
-        if cur and used + c > room:
+        if cur and (used + c > room or len(cur) >= MAX_ENTRIES):
             chunks.append(cur)
             cur, used = [], 16
         cur.append(e)

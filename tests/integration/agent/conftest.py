@@ -82,8 +82,9 @@ def pki_files(tmp_path_factory) -> Dict[str, str]:
     d = tmp_path_factory.mktemp("pki")
     ca = pki.create_ca("test-cluster")
     other = pki.create_ca("other-cluster")
-    out = {"ca": str(d / "ca.crt")}
+    out = {"ca": str(d / "ca.crt"), "ca_key": str(d / "ca.key")}
     (d / "ca.crt").write_bytes(ca.cert_pem)
+    (d / "ca.key").write_bytes(ca.key_pem)
     for name, role, issuer in (("agent", "agent", ca), ("master", "master", ca), ("cli", "cli", ca),
                                ("peer", "agent", ca), ("foreign", "master", other)):
         kp = pki.issue(issuer, name if name != "agent" else "localhost", role,

@@ -20,13 +20,28 @@ def _udp_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_agents_gossip_membership_and_utilization(make_agent, api_for, tmp_path):
+def node_cert(pki_files, tmp_path, name: str) -> dict:
+    """A certificate of the agent's own name (gossip signs with it), as join issues."""
+    from pathlib import Path
+
+    from swarmlet import pki
+    ca = pki.KeyPair(Path(pki_files["ca_key"]).read_bytes(), Path(pki_files["ca"]).read_bytes())
+    kp = pki.issue(ca, name, "agent", sans=["127.0.0.1"])
+    (tmp_path / f"{name}.crt").write_bytes(kp.cert_pem)
+    (tmp_path / f"{name}.key").write_bytes(kp.key_pem)
+    return {"name": name, "cert": str(tmp_path / f"{name}.crt"),
+            "key": str(tmp_path / f"{name}.key")}
+
+
+async def test_agents_gossip_membership_and_utilization(make_agent, api_for, tmp_path, pki_files):
     keys = tmp_path / "gossip.keys"
     keys.write_text(json.dumps([base64.b64encode(os.urandom(32)).decode()]))
     p1, p2 = _udp_port(), _udp_port()
     common = dict(gossip=True, gossip_bind="127.0.0.1", gossip_keys=str(keys), stats_interval=0.5)
-    a = await make_agent(gossip_port=p1, labels={"zone": "a"}, **common)
-    b = await make_agent(gossip_port=p2, seeds=(f"127.0.0.1:{p1}",), labels={"zone": "b"}, **common)
+    a = await make_agent(gossip_port=p1, labels={"zone": "a"},
+                         **node_cert(pki_files, tmp_path, "ga"), **common)
+    b = await make_agent(gossip_port=p2, seeds=(f"127.0.0.1:{p1}",), labels={"zone": "b"},
+                         **node_cert(pki_files, tmp_path, "gb"), **common)
     assert a.members.available and b.members.available
     api = api_for(a)
     names = {a.config.name, b.config.name}

@@ -1,94 +1,94 @@
 """The sans-I/O core driven by hand: incarnation rules, refutation, buddy system,
-Lifeguard's suspicion timeout and local-health multiplier. Fake time throughout."""
+Lifeguard's suspicion timeout and local-health multiplier, metadata versioned apart
+from liveness. Fake time throughout (the wall clock only stamps packets)."""
 
 from __future__ import annotations
 
-import random
 from typing import List
 
 import pytest
 
 from swarmlet.shipped.exceptions import ConfigError
 from swarmlet.shipped.gossip import wire
-from swarmlet.shipped.gossip.config import GossipConfig
 from swarmlet.shipped.gossip.core import GossipCore
-from swarmlet.shipped.gossip.crypto import Keyring, generate_key
 from swarmlet.shipped.gossip.members import EventKind, MemberState, suspicion_timeout
+
+from tests.unit.gossip.peers import ADDR, Peer, make_core, opened
 
 pytestmark = pytest.mark.unit
 
-RING = Keyring([generate_key()])
-ADDR = {f"n{i}": (f"10.0.0.{i}", 7946) for i in range(1, 10)}
-
-
-class Peer:
-    """Crafts authentic packets from a named member."""
-
-    def __init__(self, name: str) -> None:
-        self.header = wire.Header(name, 1)
-        self.seq = 0
-
-    def packet(self, *msgs) -> bytes:
-        self.seq += 1
-        return RING.seal(wire.pack_items(self.header, self.seq, [wire.item(m) for m in msgs]))
-
-
-def make(peers: int = 5, **cfg) -> GossipCore:
-    core = GossipCore("n1", ADDR["n1"], keyring=RING, config=GossipConfig(**cfg), epoch=1,
-                      rng=random.Random(4))
-    core.seed_members([(f"n{i}", ADDR[f"n{i}"], 0, {}) for i in range(2, peers + 2)])
-    return core
-
-
-def decoded(sends) -> List[List[object]]:
-    return [wire.decode_packet(RING.open(d)).messages for d, _ in sends]
-
 
 def test_incarnation_rules():
-    core, p = make(), Peer("n3")
-    core.receive(p.packet(wire.Suspect(0, "n2", "n3")), ADDR["n3"], 0.0)
+    core, p3, p2 = make_core(), Peer("n3"), Peer("n2")
+    p3.send(core, wire.Suspect("n2", 0, "n3"), now=0.0)
     assert core.state_of("n2") == MemberState.SUSPECT
-    core.receive(p.packet(wire.Alive(0, "n2", *ADDR["n2"], {})), ADDR["n3"], 0.1)
+    p3.send(core, p2.alive(0), now=0.1)
     assert core.state_of("n2") == MemberState.SUSPECT      # alive needs a higher incarnation
-    out = core.receive(p.packet(wire.Alive(1, "n2", *ADDR["n2"], {"x": 1})), ADDR["n3"], 0.2)
+    out = p3.send(core, p2.record(1, 2, {"x": 1}), now=0.2)
     assert core.state_of("n2") == MemberState.ALIVE
     assert [e.kind for e in out.events] == [EventKind.ALIVE, EventKind.UPDATE]
-    core.receive(p.packet(wire.Dead(0, "n2", "n3")), ADDR["n3"], 0.3)
+    p3.send(core, wire.Dead("n2", 0, "n3"), now=0.3)
     assert core.state_of("n2") == MemberState.ALIVE        # stale death
-    out = core.receive(p.packet(wire.Dead(1, "n2", "n2")), ADDR["n3"], 0.4)
+    out = p3.send(core, p2.leave(1), now=0.4)
     assert core.state_of("n2") == MemberState.LEFT and out.events[0].kind == EventKind.LEAVE
-    out = core.receive(p.packet(wire.Alive(2, "n2", *ADDR["n2"], {})), ADDR["n3"], 0.5)
+    out = p3.send(core, p2.alive(2), now=0.5)
     assert core.state_of("n2") == MemberState.ALIVE and out.events[0].kind == EventKind.JOIN
 
 
-def test_suspicion_about_self_is_refuted_with_a_higher_incarnation():
-    core, p = make(), Peer("n3")
-    core.update_meta({"cpu_percent": 1.0}, 0.0)              # incarnation 1
-    core.receive(p.packet(wire.Suspect(1, "n1", "n3")), ADDR["n3"], 0.1)
-    assert core.inc == 2 and core.stats["refutes"] == 1 and core.awareness == 1
-    core.receive(p.packet(wire.Dead(5, "n1", "n3")), ADDR["n3"], 0.2)
-    assert core.inc == 6
-    core.receive(p.packet(wire.Suspect(3, "n1", "n3")), ADDR["n3"], 0.3)
-    assert core.inc == 6                                      # older accusation: ignored
-    # The refutation rides on the next packet out.
+def test_claims_above_what_the_subject_signed_are_refused():
+    core, p3 = make_core(), Peer("n3")
+    p3.send(core, wire.Dead("n2", 5, "n3"), now=0.0)        # n2 only ever signed incarnation 0
+    p3.send(core, wire.Suspect("n2", 1, "n3"), now=0.1)
+    assert core.state_of("n2") == MemberState.ALIVE
+    assert core.stats["refused_claims"] == 2
+    p3.send(core, Peer("n2").alive(7), now=0.2)
+    p3.send(core, wire.Dead("n2", 7, "n3"), now=0.3)        # now it has: a valid accusation
+    assert core.state_of("n2") == MemberState.DEAD
+
+
+def test_suspicion_about_self_is_refuted_with_the_next_incarnation():
+    core, p = make_core(), Peer("n3")
+    p.send(core, wire.Suspect("n1", 0, "n3"), now=0.1)
+    assert core.inc == 1 and core.stats["refutes"] == 1 and core.awareness == 1
+    p.send(core, wire.Suspect("n1", 0, "n3"), now=0.2)     # older accusation: ignored
+    assert core.inc == 1
+    # Higher than we signed in this run: not believed, but our own signed word is asked for.
+    out = p.send(core, wire.Dead("n1", 9, "n3"), now=0.3)
+    assert core.inc == 1
+    assert any(isinstance(m, wire.Pull) and m.names == ["n1"]
+               for msgs in opened(core, out.sends) for m in msgs)
+    # The refutation rides on the next packet out, and carries no metadata.
     sent = core.tick(10.0).sends
-    alive = [m for msgs in decoded(sent) for m in msgs if isinstance(m, wire.Alive)]
-    assert alive and alive[0].inc == 6 and alive[0].meta == {"cpu_percent": 1.0}
+    alive = [m for msgs in opened(core, sent) for m in msgs if isinstance(m, wire.Alive)]
+    assert alive and alive[0] == wire.Alive("n1", 1, alive[0].sig) and len(alive[0].sig) == 64
+
+
+def test_a_restarted_member_gets_ahead_of_its_earlier_run():
+    core = make_core()
+    # Its earlier run had signed incarnation 6 (same key: the certificate survives restarts).
+    old_run, p = make_core(), Peer("n3")
+    for _ in range(6):
+        p.send(old_run, wire.Suspect("n1", old_run.inc, "n3"))
+    assert old_run.inc == 6
+    p.send(core, wire.Alive("n1", 6, old_run._own_live.sig), now=1.0)
+    assert core.inc == 7
+    # A forged "you are at 1000" is not signed by us, so it changes nothing.
+    p.send(core, wire.Alive("n1", 1000, b"\x01" * 64), now=1.1)
+    assert core.inc == 7 and core.stats["bad_signatures"] == 1
 
 
 def test_buddy_system_ping_to_a_suspect_carries_the_suspicion():
-    core = make(peers=1)                                      # only n2: every probe goes to it
+    core = make_core(peers=2)
     p3 = Peer("n3")
-    core.receive(p3.packet(wire.Alive(0, "n3", *ADDR["n3"], {})), ADDR["n3"], 0.0)
-    core.receive(p3.packet(wire.Suspect(0, "n2", "n3")), ADDR["n3"], 0.0)
+    p3.send(core, wire.Suspect("n2", 0, "n3"), now=0.0)
     seen = False
     t = 0.0
-    while t < 4 and not seen:
+    while t < 6 and not seen:
         t = core.next_deadline()
-        for d, addr in core.tick(t).sends:
-            msgs = wire.decode_packet(RING.open(d)).messages
+        sends = core.tick(t).sends
+        for (d, addr), msgs in zip(sends, opened(core, sends)):
             if addr == ADDR["n2"] and any(isinstance(m, wire.Ping) for m in msgs):
-                assert wire.Suspect(0, "n2", "n3") in msgs or wire.Suspect(0, "n2", "n1") in msgs
+                assert wire.Suspect("n2", 0, "n3") in msgs or wire.Suspect("n2", 0, "n1") in msgs
                 seen = True
     assert seen
 
@@ -98,28 +98,30 @@ def test_lifeguard_suspicion_timeout_shrinks_with_confirmations():
     times = [suspicion_timeout(c, 2, lo, hi) for c in range(4)]
     assert times[0] == hi and times[2] == lo and times[3] == lo
     assert hi > times[1] > lo
-    core = make(peers=6)                                     # n = 7: k = 2, min 4 s, max 24 s
-    core.receive(Peer("n3").packet(wire.Suspect(0, "n2", "n3")), ADDR["n3"], 0.0)
+    core = make_core(peers=6)                                # n = 7: k = 2, min 4 s, max 24 s
+    Peer("n3").send(core, wire.Suspect("n2", 0, "n3"), now=0.0)
     core.tick(23.0)
     assert core._nodes["n2"].suspicion.deadline == pytest.approx(24.0)
-    core.receive(Peer("n4").packet(wire.Suspect(0, "n2", "n4")), ADDR["n4"], 1.0)
-    core.receive(Peer("n4").packet(wire.Suspect(0, "n2", "n4")), ADDR["n4"], 1.1)  # same member twice
+    p4 = Peer("n4")
+    p4.send(core, wire.Suspect("n2", 0, "n4"), now=1.0)
+    p4.send(core, wire.Suspect("n2", 0, "n4"), now=1.1)     # same member twice
     assert core._nodes["n2"].suspicion.deadline == pytest.approx(times[1])
-    core.receive(Peer("n5").packet(wire.Suspect(0, "n2", "n5")), ADDR["n5"], 2.0)
+    Peer("n5").send(core, wire.Suspect("n2", 0, "n5"), now=2.0)
     out = core.tick(4.0)
     assert core.state_of("n2") == MemberState.DEAD
     assert [e.kind for e in out.events] == [EventKind.DEAD]
 
 
 def test_failed_probes_raise_local_health_and_stretch_the_probe_interval():
-    core = make(peers=1)                                     # n2 never answers
+    core = make_core(peers=1)                                # n2 never answers
     probes: List[float] = []
     seqs = set()
     t = 0.0
     while t < 60:
         t = core.next_deadline()
-        for d, addr in core.tick(t).sends:
-            for m in wire.decode_packet(RING.open(d)).messages:
+        sends = core.tick(t).sends
+        for msgs in opened(core, sends):
+            for m in msgs:
                 if isinstance(m, wire.Ping) and m.seq not in seqs:   # not the re-ping
                     seqs.add(m.seq)
                     probes.append(t)
@@ -131,56 +133,89 @@ def test_failed_probes_raise_local_health_and_stretch_the_probe_interval():
 
 
 def test_a_successful_probe_lowers_local_health():
-    core = make(peers=1)
+    core = make_core(peers=1)
     core.awareness = 3
     p2 = Peer("n2")
     t = 0.0
     while t < 30:
         t = core.next_deadline()
-        for d, addr in core.tick(t).sends:
-            for m in wire.decode_packet(RING.open(d)).messages:
+        sends = core.tick(t).sends
+        for (d, addr), msgs in zip(sends, opened(core, sends)):
+            for m in msgs:
                 if isinstance(m, wire.Ping):
-                    core.receive(p2.packet(wire.Ack(m.seq)), addr, t + 0.001)
+                    p2.send(core, wire.Ack(m.seq), now=t + 0.001)
     assert core.awareness == 0
 
 
 def test_indirect_probe_is_relayed_and_nacked():
-    core = make(peers=3)
+    core = make_core(peers=3)
     p = Peer("n3")
-    out = core.receive(p.packet(wire.IndirectPing(77, "n2", *ADDR["n2"], True)), ADDR["n3"], 0.0)
-    ping = [m for m in decoded(out.sends)[0] if isinstance(m, wire.Ping)][0]
+    out = p.send(core, wire.IndirectPing(77, "n2", True), now=0.0)
+    ping = [m for m in opened(core, out.sends)[0] if isinstance(m, wire.Ping)][0]
     assert out.sends[0][1] == ADDR["n2"] and ping.target == "n2"
-    relayed = core.receive(Peer("n2").packet(wire.Ack(ping.seq)), ADDR["n2"], 0.1)
-    assert relayed.sends[0][1] == ADDR["n3"] and wire.Ack(77) in decoded(relayed.sends)[0]
-    core.receive(p.packet(wire.IndirectPing(78, "n4", *ADDR["n4"], True)), ADDR["n3"], 1.0)
-    nacks = [m for msgs in decoded(core.tick(1.5).sends) for m in msgs if isinstance(m, wire.Nack)]
+    relayed = Peer("n2").send(core, wire.Ack(ping.seq), now=0.1)
+    assert relayed.sends[0][1] == ADDR["n3"] and wire.Ack(77) in opened(core, relayed.sends)[0]
+    p.send(core, wire.IndirectPing(78, "n4", True), now=1.0)
+    nacks = [m for msgs in opened(core, core.tick(1.5).sends) for m in msgs
+             if isinstance(m, wire.Nack)]
     assert nacks == [wire.Nack(78)]
+    # A target we do not know: nacked at once, nothing is sent to an address we were given.
+    out = p.send(core, wire.IndirectPing(79, "stranger", True), now=2.0)
+    assert [a for _, a in out.sends] == [ADDR["n3"]]
+    assert wire.Nack(79) in opened(core, out.sends)[0]
 
 
 def test_misdirected_ping_is_not_acked():
-    core = make()
-    out = core.receive(Peer("n3").packet(wire.Ping(1, "someone-else")), ADDR["n3"], 0.0)
+    core = make_core()
+    out = Peer("n3").send(core, wire.Ping(1, "someone-else"))
     assert not out.sends and core.stats["misdirected_pings"] == 1
 
 
 def test_plaintext_needs_an_explicit_opt_in_and_meta_is_validated():
     with pytest.raises(ConfigError):
         GossipCore("a", ("h", 1), keyring=None)
-    core = make()
+    core = make_core()
     with pytest.raises(ConfigError):
         core.update_meta({"labels": {"k": "v" * 200}, "x": "y" * 250, "z": "w" * 250}, 0.0)
     with pytest.raises(ConfigError):
         core.update_meta({"nested": {"deep": {"no": 1}}}, 0.0)
 
 
-def test_metadata_updates_are_coalesced_to_one_per_interval():
-    core = make()                                             # meta_min_interval = 2 s
+def test_a_keyring_needs_the_nodes_certificate():
+    from tests.unit.gossip.peers import RING, identity, trust
+    with pytest.raises(ConfigError):
+        GossipCore("n1", ADDR["n1"], keyring=RING)
+    with pytest.raises(ConfigError):
+        GossipCore("n1", ADDR["n1"], keyring=RING, identity=identity("n2"), trust=trust())
+
+
+def test_metadata_has_its_own_version_and_updates_are_coalesced():
+    core = make_core()                                        # meta_min_interval = 2 s
+    v0 = core.mver
     assert [e.kind for e in core.update_meta({"cpu": 1}, 10.0).events] == [EventKind.UPDATE]
-    assert core.inc == 1
+    assert core.inc == 0 and core.mver > v0                  # liveness untouched
     assert not core.update_meta({"cpu": 2}, 10.5).events      # held
     assert not core.update_meta({"cpu": 3}, 11.0).events      # replaces the held one
-    assert core.inc == 1 and core.meta == {"cpu": 1}
+    assert core.meta == {"cpu": 1}
+    v1 = core.mver
     out = core.tick(12.0)
     assert [e.member.meta for e in out.events if e.kind == EventKind.UPDATE] == [{"cpu": 3}]
-    assert core.inc == 2
+    assert core.mver > v1 and core.inc == 0
     assert not core.update_meta({"cpu": 3}, 20.0).events      # unchanged: nothing to publish
+
+
+def test_a_stranger_is_admitted_only_with_its_certificate_and_signed_record():
+    core, p3 = make_core(), Peer("n3")
+    newcomer = Peer("n7")
+    # Its record arrives before its certificate: parked, and the certificate is asked for.
+    out = p3.send(core, newcomer.record(0, 5, {"api_port": 1}), now=0.0)
+    assert core.state_of("n7") is None and core.stats["parked"] == 1
+    asks = [m for msgs in opened(core, out.sends) for m in msgs if isinstance(m, wire.CertReq)]
+    assert asks == [wire.CertReq(["n7"])]
+    out = p3.send(core, wire.Cert(newcomer.ident.cert.der), now=0.1)
+    assert core.state_of("n7") == MemberState.ALIVE
+    assert [e.kind for e in out.events] == [EventKind.JOIN]
+    # A record "of n8" signed by n7 never makes n8 a member.
+    forged = newcomer.record(0, 5)._replace(name="n8")
+    p3.send(core, wire.Cert(Peer("n8").ident.cert.der), forged, now=0.2)
+    assert core.state_of("n8") is None and core.stats["bad_signatures"] == 1
