@@ -23,6 +23,7 @@ from swarmlet.shipped.exceptions import (ConfigError, DockerError, ProtocolError
 from swarmlet.shipped.models import Assignment, RoutesUpdate, from_wire, to_wire
 from swarmlet.shipped.tlsutil import peer_name, peer_revoked, peer_role, server_context
 
+from . import gossipkeys
 from .certs import apply_denylist
 from .images import routes as image_routes
 from .reconcile import Observed
@@ -229,6 +230,22 @@ async def post_leave(request: web.Request) -> web.Response:
     return web.json_response({"left": True})
 
 
+async def put_gossip_keys(request: web.Request) -> web.Response:
+    """Replace the gossip keyring (first key primary): ``swarmlet key rotate``."""
+    try:
+        keys = gossipkeys.parse(await request.json())
+    except (ValueError, ProtocolError) as exc:
+        return _error(400, f"bad gossip keys: {exc}")
+    try:
+        return web.json_response(await gossipkeys.apply(_agent(request), keys))
+    except ConfigError as exc:
+        return _error(500, str(exc))
+
+
+async def get_gossip_keys(request: web.Request) -> web.Response:
+    return web.json_response(gossipkeys.current(_agent(request)))
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     agent = _agent(request)
     ingress = getattr(agent, "ingress", None)
@@ -248,6 +265,7 @@ async def get_metrics(request: web.Request) -> web.Response:
               "# TYPE swarmlet_agent_docker_up gauge",
               f"swarmlet_agent_docker_up {int(agent.docker_ok)}"]
     lines += _utilization(agent)
+    lines += _gossip_counters(agent)
     text = "\n".join(lines) + "\n"
     ingress = getattr(agent, "ingress", None)
     if ingress is not None and getattr(ingress, "proxies", None):
@@ -289,6 +307,18 @@ def _utilization(agent: Any) -> "list[str]":
     return out
 
 
+def _gossip_counters(agent: Any) -> "list[str]":
+    """The gossip node's counters (drops by reason, suspicions, refutations...)."""
+    stats = agent.members.stats() if hasattr(agent.members, "stats") else {}
+    out = []
+    for key, value in sorted(stats.items()):
+        if isinstance(value, int) and not isinstance(value, bool) and key.isidentifier():
+            kind = "gauge" if key.startswith(("members_", "awareness")) else "counter"
+            metric = f"swarmlet_agent_gossip_{key}" + ("_total" if kind == "counter" else "")
+            out += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
+    return out
+
+
 def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -312,6 +342,8 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/stats", get_stats),
         web.get("/v1/members", get_members),
         web.post("/v1/leave", post_leave),
+        web.put("/v1/gossip/keys", put_gossip_keys),
+        web.get("/v1/gossip/keys", get_gossip_keys),
         web.get("/metrics", get_metrics),
         *image_routes(_agent),
     ])

@@ -20,6 +20,7 @@ from ..shipped.exceptions import SwarmletError
 from . import cluster as cluster_cmds
 from . import deploy as deploy_cmds
 from . import images as image_cmds
+from . import keys as key_cmds
 from . import lab as lab_cmds
 from . import logs as logs_cmds
 from . import services as services_cmds
@@ -28,7 +29,8 @@ from .stubs import CONTRACT, GROUP_HELP, stub
 
 # Modules that build real commands. Each exposes COMMANDS: a list of click
 # commands or groups, named as in the contract ("node" groups hold "drain"...).
-_MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds]
+_MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds,
+            key_cmds]
 
 
 class _Root(click.Group):

@@ -963,7 +963,9 @@ class GossipCore:
                     self._hello_replies[addr] = self._now
                 self._raw(s.hello(False), addr)
                 st["hellos_out"] += 1
-        if self._joining.pop(addr, None) is not None:
+        # Joining: push-pull with whoever answered (a seed may answer from another
+        # address than the one we were given; any verified member will do).
+        if self._joining.pop(addr, None) is not None or (self._joining and self._live == 0):
             self._send_state(pc, addr, join=True, reply=False)
 
     def _add_cert(self, der: bytes) -> PeerCert:
