@@ -30,7 +30,7 @@ from .members import MemberEvent, MemberState
 Observer = Callable[[float, str, MemberEvent], None]
 
 
-class _SimCA:
+class SimCA:
     """A cluster CA for the simulated members, as ``swarmlet init``/``join`` would make
     (EC P-256, role ``agent`` in the OU); a few lines of ``cryptography`` so that the
     shipped layer needs nothing from the admin side."""
@@ -108,7 +108,7 @@ class SimNetwork:
         self.dropped = 0
         self._skews: Dict[str, float] = {}
         self.wall0 = float(int(time.time()))   # only the certificates' validity needs it real
-        self._ca: Optional[_SimCA] = _SimCA(self.wall0) if keyring is not None else None
+        self._ca: Optional[SimCA] = SimCA(self.wall0) if keyring is not None else None
         self.ca_der = self._ca.der if self._ca is not None else b""
         self.identities: Dict[str, Identity] = {}
 
