@@ -174,6 +174,7 @@ class Agent:
             self.config.name, self.config.address, (self.config.gossip_bind, self.config.gossip_port),
             keys, self.meta(), self.config.seed_addrs(), enabled=self.config.gossip,
             cert=self.config.cert, key=self.config.key, ca=self.config.ca)
+        self.members.follow(self.denylist, self.on_certificate, self.config.cert, self.config.key)
 
     async def stop(self) -> None:
         """Stop the agent, never the tasks: containers keep running for the next agent."""

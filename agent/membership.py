@@ -9,6 +9,7 @@ as the only member, so its tasks never depend on the mesh.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import logging
@@ -42,6 +43,9 @@ class LocalOnly:
         return {"gossip": False}
 
     def set_revoked(self, serials: Any) -> None:
+        return None
+
+    def follow(self, denylist: Any, on_certificate: Any, cert: str, key: str) -> None:
         return None
 
     @property
@@ -88,6 +92,7 @@ class Gossip:
 
     def __init__(self, node: Any) -> None:
         self.node = node
+        self._tasks: "set[asyncio.Task[None]]" = set()
 
     def members(self) -> List[Dict[str, Any]]:
         return [member_wire(m) for m in self.node.members()]
@@ -110,6 +115,29 @@ class Gossip:
     def set_revoked(self, serials: Any) -> None:
         """The cluster's revoked certificate serials: refused in gossip from now on."""
         self.node.set_revoked(serials)
+
+    def follow(self, denylist: Any, on_certificate: Any, cert: str, key: str) -> None:
+        """Keep gossip in step with the agent's trust: the denylist the master ships
+        (``tlsutil.Denylist``) and the agent's certificate when it is renewed."""
+        def revoked(d: Any) -> None:
+            self.set_revoked([e.serial for e in d.entries()])
+
+        async def reload() -> None:
+            from swarmlet.shipped.gossip.identity import Identity
+            try:
+                ident = await asyncio.to_thread(Identity.load, cert, key)
+                self.node.set_identity(ident)
+            except Exception as exc:  # gossip goes on with the old certificate until it expires
+                log.error("gossip: cannot use the renewed certificate: %s", exc)
+
+        def renewed() -> None:
+            task = asyncio.get_running_loop().create_task(reload())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        revoked(denylist)
+        denylist.subscribe(revoked)
+        on_certificate(renewed)
 
     @property
     def keyring(self) -> Any:

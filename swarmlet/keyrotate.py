@@ -8,7 +8,8 @@ A gossip node opens packets with any key of its keyring and seals with the first
 3. ``drop``: after ``grace`` seconds (packets in flight, and those held for a
    certificate, 2 s at most), every node gets ``[new]``.
 
-Each step is ``PUT /v1/gossip/keys`` (mutual TLS, ``cli`` certificate) to every node
+Each step is ``PUT /v1/gossip/keys`` (``swarmlet.client``: mutual TLS with the ``cli``
+certificate, each agent's certificate checked for its name and address) to every node
 the master lists, concurrently; the agent persists its key file atomically (0600) and
 swaps its live keyring. Before each step the admin host's ``gossip.keys`` (what
 ``join`` installs) takes the same list, and ``rotation.json`` (fingerprints only)
@@ -28,12 +29,12 @@ import fcntl
 import hashlib
 import json
 import os
-import ssl
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import cluster as clusterlib
 from . import home as homedir
+from .client import Client
 from .shipped.exceptions import ConfigError, SwarmletError
 from .images import Node
 
@@ -96,12 +97,6 @@ def _encode(keys: Sequence[bytes]) -> List[str]:
     return [base64.b64encode(k).decode("ascii") for k in keys]
 
 
-def _agent_ssl(c: clusterlib.Cluster) -> ssl.SSLContext:
-    ctx = c.client_ssl("cli")
-    ctx.check_hostname = False  # agents are addressed by IP; trust is the cluster CA
-    return ctx
-
-
 def _save_admin_keys(c: clusterlib.Cluster, keys: Sequence[bytes]) -> None:
     homedir.write_atomic(c.path("gossip.keys"), json.dumps(_encode(keys)).encode(), 0o600)
 
@@ -149,24 +144,23 @@ def _plan(c: clusterlib.Cluster, new_key: Optional[bytes]):
     return keys, new, False
 
 
-async def _put(node: Node, keys: Sequence[bytes], ctx: ssl.SSLContext) -> None:
-    from .provision import api
-    ans = await api.call("PUT", node.url("/v1/gossip/keys"), ctx, {"keys": _encode(keys)},
-                         timeout=CALL_TIMEOUT)
+async def _put(node: Node, keys: Sequence[bytes], client: Client) -> None:
+    ans = await client.call(node.peer, "PUT", "/v1/gossip/keys", {"keys": _encode(keys)},
+                            timeout=CALL_TIMEOUT)
     want = [fingerprint(k) for k in keys]
     if not isinstance(ans, dict) or ans.get("keys") != want:
         raise SwarmletError(f"the agent holds {ans.get('keys') if isinstance(ans, dict) else ans}"
                             f" after the update, not {want}")
 
 
-async def _step(step: str, nodes: Sequence[Node], keys: Sequence[bytes], ctx: ssl.SSLContext,
+async def _step(step: str, nodes: Sequence[Node], keys: Sequence[bytes], client: Client,
                 results: Dict[str, NodeResult], progress: Optional[Progress]) -> None:
     sem = asyncio.Semaphore(PARALLEL)
 
     async def one(node: Node) -> None:
         async with sem:
             try:
-                await _put(node, keys, ctx)
+                await _put(node, keys, client)
             except SwarmletError as exc:
                 r = results[node.name]
                 r.error = str(exc)
@@ -188,14 +182,14 @@ async def rotate(nodes: Sequence[Node], cluster: Optional[clusterlib.Cluster] = 
     c = cluster or clusterlib.load()
     with _Lock(c):
         old, new, resumed = _plan(c, new_key)
-        ctx = _agent_ssl(c)
         results = {n.name: NodeResult(n.name) for n in nodes}
         rings = {"add": old + [new], "use": [new] + old, "drop": [new]}
-        for step in STEPS:
-            if step == "drop" and grace > 0:
-                await asyncio.sleep(grace)
-            _save_admin_keys(c, rings[step])
-            await _step(step, nodes, rings[step], ctx, results, progress)
+        async with Client.for_cluster(c, timeout=CALL_TIMEOUT, limit=PARALLEL) as client:
+            for step in STEPS:
+                if step == "drop" and grace > 0:
+                    await asyncio.sleep(grace)
+                _save_admin_keys(c, rings[step])
+                await _step(step, nodes, rings[step], client, results, progress)
         c.path("rotation.json").unlink()
         return Report(fingerprint(new), [fingerprint(k) for k in old if k != new],
                       [results[n.name] for n in nodes], resumed)
@@ -210,5 +204,6 @@ async def sync(nodes: Sequence[Node], cluster: Optional[clusterlib.Cluster] = No
             raise ConfigError("a rotation was interrupted: run `swarmlet key rotate` to finish it")
         keys = c.gossip_keys()
         results = {n.name: NodeResult(n.name) for n in nodes}
-        await _step("sync", nodes, keys, _agent_ssl(c), results, progress)
+        async with Client.for_cluster(c, timeout=CALL_TIMEOUT, limit=PARALLEL) as client:
+            await _step("sync", nodes, keys, client, results, progress)
         return Report(fingerprint(keys[0]), [], [results[n.name] for n in nodes])

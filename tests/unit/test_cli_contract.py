@@ -77,6 +77,7 @@ DRIVEN = {   # command -> the test file that runs it against real sshd, processe
     "join": "tests/e2e/test_join.py", "leave": "tests/e2e/test_join.py",
     "nodes": "tests/e2e/test_join.py", "logs": "tests/e2e/test_observe.py",
     "image push": "tests/integration/test_image_push.py",
+    "key rotate": "tests/chaos/test_key_rotate.py",
     "master start": "tests/integration/provision/test_master_process.py",
     "master stop": "tests/integration/provision/test_master_process.py",
     "master status": "tests/integration/provision/test_master_process.py",
@@ -176,7 +177,7 @@ def test_a_stub_says_not_implemented_and_exits_2():
 
 def test_key_rotate_rotates_the_gossip_key(monkeypatch, tmp_path):
     """What the command does: the flags, and a clean error without a cluster (the rotation
-    itself is tests/integration/test_key_rotate.py and, under load, tests/e2e)."""
+    itself is tests/integration/test_key_rotate.py and, under load, tests/chaos)."""
     cmd = _resolve("key rotate")
     assert cmd.callback.__module__ == "swarmlet.cli.keys"
     opts = {o for p in cmd.params for o in getattr(p, "opts", [])}

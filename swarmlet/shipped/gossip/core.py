@@ -397,6 +397,25 @@ class GossipCore:
                 self._event(EventKind.DEAD, node)
         return self._flush()
 
+    def set_identity(self, identity: Identity, now: float) -> Output:
+        """Our certificate was renewed (same name, new key): seal and sign with it from now
+        on; packets sealed for the previous one still open, and our record is re-signed."""
+        self._now = now
+        if self.sessions is None or identity.cert == self.identity.cert:
+            return self._flush()
+        if identity.name != self.name:
+            raise ConfigError(f"the renewed certificate is for {identity.name!r}, "
+                              f"not {self.name!r}")
+        self.trust.add_verified(identity.cert)
+        self.sessions.set_identity(identity)
+        self.identity = identity
+        if self._own_live is not None:
+            self._own_live = (statements.leave if self.left else statements.alive)(
+                identity, self.name, self.inc)
+        if not self.left:
+            self._new_record()
+        return self._flush()
+
     def _publish_meta(self, meta: Dict[str, Any]) -> None:
         self._meta_pending = None
         if meta == self.meta or self.left:

@@ -7,7 +7,9 @@ derived keys, not cipher objects (an OpenSSL context costs ~2.5 KB; a thousand p
 would cost megabytes). It remembers which peers have sealed to our current
 certificate: those know it. To a peer that has not, the core sends a hello (our
 certificate under the cluster key) before its packets, at most every
-``hello_interval`` seconds.
+``hello_interval`` seconds. After a certificate renewal (``set_identity``) it seals with
+the new one and still opens packets sealed for the previous one (peers learn the new
+certificate from the hellos that follow).
 """
 
 from __future__ import annotations
@@ -53,19 +55,30 @@ class Sessions:
         self.keyring = keyring
         self.hello_interval = hello_interval
         self._pairs: Dict[bytes, _Pair] = {}
+        self.previous: Optional[Identity] = None
+        self._prev_pairs: Dict[bytes, _Pair] = {}
         self.confirmed: Set[bytes] = set()        # peer fps that sealed to our certificate
         self._hello_at: Dict[bytes, float] = {}   # peer fp -> when we last sent it a hello
 
     # --- keys --------------------------------------------------------------------------
 
-    def _keys(self, peer: PeerCert) -> List[bytes]:
-        p = self._pairs.get(peer.fp)
+    def set_identity(self, identity: Identity) -> None:
+        """Our certificate was renewed: seal with the new one; nobody knows it yet."""
+        self.previous, self._prev_pairs = self.identity, self._pairs
+        self.identity, self._pairs = identity, {}
+        self.confirmed = set()
+        self._hello_at = {}
+
+    def _keys(self, peer: PeerCert, previous: bool = False) -> List[bytes]:
+        ident, pairs = (self.previous, self._prev_pairs) if previous else (self.identity,
+                                                                          self._pairs)
+        p = pairs.get(peer.fp)
         if p is None:
-            p = self._pairs[peer.fp] = _Pair()
+            p = pairs[peer.fp] = _Pair()
         ring = self.keyring
         if p.gen != ring.generation:
-            secret = self.identity.shared_secret(peer)
-            me = self.identity.cert.fp
+            secret = ident.shared_secret(peer)
+            me = ident.cert.fp
             p.keys = [crypto.pair_key(k, secret, me, peer.fp) for k in ring.keys]
             p.gen = ring.generation
         return p.keys
@@ -77,26 +90,31 @@ class Sessions:
     def open(self, packet: bytes) -> Tuple[PeerCert, bytes]:
         """The verified sender and the plaintext; raises ``AuthError`` (or a subclass)."""
         sid, rid = crypto.pair_ids(packet)
+        previous = False
         if rid != self.identity.cert.id:
-            raise AuthError("sealed for another certificate")
+            if self.previous is None or rid != self.previous.cert.id:
+                raise AuthError("sealed for another certificate")
+            previous = True   # a peer that has not heard of our renewal yet
         cands = self.trust.by_id(sid)
         if not cands:
             if sid in self.trust.revoked_ids:
                 raise RevokedSender("sender certificate revoked")
             raise UnknownSender(sid)
         for pc in cands:
-            keys = self._keys(pc)
+            keys = self._keys(pc, previous)
             try:
                 plain = crypto.open_pair([AESGCM(k) for k in keys], packet)
             except AuthError:
                 continue
-            self.confirmed.add(pc.fp)
+            if not previous:
+                self.confirmed.add(pc.fp)
             return pc, plain
         raise AuthError("no pair key opens this packet")
 
     def drop(self, peer: PeerCert) -> None:
         """Forget a peer's keys (revoked, expired or reaped)."""
         self._pairs.pop(peer.fp, None)
+        self._prev_pairs.pop(peer.fp, None)
         self.confirmed.discard(peer.fp)
         self._hello_at.pop(peer.fp, None)
 

@@ -47,8 +47,9 @@ class SimCA:
         self._name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "swarmlet:sim"),
                                 x509.NameAttribute(NameOID.COMMON_NAME, "sim CA")])
         t0 = datetime.datetime.fromtimestamp(wall0, datetime.timezone.utc)
-        self._from = t0 - datetime.timedelta(minutes=5)
+        self._from = t0 - datetime.timedelta(days=1)   # + 1 s per certificate issued
         self._to = t0 + datetime.timedelta(days=30)
+        self._issued = 0
         cert = (x509.CertificateBuilder().subject_name(self._name).issuer_name(self._name)
                 .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(self._from).not_valid_after(self._to)
@@ -63,9 +64,13 @@ class SimCA:
         subject = x509.Name([x509.NameAttribute(oid.ORGANIZATION_NAME, "swarmlet:sim"),
                              x509.NameAttribute(oid.ORGANIZATIONAL_UNIT_NAME, "agent"),
                              x509.NameAttribute(oid.COMMON_NAME, name)])
+        import datetime
+        # Each certificate a second younger than the last: a renewal is the newest.
+        self._issued += 1
+        start = self._from + datetime.timedelta(seconds=self._issued)
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(self._from).not_valid_after(self._to)
+                .not_valid_before(start).not_valid_after(self._to)
                 .sign(self._key, self._hashes.SHA256()))
         return Identity(cert.public_bytes(serialization.Encoding.DER), key)
 Tap = Callable[[float, Addr, Addr, bytes], None]   # (now, src, dst, data)
@@ -214,6 +219,13 @@ class SimNetwork:
         """Deliver raw bytes to a member now (forged, replayed or garbage packets)."""
         node = self.nodes[name]
         self._after(node, node.core.receive(data, src, self.now))
+
+    def renew(self, name: str) -> Identity:
+        """Give a member a new certificate and key (a renewal), live."""
+        ident = self.identities[name] = self._ca.issue(name)
+        node = self.nodes[name]
+        self._after(node, node.core.set_identity(ident, self.now))
+        return ident
 
     def set_revoked(self, serials: Iterable[int], among: Optional[Iterable[str]] = None) -> None:
         """Ship a revocation list to members (all live ones by default)."""

@@ -80,6 +80,10 @@ class GossipNode:
         """Live keyring: ``add``/``use``/``remove``/``replace`` take effect on the next packet."""
         return self._core.keyring
 
+    def set_identity(self, identity: Identity) -> None:
+        """Use a renewed certificate and key (``Identity.load`` them in a thread first)."""
+        self._drive(self._core.set_identity(identity, self._loop.time()))
+
     def set_revoked(self, serials: Iterable[int]) -> None:
         """The cluster's revoked certificate serials (the whole list): their holders'
         packets and statements are refused from now on, and they are dead to us."""

@@ -75,3 +75,30 @@ async def test_without_gossip_keys_the_agent_runs_alone(make_agent, api_for, tmp
     assert not a.members.available
     members = (await api_for(a).request("GET", "/v1/members"))[1]
     assert [m["name"] for m in members] == [a.config.name]
+
+
+async def test_a_revoked_node_drops_out_of_the_agents_gossip(make_agent, tmp_path, pki_files):
+    """The master ships a denylist (the agent's ``Denylist``): gossip refuses the node at once."""
+    from swarmlet.shipped.tlsutil import Revoked
+    from swarmlet_agent.certs import cert_times
+    keys = tmp_path / "gossip.keys"
+    keys.write_text(json.dumps([base64.b64encode(os.urandom(32)).decode()]))
+    p1, p2 = _udp_port(), _udp_port()
+    common = dict(gossip=True, gossip_bind="127.0.0.1", gossip_keys=str(keys))
+    a = await make_agent(gossip_port=p1, **node_cert(pki_files, tmp_path, "ra"), **common)
+    b = await make_agent(gossip_port=p2, seeds=(f"127.0.0.1:{p1}",),
+                         **node_cert(pki_files, tmp_path, "rb"), **common)
+
+    def state(agent, name):
+        return next((m["state"] for m in agent.members.members() if m["name"] == name), None)
+    for _ in range(100):
+        if state(a, "rb") == "alive" and state(b, "ra") == "alive":
+            break
+        await asyncio.sleep(0.1)
+    assert state(a, "rb") == "alive"
+    serial = cert_times(b.config.cert)[0]
+    a.denylist.update(a.denylist.version + 1, [Revoked(serial, "rb", "agent")])
+    assert state(a, "rb") == "dead"
+    await asyncio.sleep(2.0)                    # rb keeps talking: refused, still dead
+    assert state(a, "rb") == "dead"
+    assert a.members.stats()["dropped_revoked"] > 0

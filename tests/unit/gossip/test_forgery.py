@@ -286,3 +286,24 @@ def test_buffers_stay_bounded_under_a_flood_of_strangers():
     assert len(c._held) <= 64 and c.stats["held_unknown"] == 5000
     assert c.stats["dropped_unknown_sender"] >= 5000 - 64
     healthy(net)
+
+
+def test_a_renewed_certificate_takes_over_without_a_hiccup():
+    net = _cluster(6)
+    log: List[Tuple[str, EventKind]] = []
+    net.observers.append(lambda t, obs, ev: log.append((ev.member.name, ev.kind)))
+    old = net.identities["n2"].cert
+    new = net.renew("n2")
+    net.update_meta("n2", {"renewed": True})
+    net.run_for(20)
+    assert net.converged()
+    assert not [k for _, k in log if k in (EventKind.SUSPECT, EventKind.DEAD)]
+    for n in net.live():
+        if n.name != "n2":
+            assert n.core.trust.newest("n2") == new.cert       # sealing to the new one
+            assert next(m for m in n.core.members() if m.name == "n2").meta == {"renewed": True}
+    # Once the old certificate is revoked (or expires), nothing depends on it.
+    net.set_revoked([old.serial])
+    net.run_for(20)
+    assert net.converged()
+    healthy(net)
