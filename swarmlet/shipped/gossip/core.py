@@ -76,7 +76,7 @@ Addr = Tuple[str, int]
 
 # Timer kinds.
 _T_PROBE, _T_PROBE_TIMEOUT, _T_GOSSIP, _T_PUSH_PULL, _T_SUSPICION, _T_RELAY, _T_REAP, \
-    _T_RECONNECT, _T_REJOIN, _T_META, _T_HOUSEKEEP = range(11)
+    _T_RECONNECT, _T_REJOIN, _T_META, _T_HOUSEKEEP, _T_CATCHUP = range(12)
 
 # A relay gives up (and nacks) a little before the requester's window closes, so the
 # nack arrives in time to count (the requester waits interval - timeout after asking).
@@ -92,6 +92,10 @@ _ASK_EVERY = 2.0                          # per name: certificate / statement re
 _ASKED_MAX = 8192
 _HELLO_REPLY_EVERY = 0.5                  # per address
 _JOIN_WAIT = 5.0
+# Asking for certificates and statements: at most this many names per peer per packet;
+# more (a member joining a big cluster) wait in a catch-up list, asked every 0.25 s,
+# so answers come in paced bursts a UDP socket buffer can take.
+_ASK_BATCH, _CATCHUP_EVERY, _CATCHUP_TTL = 128, 0.25, 60.0
 
 STAT_KEYS = (
     "packets_in", "packets_ok", "packets_out", "bytes_in", "bytes_out",
@@ -209,6 +213,8 @@ class GossipCore:
         self._parked: Dict[str, List[Tuple[float, Any, _From]]] = {}
         self._asked: Dict[Tuple[int, str], float] = {}
         self._wants: Dict[int, Tuple[_From, List[str], List[str]]] = {}
+        self._catchup: Dict[str, Tuple[float, _From, bool, bool]] = {}
+        self._catchup_armed = False
         self._joining: Dict[Addr, float] = {}
         self._hello_replies: Dict[Addr, float] = {}
         self._tombstones: Dict[str, Tuple[int, int, float]] = {}
@@ -570,6 +576,8 @@ class GossipCore:
                 self._publish_meta(self._meta_pending)
         elif kind == _T_HOUSEKEEP:
             self._housekeep()
+        elif kind == _T_CATCHUP:
+            self._catch_up()
 
     def _scale(self, t: float) -> float:
         return t * (self.awareness + 1)
@@ -1076,10 +1084,31 @@ class GossipCore:
         w = self._wants.get(key)
         if w is None:
             w = self._wants[key] = (src, [], [])
+        if len(w[1]) >= _ASK_BATCH or len(w[2]) >= _ASK_BATCH:
+            if name not in self._catchup and len(self._catchup) < self.config.max_members:
+                self._catchup[name] = (self._now, src, need_cert, pull)
+                if not self._catchup_armed:
+                    self._catchup_armed = True
+                    self._schedule(self._now + _CATCHUP_EVERY, _T_CATCHUP)
+            return
         if need_cert and self._ask_ok(1, name):
             w[1].append(name)
         if pull and self._ask_ok(2, name):
             w[2].append(name)
+
+    def _catch_up(self) -> None:
+        """Ask for the next batch of what did not fit in earlier requests."""
+        batch = []
+        for name in list(self._catchup)[:_ASK_BATCH]:
+            batch.append((name, self._catchup.pop(name)))
+        for name, (when, src, cert, pull) in batch:
+            known = name in self._nodes and (self.trust is None or self.trust.by_name(name))
+            if not known and self._now - when <= _CATCHUP_TTL:
+                self._want(src, name, cert, pull)
+        self._flush_wants()
+        self._catchup_armed = bool(self._catchup)
+        if self._catchup_armed:
+            self._schedule(self._now + _CATCHUP_EVERY, _T_CATCHUP)
 
     def _ask_ok(self, kind: int, name: str) -> bool:
         k = (kind, name)

@@ -179,3 +179,20 @@ def test_ten_minutes_of_100_members_at_5_percent_loss_without_a_false_death():
     suspected = sum(1 for _, _, k, _ in log if k == EventKind.SUSPECT)
     refuted = sum(1 for _, _, k, _ in log if k == EventKind.ALIVE)
     assert suspected == 0 or refuted > 0
+
+
+def test_a_new_member_of_a_secure_cluster_of_300_learns_everyone_and_everyone_it():
+    # Certificates travel on demand: each member fetches the newcomer's from whoever
+    # relayed its record; the newcomer fetches 300 in paced batches.
+    net = SimNetwork(seed=8, keyring=Keyring([generate_key()]))
+    net.add_converged(300)
+    net.run_for(1)
+    net.add("newcomer", {"api_port": 1}, seeds=["n17"])
+    t0 = net.now
+    t = net.run_until_true(lambda: net.all_see("newcomer", MemberState.ALIVE), 10, 0.2)
+    assert t is not None and t - t0 < 5
+    t = net.run_until_true(lambda: net.nodes["newcomer"].core.live_count == 301, 20, 0.2)
+    assert t is not None and t - t0 < 10
+    assert_healthy(net)
+    s = net.nodes["newcomer"].core.stats
+    assert s["certs_added"] >= 300 and s["bad_signatures"] == 0
