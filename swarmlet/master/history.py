@@ -5,8 +5,9 @@ No time-series database: Prometheus (``/metrics``) stays the way to keep more. E
 
 - per service: requests per second, error rate (5xx answers and failed upstream
   attempts over answers) and p99 latency (from the bucket counts of the latency
-  histogram, interpolated within the bucket), all from the master's own load
-  balancers, as differences between two samples;
+  histogram, interpolated within the bucket), all from the snapshot of the
+  master's own load balancers (its worker process pushes one every second), as
+  differences between two samples;
 - per node: CPU (percent of all its CPUs) and memory (percent used), from what the
   agents report; plus, per sample, the mean, p90 and maximum over the nodes that
   reported, so a chart of 1,000 nodes is three lines, not a thousand.
@@ -34,6 +35,8 @@ import time
 from array import array
 from collections import deque
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..shipped.lb.metrics import BUCKETS
 
 log = logging.getLogger("swarmlet.master")
 
@@ -196,38 +199,40 @@ class History:
         self.ring.add(now, values)
 
     def _lb_sample(self, master: Any, now: float) -> Dict[Key, float]:
-        """Per service, from the master's load balancers: differences since the last sample."""
+        """Per service, from the master's load balancers' snapshot (``Ingress`` or the worker
+        process's ``IngressProcess``, same shape): differences since the last sample."""
         ingress = getattr(master, "ingress", None)
-        proxies = getattr(ingress, "proxies", None) or {}
-        routes = getattr(ingress, "routes", None) or {}
-        cur: Dict[str, Tuple[int, int, List[int], Sequence[float]]] = {}
-        for port, lb in proxies.items():
-            route = routes.get(port)
-            m = getattr(lb, "metrics", None)
-            if route is None or m is None:
+        snap = ingress.snapshot() if ingress is not None else {}
+        cur: Dict[str, Tuple[int, int, List[int]]] = {}
+        for lb in snap.values():
+            service = str(lb.get("service") or "")
+            if not service:
                 continue
-            answered = sum(m.requests.values())
-            errors = sum(n for code, n in m.requests.items() if 500 <= int(code) <= 599)
-            errors += sum(m.upstream_errors.values())
-            req, err, counts, bounds = cur.get(route.service, (0, 0, [0] * len(m.duration.counts),
-                                                               m.duration.bounds))
-            cur[route.service] = (req + answered, err + errors,
-                                  [a + b for a, b in zip(counts, m.duration.counts)], bounds)
+            by_status = lb.get("by_status") or {}
+            answered = sum(int(n) for n in by_status.values())
+            errors = sum(int(n) for code, n in by_status.items() if str(code).startswith("5"))
+            errors += sum(int(n) for n in (lb.get("upstream_errors") or {}).values())
+            counts = [int(n) for n in (lb.get("duration_counts") or [])]
+            req, err, acc = cur.get(service, (0, 0, []))
+            if len(acc) < len(counts):
+                acc = acc + [0] * (len(counts) - len(acc))
+            cur[service] = (req + answered, err + errors,
+                            [a + (counts[i] if i < len(counts) else 0) for i, a in enumerate(acc)])
         out: Dict[Key, float] = {}
-        for service, (req, err, counts, bounds) in cur.items():
+        for service, (req, err, counts) in cur.items():
             prev = self._lb_prev.get(service)
             self._lb_prev[service] = (now, req, err, counts)
             if prev is None:
                 continue
             t0, req0, err0, counts0 = prev
             if req < req0:   # the load balancer was made anew: count from zero
-                req0, err0, counts0 = 0, 0, [0] * len(counts)
+                req0, err0, counts0 = 0, 0, []
             dt = max(now - t0, 1e-6)
             dreq = req - req0
             out[("service", service, "req_s")] = dreq / dt
             out[("service", service, "error_rate")] = (err - err0) / dreq if dreq else 0.0
-            d = [max(0, a - b) for a, b in zip(counts, counts0)]
-            p = p99(d, bounds)
+            d = [max(0, a - (counts0[i] if i < len(counts0) else 0)) for i, a in enumerate(counts)]
+            p = p99(d, BUCKETS) if len(d) == len(BUCKETS) + 1 else NAN
             if p == p:
                 out[("service", service, "p99_ms")] = 1000.0 * p
         for gone in set(self._lb_prev) - set(cur):

@@ -6,11 +6,16 @@ balancers' snapshot into one JSON document:
 
     {"ts", "version", "cluster",
      "nodes":    [{"name", "status", "availability", "address", "cpus", "cpu_percent",
-                   "mem_used", "mem_total", "tasks", "labels"}],
+                   "mem_used", "mem_total", "tasks", "serving", "unhealthy", "labels"}],
      "services": [{"name", "mode", "image", "replicas", "running", "health",
-                   "req_s", "errors", "requests", "ports", "cpu", "autoscale",
+                   "req_s", "errors", "requests", "ports", "cpu", "autoscale", "pending", "update",
                    "tasks": [{"task", "node", "slot", "state", "health"}]}],
-     "events":   [{"id", "ts", "kind", "subject", "message"}]}
+     "events":   [{"id", "ts", "kind", "subject", "message"}], "tasks_listed"}
+
+A service's ``tasks`` are listed only while the cluster runs at most ``TASK_LIST_MAX``
+replicas (the node cards of a small cluster show them); above, ``tasks_listed`` is
+false and each node row carries its counts (``serving``, ``unhealthy``), so a frame
+for 1,000 nodes and 10,000 replicas stays a few hundred kilobytes.
 
 ``health`` of a service: ``ok`` (every replica serves), ``degraded`` (some),
 ``down`` (none), ``idle`` (zero asked for). ``errors`` counts 5xx answers and
@@ -21,8 +26,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence
 
+from ...shipped.models import Health, TaskState
 from ..state import RUNNING
 from .. import views
+
+TASK_LIST_MAX = 500
 
 
 def service_health(desired: int, serving: int) -> str:
@@ -46,16 +54,25 @@ def lb_by_service(snapshot: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
 
 
 def overview(master: Any, events: Sequence[Mapping[str, Any]], now: float) -> Dict[str, Any]:
-    nodes = [{k: row[k] for k in ("name", "status", "availability", "address", "cpus",
-                                  "cpu_percent", "mem_used", "mem_total", "tasks", "labels")}
-             for row in master.nodes_view()]
     ingress = getattr(master, "ingress", None)
     lb = lb_by_service(ingress.snapshot()) if ingress is not None else {}
     scaler = getattr(master, "autoscaler", None)
     by_service: Dict[str, List[Any]] = {}
+    serving_on: Dict[str, int] = {}
+    unhealthy_on: Dict[str, int] = {}
     for t in master.tasks.values():
         if t.desired == RUNNING:
             by_service.setdefault(t.service, []).append(t)
+            if t.node is not None:
+                if t.serving:
+                    serving_on[t.node] = serving_on.get(t.node, 0) + 1
+                elif t.health == Health.UNHEALTHY or t.state == TaskState.FAILED:
+                    unhealthy_on[t.node] = unhealthy_on.get(t.node, 0) + 1
+    listed = sum(len(v) for v in by_service.values()) <= TASK_LIST_MAX
+    nodes = [{**{k: row[k] for k in ("name", "status", "availability", "address", "cpus",
+                                     "cpu_percent", "mem_used", "mem_total", "tasks", "labels")},
+              "serving": serving_on.get(row["name"], 0), "unhealthy": unhealthy_on.get(row["name"], 0)}
+             for row in master.nodes_view()]
     services = []
     for name in sorted(master.services):
         svc = master.services[name]
@@ -74,7 +91,10 @@ def overview(master: Any, events: Sequence[Mapping[str, Any]], now: float) -> Di
             "autoscale": ({"min": spec.autoscale.min, "max": spec.autoscale.max,
                            "cpu": spec.autoscale.cpu} if spec.autoscale else None),
             "tasks": [{"task": t.task_id, "node": t.node, "slot": t.slot,
-                       "state": views.task_row(t)["state"], "health": t.health.value} for t in live],
+                       "state": views.task_row(t)["state"], "health": t.health.value}
+                      for t in live] if listed else [],
+            "pending": sum(1 for t in live if t.node is None),
+            "update": master.rollout_view(name) if hasattr(master, "rollout_view") else None,
         })
     return {"ts": now, "version": master.obs.version, "cluster": dict(master.cluster),
-            "nodes": nodes, "services": services, "events": list(events)}
+            "nodes": nodes, "services": services, "events": list(events), "tasks_listed": listed}

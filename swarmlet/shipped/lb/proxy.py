@@ -184,6 +184,7 @@ class LoadBalancer:
             "requests_per_second": m.rate.rate(now),
             "requests": sum(m.requests.values()),
             "by_status": {str(k): v for k, v in sorted(m.requests.items())},
+            "duration_counts": list(m.duration.counts),   # per metrics.BUCKETS, the last is +Inf
             "retries": m.retries,
             "upstream_errors": dict(m.upstream_errors),
             "connections_open": m.open_connections,

@@ -95,10 +95,25 @@ class _LB:
     metrics: LBMetrics = field(default_factory=LBMetrics)
 
 
+class _Ingress:
+    """The snapshot face of Ingress / IngressProcess over real LBMetrics."""
+
+    def __init__(self, proxies: Dict[int, _LB], routes: Dict[int, str]) -> None:
+        self.proxies, self.routes = proxies, routes
+
+    def snapshot(self) -> Dict[str, dict]:
+        out = {}
+        for port, lb in self.proxies.items():
+            m = lb.metrics
+            out[str(port)] = {"service": self.routes[port], "requests": sum(m.requests.values()),
+                              "by_status": {str(k): v for k, v in m.requests.items()},
+                              "upstream_errors": dict(m.upstream_errors),
+                              "duration_counts": list(m.duration.counts)}
+        return out
+
+
 def _master(nodes: List[NodeInfo], proxies: Dict[int, _LB], routes: Dict[int, str]) -> SimpleNamespace:
-    ingress = SimpleNamespace(proxies=proxies,
-                              routes={p: SimpleNamespace(service=s) for p, s in routes.items()})
-    return SimpleNamespace(node_infos=lambda: nodes, ingress=ingress)
+    return SimpleNamespace(node_infos=lambda: nodes, ingress=_Ingress(proxies, routes))
 
 
 def test_samples_rates_errors_p99_and_node_aggregates():
