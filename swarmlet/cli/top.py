@@ -2,17 +2,22 @@
 
 ``events`` reads ``GET /v1/events`` (``-f`` polls with ``since=ID``); ``top``
 renders the master's overview stream (SSE, ``GET /v1/overview?stream=1``) in
-place; ``dashboard`` prints the dashboard's address and token. The frame of
-``top`` (``render_top``) is pure and tested without I/O.
+place, with keys to page, sort and filter the nodes; ``dashboard`` prints the
+dashboard's address and token. The frame of ``top`` (``topview.render_top``) and
+what a key does (``key_action``) are pure and tested without I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import json
+import os
+import shutil
 import sys
+import termios
 import time
+import tty as ttymod
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import aiohttp
@@ -23,14 +28,10 @@ from ..client import Client, master_peers
 from ..shipped.exceptions import APIError, Unreachable
 from .logs import _master_caller
 from .output import emit_json, output_option
+from .topview import SORTS, View, bar, event_line, human_bytes, render_top  # noqa: F401 (re-exported)
 from .services import call
 
 # --- events ---------------------------------------------------------------------------
-
-def event_line(e: Mapping[str, Any]) -> str:
-    when = _dt.datetime.fromtimestamp(float(e.get("ts", 0))).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when}  {str(e.get('kind', '')):<9} {e.get('subject', '')}: {e.get('message', '')}"
-
 
 @click.command("events", epilog="Example: swarmlet events -f   (or: swarmlet events -o json)")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
@@ -73,65 +74,6 @@ def events_cmd(follow: bool, limit: int, output: str) -> None:
 
 
 # --- top ------------------------------------------------------------------------------
-
-def bar(fraction: float, width: int = 16) -> str:
-    """``[#####.....]`` for a fraction in 0..1 (clamped)."""
-    f = 0.0 if fraction != fraction else min(1.0, max(0.0, fraction))   # NaN -> 0
-    full = int(round(f * width))
-    return "[" + "#" * full + "." * (width - full) + "]"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit in ("B", "K") else f"{n:.1f}{unit}"
-        n /= 1024.0
-    return f"{n:.1f}T"
-
-
-_STATUS_COLOR = {"ready": 32, "draining": 33, "suspect": 33, "down": 31, "left": 90,
-                 "ok": 32, "degraded": 33, "idle": 90}
-
-
-def _c(text: str, code: Optional[int], color: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
-
-
-def render_top(doc: Mapping[str, Any], color: bool = False, now: Optional[float] = None) -> List[str]:
-    """One frame of ``swarmlet top`` from an overview document. Pure."""
-    cl = doc.get("cluster") or {}
-    when = _dt.datetime.fromtimestamp(now if now is not None else float(doc.get("ts", 0)))
-    lines = [f"swarmlet top - cluster {cl.get('name', '?')} - {when:%H:%M:%S}   (Ctrl-C quits)", ""]
-    nodes = list(doc.get("nodes") or [])
-    w = max([4] + [len(str(n["name"])) for n in nodes])
-    lines.append(f"{'NODE':<{w}}  {'STATUS':<9} {'CPU':<24} {'MEMORY':<31} TASKS")
-    for n in nodes:
-        cpu = float(n.get("cpu_percent") or 0.0)
-        used, total = float(n.get("mem_used") or 0), float(n.get("mem_total") or 0)
-        mem = f"{bar(used / total if total else 0.0)} {human_bytes(used)}/{human_bytes(total)}"
-        status = str(n.get("status"))
-        lines.append(f"{n['name']:<{w}}  {_c(f'{status:<9}', _STATUS_COLOR.get(status), color)} "
-                     f"{bar(cpu / 100.0)} {cpu:5.1f}%  {mem:<31} {n.get('tasks', 0)}")
-    lines.append("")
-    svcs = list(doc.get("services") or [])
-    w = max([7] + [len(str(s["name"])) for s in svcs])
-    lines.append(f"{'SERVICE':<{w}}  {'REPLICAS':<9} {'HEALTH':<9} {'REQ/S':>8} {'ERRORS':>7} "
-                 f"{'CPU':>6}  PORTS")
-    for s in svcs:
-        health = str(s.get("health"))
-        cpu = s.get("cpu")
-        auto = s.get("autoscale")
-        reps = f"{s.get('running', 0)}/{s.get('replicas', 0)}"
-        lines.append(f"{s['name']:<{w}}  {reps:<9} {_c(f'{health:<9}', _STATUS_COLOR.get(health), color)} "
-                     f"{float(s.get('req_s') or 0):8.1f} {int(s.get('errors') or 0):7d} "
-                     f"{(f'{cpu:.0f}%' if isinstance(cpu, (int, float)) else '-'):>6}  "
-                     f"{s.get('ports') or ''}"
-                     + (f"  auto {auto['min']}..{auto['max']} @{auto['cpu']:g}%" if auto else ""))
-    evs = list(doc.get("events") or [])[-5:]
-    if evs:
-        lines += ["", "RECENT EVENTS"] + [event_line(e) for e in evs]
-    return lines
-
 
 def frame_text(lines: Sequence[str]) -> str:
     """Redraw in place: home, each line cleared to its end, the rest of the screen cleared."""
@@ -178,37 +120,108 @@ async def watch_overview(c: Any, on_doc: Callable[[Dict[str, Any]], None],
             await asyncio.sleep(1.0)
 
 
-@click.command("top", epilog="Example: swarmlet top   (Ctrl-C quits)")
+def key_action(view: View, key: bytes) -> Optional[View]:
+    """The view after a key of the live view; None for quit. Pure."""
+    if key in (b"q", b"Q", b"\x03"):
+        return None
+    if key in (b"n", b" ", b"\x1b[6~", b"j"):        # next page (space, PgDn)
+        return view.turn(1)
+    if key in (b"p", b"b", b"\x1b[5~", b"k"):        # previous page (PgUp)
+        return view.turn(-1)
+    if key in (b"s", b"S"):
+        return view.next_sort()
+    if key in (b"f", b"F"):
+        return replace(view, problems=not view.problems, page=0)
+    if key in (b"g", b"\x1b[H"):                     # first page (Home)
+        return replace(view, page=0)
+    return view
+
+
+@click.command("top", epilog="Example: swarmlet top --sort cpu   (keys: n/p pages, s sorts, "
+                             "f shows only troubled nodes, q quits)")
 @click.option("--once", is_flag=True, help="Print one frame and exit (no screen control).")
-def top_cmd(once: bool) -> None:
-    """Live view: nodes (CPU and memory bars, tasks) and services (replicas, health,
-    req/s and errors from the load balancer), redrawn in place as the cluster changes."""
+@click.option("--sort", "sort_key", type=click.Choice(SORTS), default="name", show_default=True,
+              help="Order of the nodes (status: the troubled first).")
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True, help="Page of nodes.")
+@click.option("--per-page", type=click.IntRange(1), default=None,
+              help="Nodes per page (default: as many as the terminal holds; --once: all).")
+@click.option("--problems", is_flag=True, help="Only nodes not ready or running an unhealthy replica.")
+def top_cmd(once: bool, sort_key: str, page: int, per_page: Optional[int], problems: bool) -> None:
+    """Live view: the cluster's aggregates (nodes by status, CPU and memory mean/p90/max,
+    replicas serving, services by health, req/s and errors), then a page of nodes (CPU and
+    memory bars, tasks) in the order asked for, and the services, troubled first; redrawn in
+    place as the cluster changes. Usable at 1,000 nodes: page with n/p, sort with s."""
+    view = View(sort=sort_key, page=page - 1, per_page=per_page, problems=problems)
     if once:
-        for line in render_top(call("GET", "/v1/overview")):
+        for line in render_top(call("GET", "/v1/overview"), view=view):
             click.echo(line)
         return
     c = clusterlib.load()
     tty = sys.stdout.isatty()
     out = sys.stdout
     last: Dict[str, Any] = {}
+    state = {"view": view}
+
+    def frame(extra: Sequence[str] = ()) -> None:
+        if "doc" not in last:
+            return
+        rows = shutil.get_terminal_size((120, 40)).lines if tty else None
+        lines = render_top(last["doc"], color=tty, now=time.time(), view=state["view"],
+                           rows=rows - len(extra) if rows else None)
+        out.write(frame_text(lines + list(extra)))
+        out.flush()
 
     def draw(doc: Dict[str, Any]) -> None:
         last["doc"] = doc
-        out.write(frame_text(render_top(doc, color=tty, now=time.time())))
-        out.flush()
+        frame()
 
     def problem(msg: str) -> None:
-        lines = render_top(last["doc"], color=tty) if "doc" in last else []
-        out.write(frame_text(lines + ["", msg]))
-        out.flush()
+        if "doc" in last:
+            frame(["", msg])
+        else:
+            out.write(frame_text([msg]))
+            out.flush()
 
+    async def run() -> None:
+        quit_ = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        fd = sys.stdin.fileno() if sys.stdin.isatty() else None
+
+        def on_key() -> None:
+            try:
+                key = os.read(fd, 16)
+            except OSError:
+                return
+            new = key_action(state["view"], key)
+            if new is None:
+                quit_.set()
+                return
+            state["view"] = new
+            frame()
+        if fd is not None:
+            loop.add_reader(fd, on_key)
+        watch = asyncio.create_task(watch_overview(c, draw, problem))
+        try:
+            await quit_.wait()
+        finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    saved = None
+    if sys.stdin.isatty():
+        saved = termios.tcgetattr(sys.stdin.fileno())
+        ttymod.setcbreak(sys.stdin.fileno())          # keys without Enter; Ctrl-C still works
     out.write("\x1b[?1049h\x1b[?25l\x1b[2J")   # the alternate screen, no cursor
     out.flush()
     try:
-        asyncio.run(watch_overview(c, draw, problem))
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     finally:
+        if saved is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         out.write("\x1b[?25h\x1b[?1049l")      # give the terminal back as it was
         out.flush()
 
