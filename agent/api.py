@@ -222,7 +222,12 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def get_members(request: web.Request) -> web.Response:
-    return web.json_response(_agent(request).members.members())
+    """The gossip view; ``?brief=1`` leaves out each member's meta (name, state and
+    incarnation are what the master's liveness reads: a tenth of the bytes at 1,000 nodes)."""
+    members = _agent(request).members.members()
+    if request.query.get("brief") in ("1", "true", "yes"):
+        members = [{k: m.get(k) for k in ("name", "state", "incarnation")} for m in members]
+    return web.json_response(members)
 
 
 async def post_leave(request: web.Request) -> web.Response:

@@ -323,8 +323,12 @@ class Client:
     async def stats(self, peer: Peer) -> Dict[str, Any]:
         return await self.call(peer, "GET", "/v1/stats")
 
-    async def members(self, peer: Peer, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
-        data = await self.call(peer, "GET", "/v1/members", timeout=timeout)
+    async def members(self, peer: Peer, timeout: Optional[float] = None,
+                      brief: bool = False) -> List[Dict[str, Any]]:
+        """The agent's gossip view; ``brief``: name, state and incarnation only (an agent of an
+        earlier version ignores it and sends everything)."""
+        data = await self.call(peer, "GET", "/v1/members", timeout=timeout,
+                               params={"brief": "1"} if brief else None)
         return data if isinstance(data, list) else []
 
     async def put_revocations(self, peer: Peer, denylist: tlsutil.Denylist) -> Dict[str, Any]:

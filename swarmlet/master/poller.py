@@ -16,7 +16,7 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
   more than ``stats_rate`` requests a second in all (1,000 nodes: each every
   25 s); nodes running a replica of an autoscaled service keep
   ``stats_interval`` (the autoscaler needs fresh per-task figures);
-- a tick: the gossip view (``/v1/members`` of two reachable agents, merged)
+- a tick: the gossip view (``/v1/members?brief=1`` of two reachable agents, merged)
   and every node's status judged by the pure
   ``nodestatus.judge``. A node the master holds a watch on but that gossip
   calls suspect or dead is probed at once (``/v1/info``): a long poll would
@@ -268,7 +268,7 @@ class Poller:
         self._members_rr += 1
         picks = [up[(self._members_rr + i) % len(up)] for i in range(min(2, len(up)))]
         results = await asyncio.gather(
-            *(m.client.members(agent_peer(n, m.nodes[n].address, m.nodes[n].api_port))
+            *(m.client.members(agent_peer(n, m.nodes[n].address, m.nodes[n].api_port), brief=True)
               for n in picks if n in m.nodes), return_exceptions=True)
         lists = [r for r in results if isinstance(r, list)]
         if lists:

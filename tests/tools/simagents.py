@@ -172,6 +172,7 @@ class SimFleet:
                                            "cpu_percent": 12.5, "mem_used": 2 << 30,
                                            "mem_total": 16 << 30, "load1": 0.4, "cpus": 8, "tasks": 10}}
         self._members_body: Optional[bytes] = None
+        self._members_brief: bytes = b"[]"
         self.log: List[Tuple[float, str, str, str, int]] = []   # (t, node, task, service, slot)
         self.terms: Dict[str, Dict[int, float]] = {}   # node -> term -> when one last arrived
         self.bytes_in: Dict[str, int] = {}
@@ -508,11 +509,14 @@ class SimFleet:
                                            "tasks": len(n.tasks)}, "tasks": tasks})
 
     async def _members(self, request: web.Request) -> web.Response:
-        n = request[NODE_KEY]
+        brief = request.query.get("brief") in ("1", "true", "yes")
         if self._members_body is None:
             self._members_body = json.dumps(
                 [{k: v for k, v in m.items() if not k.startswith("_")} for m in self.members.values()]).encode()
-        return web.Response(body=self._members_body, content_type="application/json")
+            self._members_brief = json.dumps(
+                [{k: m[k] for k in ("name", "state", "incarnation")} for m in self.members.values()]).encode()
+        return web.Response(body=self._members_brief if brief else self._members_body,
+                            content_type="application/json")
 
     # --- what the benchmark reads ------------------------------------------------------
 

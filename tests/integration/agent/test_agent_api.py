@@ -127,6 +127,9 @@ async def test_stats_members_metrics_leave(make_agent, api_for, agent_image):
     members = (await api.request("GET", "/v1/members"))[1]
     me = [m for m in members if m["name"] == agent.config.name]
     assert me and me[0]["meta"]["address"] == "127.0.0.1" and me[0]["meta"]["api_port"] == agent.api_port
+    brief = (await api.request("GET", "/v1/members?brief=1"))[1]
+    assert [set(m) for m in brief] == [{"name", "state", "incarnation"}] * len(members)
+    assert [(m["name"], m["state"]) for m in brief] == [(m["name"], m["state"]) for m in members]
 
     status, text = await api.request("GET", "/metrics")
     assert status == 200 and "swarmlet_agent_assignment_version 1" in text
