@@ -351,16 +351,19 @@ def _place(w: _Work, services: Mapping[str, Service], nodes: Sequence[NodeInfo],
            moves: List[Task], new_id: Callable[[str, int], str]) -> None:
     moving = {t.task_id for t in moves}
     existing: List[Placed] = []
+    held: Dict[str, Placed] = {}    # per service, what one of its tasks holds (``placed`` once)
     for t in w.tasks.values():
         if t.node is None or t.task_id in moving or status.get(t.node) in _LOST or t.state.terminal:
             continue
         svc = services.get(t.service)
         if svc is None:
             continue
-        p = placed(svc.spec, t.node)
-        if t.desired == SHUTDOWN:   # still holds resources and ports until it stops
-            p = dataclasses.replace(p, service="")
-        existing.append(p)
+        h = held.get(t.service)
+        if h is None:
+            h = held[t.service] = placed(svc.spec, "")
+        # A task being shut down still holds resources and ports until it stops.
+        existing.append(Placed("" if t.desired == SHUTDOWN else h.service, t.node, h.cpus, h.memory,
+                               h.host_ports))
     sched = Scheduler(nodes, existing)
     reqs: List[Request] = []
     meta: Dict[str, Tuple[Service, int, Optional[Task], Optional[Task], Dict[str, object]]] = {}

@@ -20,6 +20,8 @@ class TaskIndex(Mapping[str, Task]):
         self._tasks: Dict[str, Task] = {}
         self._by_node: Dict[Optional[str], Set[str]] = {}
         self._by_service: Dict[str, Dict[str, None]] = {}   # insertion-ordered sets
+        self._touched: Set[Optional[str]] = set()   # nodes whose tasks changed since take_touched
+        self.version = 0                            # moves on every put and drop
 
     def __getitem__(self, task_id: str) -> Task:
         return self._tasks[task_id]
@@ -40,11 +42,17 @@ class TaskIndex(Mapping[str, Task]):
         self._tasks[t.task_id] = t
         self._by_node.setdefault(t.node, set()).add(t.task_id)
         self._by_service.setdefault(t.service, {})[t.task_id] = None
+        self._touched.add(t.node)
+        self.version += 1
+        if old is not None:
+            self._touched.add(old.node)
 
     def drop(self, task_id: str) -> None:
         old = self._tasks.pop(task_id, None)
         if old is not None:
             self._by_node.get(old.node, set()).discard(task_id)
+            self._touched.add(old.node)
+            self.version += 1
             ids = self._by_service.get(old.service)
             if ids is not None:
                 ids.pop(task_id, None)
@@ -54,6 +62,12 @@ class TaskIndex(Mapping[str, Task]):
     def on(self, node: str) -> List[Task]:
         """The tasks placed on ``node`` (any desired state)."""
         return [self._tasks[i] for i in self._by_node.get(node, ())]
+
+    def take_touched(self) -> Set[Optional[str]]:
+        """The nodes whose tasks were put or dropped since the last call (the pusher's:
+        only their assignments can have changed)."""
+        out, self._touched = self._touched, set()
+        return out
 
     def of(self, service: str) -> List[Task]:
         """The tasks of ``service`` (any desired state), oldest first."""

@@ -44,3 +44,17 @@ def test_the_indexes_always_agree_with_a_scan(seq):
     for node in ("n1", "n2", None):
         assert sorted(t.task_id for t in ix.on(node)) == sorted(
             t.task_id for t in ix.values() if t.node == node)
+
+
+def test_touched_nodes_and_version_tell_what_changed():
+    ix = TaskIndex()
+    v0 = ix.version
+    ix.put(Task("a.1", "a", 1, 1, node="n1"))
+    ix.put(Task("a.2", "a", 2, 1, node=None))
+    assert ix.take_touched() == {"n1", None} and ix.take_touched() == set()
+    ix.put(Task("a.1", "a", 1, 1, node="n2"))          # a move touches both nodes
+    assert ix.take_touched() == {"n1", "n2"}
+    ix.drop("a.2")
+    ix.drop("nope")                                     # nothing there: nothing touched
+    assert ix.take_touched() == {None}
+    assert ix.version == v0 + 4
