@@ -23,6 +23,7 @@ from ..shipped.exceptions import UsageError
 from ..provision import join as joinlib
 from ..provision import leave as leavelib
 from ..provision import nodes_view, plan
+from .ha import HA_COMMANDS, ha_status
 from .output import emit, emit_json, table
 
 
@@ -210,6 +211,9 @@ def master_group() -> None:
 def master_start() -> None:
     """Start the master detached (pidfile and log under $SWARMLET_HOME/master)."""
     c = clusterlib.load()
+    if c.masters:
+        raise UsageError("the masters run on the servers (HA): see 'swarmlet master status'; "
+                         "'swarmlet master single' brings the master back to this host")
     st = asyncio.run(master_process.start(c))
     click.echo(f"master running (pid {st.pid}) at {st.url}; log: {st.log}")
 
@@ -227,6 +231,8 @@ def master_stop() -> None:
 def master_status(output: str) -> None:
     """Show whether the master runs and answers. Exit code 1 if it does not run."""
     c = clusterlib.load()
+    if c.masters:
+        sys.exit(ha_status(c, output))
     st = asyncio.run(master_process.status(c))
     if output == "json":
         emit_json({"running": st.running, "pid": st.pid, "answering": st.answering, "url": st.url,
@@ -257,6 +263,9 @@ try:
     from .services import node as _node_group  # type: ignore[attr-defined]
 except ImportError:
     _node_group = None
+
+for _cmd in HA_COMMANDS:
+    master_group.add_command(_cmd)
 
 COMMANDS: List[click.Command] = [init_cmd, join_cmd, leave_cmd, nodes_cmd, master_group]
 if isinstance(_node_group, click.Group):

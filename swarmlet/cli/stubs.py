@@ -41,6 +41,8 @@ CONTRACT = {
     "master stop": ("Stop the master process.", "swarmlet master stop"),
     "master status": ("Show whether the master runs.", "swarmlet master status"),
     "master logs": ("Show the master's log.", "swarmlet master logs"),
+    "master ha": ("Move the master onto 3 or 5 nodes (etcd).", "swarmlet master ha node-1 node-2 node-3"),
+    "master single": ("Move the master back to this host.", "swarmlet master single"),
     "key rotate": ("Rotate the gossip key with no downtime.", "swarmlet key rotate"),
 }
 

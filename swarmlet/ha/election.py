@@ -141,8 +141,8 @@ class Elector:
             except StoreError as exc:
                 if self.state.leader:
                     self._step_down(f"etcd: {exc}")
-                else:
-                    self._set(Leadership(False, self.state.term, self.state.holder, str(exc)))
+                else:      # we cannot tell who leads: say so rather than name a stale holder
+                    self._set(Leadership(False, self.state.term, None, str(exc)))
                 self._stop.wait(self.poll)
         if self.state.leader:
             self._step_down("stopped")

@@ -230,6 +230,11 @@ async def get_dashboard(request: web.Request) -> web.Response:
     return web.json_response(dash.dashboard_info(_m(request)))
 
 
+async def get_ha(request: web.Request) -> web.Response:
+    """The HA view (answered by the HA front on every master); a single master says so."""
+    return web.json_response({"ha": False})
+
+
 def make_app(master: Any, middlewares: Any = ()) -> web.Application:
     """The API; ``middlewares`` run after the role guard (the HA front: ``master/ha_runner.py``)."""
     app = web.Application(middlewares=[guard, *middlewares])
@@ -251,6 +256,7 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
         web.get("/v1/events", get_events),
         web.get("/metrics", get_metrics), web.get("/v1/overview", get_overview),
         web.get("/v1/dashboard", get_dashboard), web.get("/v1/history", get_history),
+        web.get("/v1/ha", get_ha),
     ])
     return app
 

@@ -144,7 +144,11 @@ class Master:
             self.tasks.put(t)
         self.auto_rebalance = bool(snap.meta.get("auto_rebalance", True))
         self.history.load_events(await asyncio.to_thread(self.store.events, 10_000), self.clock())
-        self.store.watch(self.history.on_commit)
+        # Unsubscribed at close: an HA store outlives each term's Master (ha_runner).
+        self._unwatch = self.store.watch(self.history.on_commit)
+        # Agents order assignments by term: a store moved between HA and a single master
+        # carries a floor above every term its agents have seen (ha/provision.py).
+        self.term += int(snap.meta.get("term_floor", 0))
         if self.cluster:
             await self.write(Batch.of(meta={"cluster": self.cluster}))
         for name in self.nodes:
@@ -166,6 +170,9 @@ class Master:
         self.kick()
 
     async def close(self) -> None:
+        unwatch = getattr(self, "_unwatch", None)
+        if unwatch is not None:
+            unwatch()
         pending = set(self._loops + self.poller.tasks() + list(self._bg))
         while pending:
             for t in pending:

@@ -172,7 +172,7 @@ class HAMaster:
                    cluster={"id": self.cluster.id, "name": self.cluster.name}, config=self.config,
                    denylist=self.denylist)   # no signer here: the CA key stays on the admin host
         m.fence = Fence(LEADER_FENCE, term)
-        m.term = term
+        m.term = term      # Master.start adds the cluster's term floor (see daemon.Master.start)
         m.leading = self.elector.is_leader
         await m.start()
         self.current.master = m
@@ -202,6 +202,8 @@ class HAMaster:
     @web.middleware
     async def _front(self, request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path == "/v1/ha":          # this master's own view, never proxied
+            return web.json_response(await self.ha_view())
         if self.leading():
             resp = await handler(request)
             resp.headers[LEADER] = self.hacfg.name
@@ -231,6 +233,16 @@ class HAMaster:
         resp = await handler(request)
         resp.headers[STALE] = f"the view may be stale: {why}"
         return resp
+
+    async def ha_view(self) -> dict:
+        st = self.elector.state if self.elector else Leadership(False)
+        reachable = await asyncio.to_thread(self.etcd.reachable)
+        return {"name": self.hacfg.name, "leading": self.leading(), "term": st.term,
+                "leader": (st.holder or {}).get("name"), "reason": st.reason,
+                "masters": self.hacfg.masters, "etcd_reachable": reachable,
+                "etcd_members": len(self.hacfg.endpoints),
+                "revision": (self.store.hot_copy().revision
+                             if self.store is not None and self.store.hot_copy() else None)}
 
     async def _no_leader_reason(self, st: Leadership) -> str:
         if st.reason.startswith("no quorum"):

@@ -53,9 +53,16 @@ class Bundle:
     python: str
 
 
-def requirements() -> List[str]:
-    """``REQUIREMENTS`` plus swarmlet's declared install requirements that agents may need."""
-    out = {re.split(r"[<>=!~ ;\[]", r, 1)[0].lower(): r for r in REQUIREMENTS}
+# The HA master bundle (``master ha``): the agent's requirements plus the etcd client.
+MASTER_EXTRA = ("etcd3gw>=2.4", "PyYAML>=6.0")   # the master reads stack plans (swarmlet.stack)
+AGENT, MASTER = "agent", "master"
+
+
+def requirements(kind: str = AGENT) -> List[str]:
+    """``REQUIREMENTS`` plus swarmlet's declared install requirements that agents may need
+    (``kind="master"``: plus what an HA master needs)."""
+    base = REQUIREMENTS + (MASTER_EXTRA if kind == MASTER else ())
+    out = {re.split(r"[<>=!~ ;\[]", r, 1)[0].lower(): r for r in base}
     try:
         from importlib.metadata import PackageNotFoundError, requires
         declared = requires("swarmlet") or []
@@ -70,9 +77,9 @@ def requirements() -> List[str]:
     return sorted(out.values())
 
 
-def deps_dirname() -> str:
+def deps_dirname(kind: str = AGENT) -> str:
     """The cache folder of unzipped wheels: named by the requirement set, so adding one re-downloads."""
-    text = "\n".join([CACHE_FORMAT, *requirements()])
+    text = "\n".join([CACHE_FORMAT, *requirements(kind)])
     return "deps-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -104,13 +111,25 @@ def _sources(agent_dir: Path, swarmlet_dir: Path) -> List[Tuple[str, Path]]:
     return out
 
 
-async def _pip_download(dest: Path, python: str, platforms: Sequence[str]) -> None:
+def _master_sources(agent_dir: Path, swarmlet_dir: Path) -> List[Tuple[str, Path]]:
+    """The HA master bundle: the agent's files plus the whole ``swarmlet`` package (with the
+    dashboard's static files), which ``python3 -m swarmlet.master`` runs from."""
+    out = [(arc, p) for arc, p in _sources(agent_dir, swarmlet_dir)
+           if not arc.startswith("swarmlet/")]
+    for p in sorted(swarmlet_dir.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc",):
+            out.append((f"swarmlet/{p.relative_to(swarmlet_dir)}", p))
+    return out
+
+
+async def _pip_download(dest: Path, python: str, platforms: Sequence[str],
+                        kind: str = AGENT) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
            "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
            "--dest", str(dest)]
     for tag in platforms:
         cmd += ["--platform", tag]
-    cmd += requirements()
+    cmd += requirements(kind)
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
@@ -162,8 +181,11 @@ class BundleCache:
     """Builds and caches bundles under ``root``; one build per key at a time."""
 
     def __init__(self, root: Path, agent_dir: Optional[Path] = None,
-                 swarmlet_dir: Optional[Path] = None) -> None:
+                 swarmlet_dir: Optional[Path] = None, kind: str = AGENT) -> None:
+        """``kind``: ``"agent"`` (what ``join`` ships) or ``"master"`` (``master ha``: the whole
+        swarmlet package and the etcd client, cached under ``master-<platform>-py<X.Y>``)."""
         self.root = root
+        self.kind = kind
         self._agent_dir = agent_dir
         self._swarmlet_dir = swarmlet_dir
         self._tasks: Dict[Tuple[str, str], "asyncio.Future[Bundle]"] = {}
@@ -176,12 +198,12 @@ class BundleCache:
         return await asyncio.shield(fut)
 
     async def _deps(self, base: Path, python: str, tags: Sequence[str]) -> Path:
-        deps = base / deps_dirname()
+        deps = base / deps_dirname(self.kind)
         if (deps / ".wheels").exists():
             return deps
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=base, prefix=".dl-") as tmp:
-            await _pip_download(Path(tmp) / "wheels", python, tags)
+            await _pip_download(Path(tmp) / "wheels", python, tags, self.kind)
             staged = Path(tmp) / "deps"
             await asyncio.to_thread(_unzip_wheels, Path(tmp) / "wheels", staged)
             if deps.exists():
@@ -199,9 +221,10 @@ class BundleCache:
         sibling = swarmlet_dir.parent / "agent"
         agent_dir = self._agent_dir or (sibling if (sibling / "__main__.py").exists()
                                         else _pkg_dir("swarmlet_agent"))
-        base = self.root / f"{platform}-py{python}"
+        prefix = "master-" if self.kind == MASTER else ""
+        base = self.root / f"{prefix}{platform}-py{python}"
         deps = await self._deps(base, python, tags)
-        sources = _sources(agent_dir, swarmlet_dir)
+        sources = (_master_sources if self.kind == MASTER else _sources)(agent_dir, swarmlet_dir)
         # The wheel cache folder name covers the requirement set and how wheels were prepared.
         h = hashlib.sha256(deps.name.encode() + b"\0" + (deps / ".wheels").read_bytes())
         for arc, p in sources:

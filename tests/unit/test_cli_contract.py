@@ -82,6 +82,7 @@ DRIVEN = {   # command -> the test file that runs it against real sshd, processe
     "master stop": "tests/integration/provision/test_master_process.py",
     "master status": "tests/integration/provision/test_master_process.py",
     "master logs": "tests/integration/provision/test_master_process.py",
+    "master ha": "tests/chaos/test_ha.py", "master single": "tests/chaos/test_ha.py",
 }
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent.parent
 
