@@ -324,7 +324,7 @@ class EtcdStore:
                 raise StoreError("store write kept conflicting with another writer")
             if batch.events and nxt // SWEEP != (nxt - len(batch.events)) // SWEEP:
                 self._sweep_keys(nxt - self.max_events)
-        if self._thread is not None:
+        if self._watchers:     # callbacks see every commit in order before commit returns
             self._wait_delivered(rev)
         return rev
 
