@@ -37,7 +37,9 @@ def etcd_binary() -> str:
 
 
 class EtcdCluster:
-    def __init__(self, root: Path, size: int = 1, host: str = "127.0.0.1") -> None:
+    def __init__(self, root: Path, size: int = 1, host: str = "127.0.0.1",
+                 quota_bytes: int = etcdconf.QUOTA_BACKEND_BYTES) -> None:
+        self.quota_bytes = quota_bytes
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.binary = etcd_binary()
@@ -76,7 +78,7 @@ class EtcdCluster:
                 continue
             argv = etcdconf.member_args(m, self.members, str(self.root / f"{m.name}.data"),
                                         self.tls(m.name), self.token, state=state,
-                                        binary=self.binary)
+                                        quota_bytes=self.quota_bytes, binary=self.binary)
             log = open(self.root / f"{m.name}.log", "ab")
             self.procs[m.name] = subprocess.Popen(argv, stdout=log, stderr=log,
                                                   stdin=subprocess.DEVNULL)

@@ -118,3 +118,26 @@ def test_the_event_log_is_bounded(etcd1):
         assert [e["message"] for e in st.events(limit=100)] == [f"e{i}" for i in range(3, 8)]
     finally:
         st.close()
+
+
+def test_a_full_etcd_member_refuses_in_one_line_and_loses_nothing(tmp_path):
+    """etcd's space quota (a full disk looks the same to etcd: its NOSPACE alarm) refuses
+    writes; the store says so in one line and everything committed before is still there."""
+    from tests.tools.etcd import EtcdCluster
+    from swarmlet.shipped.exceptions import StoreError
+    c = EtcdCluster(tmp_path / "full", 1, quota_bytes=2 * 1024 * 1024)
+    c.start()
+    st = EtcdStore(E.Etcd(c.endpoints, c.client), "/swarmlet/full")
+    try:
+        st.commit(Batch.of(services=[_svc()], meta={"keep": "me"}))
+        big = "x" * 200_000
+        with pytest.raises(StoreError) as exc:
+            for i in range(200):
+                st.commit(Batch.of(meta={f"blob{i % 3}": big}))
+        msg = str(exc.value)
+        assert "out of space" in msg and "\n" not in msg, msg
+        snap = st.load()
+        assert snap.meta["keep"] == "me" and "web" in snap.services
+    finally:
+        st.close()
+        c.stop()
