@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import click
 
 from .. import cluster as clusterlib
-from ..provision import api
+from ..client import Client, master_at
 from ..shipped.exceptions import SwarmletError
 from .output import emit_json
 
@@ -49,13 +49,13 @@ def master_single(identity: Optional[str]) -> None:
 def ha_status(c: clusterlib.Cluster, output: str) -> int:
     """``master status`` on an HA cluster: each master's view; exit 1 without a leader."""
     async def views() -> List[Tuple[str, object]]:
-        ctx = c.client_ssl("cli")
         out: List[Tuple[str, object]] = []
-        for url in c.master_urls():
-            try:
-                out.append((url, await api.call("GET", url + "/v1/ha", ctx, timeout=3)))
-            except SwarmletError as exc:
-                out.append((url, str(exc)))
+        async with Client.for_cluster(c, timeout=3.0) as client:
+            for url in c.master_urls():
+                try:
+                    out.append((url, await client.call(master_at(url, c.master_port), "GET", "/v1/ha")))
+                except SwarmletError as exc:
+                    out.append((url, str(exc)))
         return out
     rows = asyncio.run(views())
     leader = next((v.get("leader") for _, v in rows if isinstance(v, dict) and v.get("leader")), None)

@@ -38,7 +38,8 @@ from ..master.store import SQLiteStore
 from ..master.store.base import Batch
 from ..master.store.etcd import EtcdStore
 from ..master.store.migrate import copy as copy_store
-from ..provision import api, probes, ssh
+from ..client import Client, call_masters, master_at
+from ..provision import probes, ssh
 from ..provision import plan as pplan
 from ..provision.bundle import MASTER, BundleCache, read_bytes
 from ..shipped.exceptions import (ConfigError, ProvisionError, SSHError, StoreError, SwarmletError,
@@ -187,14 +188,15 @@ async def _wait_etcd(etcd: E.Etcd, n: int, timeout: float = HEALTHY_TIMEOUT) -> 
 
 async def _wait_leader(c: clusterlib.Cluster, urls: List[str], timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
-    ctx = c.client_ssl("cli")
+    peers = [master_at(u, c.master_port) for u in urls]
     last = ""
     while time.monotonic() < deadline:
         try:
-            view = await api.master_call(urls, "GET", "/v1/ha", ctx, timeout=3.0)
-            if view and view.get("leader"):
-                await api.master_call(urls, "GET", "/v1/status", ctx, timeout=5.0)
-                return str(view["leader"])
+            async with Client.for_cluster(c, timeout=5.0) as client:
+                view = await call_masters(client, peers, "GET", "/v1/ha", timeout=3.0)
+                if view and view.get("leader"):
+                    await call_masters(client, peers, "GET", "/v1/status", timeout=5.0)
+                    return str(view["leader"])
             last = (view or {}).get("reason") or "no leader yet"
         except SwarmletError as exc:
             last = str(exc)

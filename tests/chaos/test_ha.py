@@ -29,7 +29,7 @@ import pytest
 
 from swarmlet import cluster as clusterlib
 from swarmlet import master_process
-from swarmlet.provision import api
+from swarmlet.client import Client, agent_peer, call_masters, master_at
 from tests.chaos import support
 from tests.chaos.support import Load, containers, record, wait_until
 from tests.conftest import free_port
@@ -60,8 +60,13 @@ class HA:
     def call(self, method: str, path: str, body=None, urls: Optional[List[str]] = None,
              timeout: float = 5.0):
         c = self.cluster
-        return asyncio.run(api.master_call(urls or c.master_urls(), method, path,
-                                           c.client_ssl("cli"), body, timeout=timeout))
+
+        async def go():
+            async with Client.for_cluster(c, timeout=timeout) as client:
+                return await call_masters(client, [master_at(u, c.master_port)
+                                                   for u in urls or c.master_urls()],
+                                          method, path, body, timeout=timeout)
+        return asyncio.run(go())
 
     def view(self, name: str) -> Optional[dict]:
         url = next(m["url"] for m in json.loads(
@@ -69,7 +74,7 @@ class HA:
                    if m["name"] == name)
         c = self.cluster
         try:
-            return asyncio.run(api.call("GET", url + "/v1/ha", c.client_ssl("cli"), timeout=2))
+            return asyncio.run(_one(c, master_at(url, c.master_port), "/v1/ha"))
         except Exception:       # a stopped or cut-off master: no view
             return None
 
@@ -113,6 +118,11 @@ class HA:
         wait_until("6 healthy replicas", lambda: self.healthy_on(names), timeout, every=0.5)
         wait_until("exactly 6 containers", lambda: sum(
             len(v) for v in containers(self.docker, self.nodes).values()) == REPLICAS, timeout)
+
+
+async def _one(c: clusterlib.Cluster, peer, path: str):
+    async with Client.for_cluster(c, timeout=3.0) as client:
+        return await client.call(peer, "GET", path)
 
 
 def _all_ready(h: HA) -> bool:
@@ -267,8 +277,7 @@ def test_4_quorum_loss_fails_writes_at_once_and_serving_goes_on(ha):
 
 def _offers(ha: HA, node: dict) -> Dict[int, float]:
     c = ha.cluster
-    url = api.agent_url(node["address"], c.api_port, "/v1/terms")
-    out = asyncio.run(api.call("GET", url, c.client_ssl("cli"), timeout=3))
+    out = asyncio.run(_one(c, agent_peer(node["name"], node["address"], c.api_port), "/v1/terms"))
     return {int(t): float(o["last"]) for t, o in (out.get("offers") or {}).items()}
 
 
