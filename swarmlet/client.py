@@ -335,10 +335,27 @@ class Client:
         return await self.call(peer, "PUT", "/v1/revocations", denylist.to_wire())
 
 
+async def _reachable_first(peers: List[Peer], timeout: float = 1.0) -> List[Peer]:
+    """``peers`` with those that accept a TCP connection first (in their order): a dead
+    master's address can take seconds to refuse (no ARP answer), and 'no quorum' must come
+    at once. Only connections are raced, never a request: a write goes to one master."""
+    async def up(p: Peer) -> bool:
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(p.address, p.port), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        w.close()
+        return True
+    ok = await asyncio.gather(*(up(p) for p in peers))
+    return [p for p, u in zip(peers, ok) if u] + [p for p, u in zip(peers, ok) if not u]
+
+
 async def call_masters(client: Client, peers: List[Peer], method: str, path: str, body: Any = None,
                        timeout: Optional[float] = None) -> Any:
     """One request to the first master that serves it (see the module docstring)."""
     deadline = time.monotonic() + ELECTION_WAIT
+    if len(peers) > 1:
+        peers = await _reachable_first(peers)
     while True:
         last: Optional[APIError] = None
         for peer in peers:
