@@ -139,6 +139,7 @@ async def get_tasks(request: web.Request) -> web.Response:
                               "routes": {"version": routes.version, "epoch": routes.epoch},
                               "tasks": [to_wire(r) for r in agent.book.rows()],
                               "revocations": agent.denylist.version,
+                              "secrets_missing": agent.secrets_missing(),
                               "cert_not_after": agent.cert_not_after})
 
 

@@ -30,6 +30,7 @@ class AgentConfig:
     key: str = "/etc/swarmlet/agent.key"
     ca: str = "/etc/swarmlet/ca.crt"
     gossip_keys: str = "/etc/swarmlet/gossip.keys"
+    secrets_dir: str = "/run/swarmlet/secrets"   # tmpfs: secret and config values (secretfiles)
     # Optional tuning, not written by join.
     api_bind: str = "0.0.0.0"
     gossip_bind: str = "0.0.0.0"
@@ -57,7 +58,7 @@ class AgentConfig:
 
 
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
-        "api_bind", "gossip_bind", "ingress_bind")
+        "api_bind", "gossip_bind", "ingress_bind", "secrets_dir")
 _INT = ("api_port", "gossip_port", "stop_timeout", "ingress_max_connections")
 _FLOAT = ("drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 

@@ -12,7 +12,8 @@ What the agent adds and a spec cannot override: the ``io.swarmlet.*``
 ownership labels, the ``SWARMLET_*`` environment, the deterministic name (a
 second create for the same task hits a name conflict, never a duplicate),
 ``restart_policy: no`` (the agent restarts, with its own backoff) and the
-``extra_hosts`` of service names to VIPs.
+``extra_hosts`` of service names to VIPs. Secrets and configs are read-only binds of
+files on the agent's tmpfs (``secret_mounts``), never env or labels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+from swarmlet.shipped import secretrefs
 from swarmlet.shipped.models import TaskSpec
 
 from . import reconcile as rc
@@ -79,10 +81,26 @@ def mounts(task: TaskSpec) -> list:
     return out
 
 
-def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = None) -> ContainerSpec:
-    """The container for ``task`` on ``node``; ``extra_hosts``: service name -> VIP."""
+def task_secret_file(root: str, task_id: str, kind: str, index: int) -> str:
+    """Where ``secretfiles`` writes a task's ``index``-th secret/config file (on tmpfs)."""
+    return f"{root.rstrip('/')}/tasks/{task_id}/{kind}-{index}"
+
+
+def secret_mounts(task: TaskSpec, root: str) -> list:
+    """Each secret and config of ``task`` bound read-only from its file under ``root`` (the
+    agent's tmpfs ``secrets_dir``): Docker holds the path, never the value."""
+    return [{"Target": secretrefs.container_path(kind, ref),
+             "Source": task_secret_file(root, task.task_id, kind, i), "Type": "bind",
+             "ReadOnly": True}
+            for i, (kind, ref) in enumerate(secretrefs.refs(task))]
+
+
+def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = None,
+          secrets_dir: str = "/run/swarmlet/secrets") -> ContainerSpec:
+    """The container for ``task`` on ``node``; ``extra_hosts``: service name -> VIP;
+    ``secrets_dir``: the agent's tmpfs folder of secret and config files."""
     bindings = {f"{p.target}/{p.protocol}": p.host_port for p in task.ports}
-    ms = mounts(task)
+    ms = mounts(task) + secret_mounts(task, secrets_dir)
     host: Dict[str, Any] = {
         "port_bindings": bindings or None,
         "mounts": ms or None,

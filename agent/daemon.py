@@ -26,6 +26,7 @@ the agent leaves containers running; the next agent adopts them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -46,6 +47,7 @@ from .ledger import TaskLedger
 from .looplag import LagProbe
 from .runtime import DockerRuntime
 from .routestate import RoutesStore
+from .secretfiles import SecretFiles
 from .state import AssignmentStore
 from .stats import Sampler, from_docker_stats, read_task
 from .status import StatusBook, down_health
@@ -75,8 +77,12 @@ class Agent:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.ledger = TaskLedger()        # everything remembered per task between passes
+        # Secret and config values: on tmpfs only, never in the stored assignment.
+        self.secret_files = SecretFiles(config.secrets_dir)
+        self.runtime.secrets_dir = config.secrets_dir
         self.executor = Executor(self.runtime, self.book, self.ledger, clock, self._wake.set,
-                                 self.counters, config.stop_timeout, config.drain_delay)
+                                 self.counters, config.stop_timeout, config.drain_delay,
+                                 self.secret_files)
         self._tasks: List["asyncio.Task[Any]"] = []
         self._assign_lock = asyncio.Lock()
         self._api_runner: Any = None
@@ -117,6 +123,7 @@ class Agent:
 
     async def start(self) -> None:
         self.lag.start()
+        await asyncio.to_thread(self.secret_files.start)
         await asyncio.to_thread(self.store.load)
         await asyncio.to_thread(self.routes.load)
         cur = self.store.current
@@ -211,9 +218,15 @@ class Agent:
         return cur.version if cur is not None else 0
 
     async def set_assignment(self, assignment: Assignment) -> bool:
-        """Persist a newer assignment and reconcile toward it; raises ``StaleAssignment``."""
+        """Persist a newer assignment and reconcile toward it; raises ``StaleAssignment``.
+        Its secret values go to tmpfs (``secretfiles``); the stored assignment has none."""
+        values, assignment = assignment.secrets, dataclasses.replace(assignment, secrets=())
         async with self._assign_lock:
             applied = await asyncio.to_thread(self.store.offer, assignment)
+            # not stale (that raised): take its values, also when it is the same version again
+            # (the master resends them when we report some missing)
+            if values and await asyncio.to_thread(self.secret_files.absorb, values):
+                self._wake.set()
         if applied:
             if assignment.routes or assignment.draining:
                 # a master of an earlier version sends the routes inside the assignment
@@ -314,7 +327,25 @@ class Agent:
             live = set(desired) | set(led.busy()) | {o.task_id for o in observed}
             self.book.retain([t for t in live if t in desired])
             led.retain(desired)
+            await self._retain_secrets(live)
         return p.wake_at
+
+    async def _retain_secrets(self, live: "set[str]") -> None:
+        """Remove secret values and files no task here uses (under the assignment lock: a
+        value that just arrived belongs to the assignment that came with it)."""
+        async with self._assign_lock:
+            desired = self.desired()
+            if desired is not None:
+                await asyncio.to_thread(self.secret_files.retain, desired,
+                                        set(live) | set(self.ledger.busy()))
+
+    def secrets_missing(self) -> int:
+        """How many values assigned tasks mount that this node lacks (the master resends)."""
+        desired = self.desired() or {}
+        files = self.secret_files
+        if files.prepared and files.why_not:
+            return 0      # reported per task instead: resending would not help
+        return len(files.missing(desired.values()))
 
     def _apply_verdicts(self, desired: Dict[str, TaskSpec], verdicts: Dict[str, rc.Verdict],
                         now: float) -> None:

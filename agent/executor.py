@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Set
 
-from swarmlet.shipped.exceptions import DockerError, DockerUnavailable
+from swarmlet.shipped.exceptions import ConfigError, DockerError, DockerUnavailable
 from swarmlet.shipped.models import TaskSpec, TaskState
 
 from . import reconcile as rc
@@ -29,8 +29,9 @@ NOT_ASSIGNED = "not assigned to this node"
 class Executor:
     def __init__(self, runtime: Any, book: StatusBook, ledger: TaskLedger,
                  clock: Callable[[], float], wake: Callable[[], None], counters: dict,
-                 stop_timeout: int, drain_delay: float) -> None:
+                 stop_timeout: int, drain_delay: float, secret_files: Any = None) -> None:
         self.runtime = runtime
+        self.secret_files = secret_files     # secretfiles.SecretFiles: a task's files on tmpfs
         self.book = book
         self.ledger = ledger
         self.clock = clock
@@ -67,7 +68,7 @@ class Executor:
                     await asyncio.sleep(self.drain_delay)
                 log.info("removing %s (%s)", action.container_id[:12], action.reason)
                 await self.runtime.remove(action.container_id, self.stop_timeout)
-        except DockerError as exc:
+        except (DockerError, ConfigError) as exc:
             log.warning("%s failed: %s", type(action).__name__, exc)
         except Exception:  # a bug in one action must not kill the loop
             # Named by kind and task only: the action holds the task's env (secrets).
@@ -80,6 +81,9 @@ class Executor:
         self.book.update(task, self.clock(), TaskState.PREPARING, reason="")
         await self._guard(task, "image", self.runtime.ensure_image(task.image))
         await self._guard(task, "volumes", self.runtime.ensure_volumes(task))
+        if self.secret_files is not None and (task.secrets or task.configs):
+            await self._guard(task, "secrets",
+                              asyncio.to_thread(self.secret_files.materialize, task))
         cid = await self._guard(task, "create", self.runtime.create(task))
         self.book.update(task, self.clock(), TaskState.STARTING, container_id=cid)
         await self._guard(task, "start", self.runtime.start(cid))
@@ -90,8 +94,8 @@ class Executor:
             return await coro
         except DockerUnavailable:
             raise  # transient: the next pass tries again
-        except DockerError as exc:
-            reason = str(exc) if step == "image" else f"{step}: {exc}"
+        except (DockerError, ConfigError) as exc:      # ConfigError: a secret not here
+            reason = str(exc) if step in ("image", "secrets") else f"{step}: {exc}"
             self.ledger.fail(task.task_id, reason, task.revision)
             self.book.update(task, self.clock(), TaskState.FAILED, reason=reason)
             raise

@@ -73,6 +73,7 @@ class DockerRuntime:
     def __init__(self, node: str, url: Optional[str] = None, timeout: int = 60) -> None:
         self.node = node
         self.extra_hosts: Dict[str, str] = {}   # service name -> VIP, for new containers
+        self.secrets_dir = "/run/swarmlet/secrets"   # the agent's tmpfs of secret files
         self._url = url
         self._timeout = timeout
         self._client: Optional[docker.DockerClient] = None
@@ -191,7 +192,7 @@ class DockerRuntime:
         await self._call("volumes", run)
 
     async def create(self, task: TaskSpec) -> str:
-        spec = containerspec.build(self.node, task, self.extra_hosts)
+        spec = containerspec.build(self.node, task, self.extra_hosts, secrets_dir=self.secrets_dir)
         name = spec.name
 
         def run() -> str:

@@ -176,6 +176,11 @@ def init(
         homedir.write_atomic(home / f"{role}.crt", kp.cert_pem, 0o644)
     key = base64.b64encode(secrets.token_bytes(GOSSIP_KEY_BYTES)).decode()
     homedir.write_atomic(home / "gossip.keys", json.dumps([key]).encode(), 0o600)
+    # the vault's key-encrypting key (master/vault.py); kept by --force: the store's
+    # sealed values stay readable with it
+    if not (home / "vault.key").exists():
+        homedir.write_atomic(home / "vault.key",
+                             base64.b64encode(secrets.token_bytes(32)) + b"\n", 0o600)
     if force:
         # A new CA: old nodes and cached host keys belong to the old cluster.
         for stale in ("nodes.json",):

@@ -23,6 +23,7 @@ from . import images as image_cmds
 from . import keys as key_cmds
 from . import lab as lab_cmds
 from . import logs as logs_cmds
+from . import secrets as secret_cmds
 from . import services as services_cmds
 from . import top as top_cmds
 from .stubs import CONTRACT, GROUP_HELP, stub
@@ -30,7 +31,7 @@ from .stubs import CONTRACT, GROUP_HELP, stub
 # Modules that build real commands. Each exposes COMMANDS: a list of click
 # commands or groups, named as in the contract ("node" groups hold "drain"...).
 _MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds,
-            key_cmds]
+            key_cmds, secret_cmds]
 
 
 class _Root(click.Group):

@@ -44,6 +44,16 @@ CONTRACT = {
     "master ha": ("Move the master onto 3 or 5 nodes (etcd).", "swarmlet master ha node-1 node-2 node-3"),
     "master single": ("Move the master back to this host.", "swarmlet master single"),
     "key rotate": ("Rotate the gossip key with no downtime.", "swarmlet key rotate"),
+    "secret create": ("Store a new secret from a file or stdin.", "swarmlet secret create db-password ./pw.txt"),
+    "secret ls": ("List secrets (no values).", "swarmlet secret ls -o json"),
+    "secret inspect": ("Show a secret's metadata (never its value).", "swarmlet secret inspect db-password"),
+    "secret rm": ("Remove secrets no service uses.", "swarmlet secret rm db-password"),
+    "secret rotate": ("New version of a secret; rolls every service using it.", "swarmlet secret rotate db-password ./new.txt"),
+    "config create": ("Store a new config from a file or stdin.", "swarmlet config create nginx.conf ./nginx.conf"),
+    "config ls": ("List configs (no values).", "swarmlet config ls"),
+    "config inspect": ("Show a config's metadata.", "swarmlet config inspect nginx.conf"),
+    "config rm": ("Remove configs no service uses.", "swarmlet config rm nginx.conf"),
+    "config rotate": ("New version of a config; rolls every service using it.", "swarmlet config rotate nginx.conf ./nginx.conf"),
 }
 
 GROUP_HELP = {
@@ -51,6 +61,8 @@ GROUP_HELP = {
     "image": "Move images to nodes without a registry.",
     "master": "Manage the master process.",
     "key": "Manage cluster keys.",
+    "secret": "Manage secrets: encrypted at rest, in memory on the nodes that need them.",
+    "config": "Manage configs: mounted read-only into containers.",
     "lab": "A local lab: 'bare servers' as containers, each with sshd and dockerd.",
 }
 

@@ -23,6 +23,7 @@ from . import metrics
 from .dashboard import server as dash
 from ..stack.values import StackWarning
 from .dashboard.server import history_doc
+from .secrets import KINDS, decode_data
 
 ALLOWED_ROLES = ("cli", "master")
 MASTER_KEY: "web.AppKey[Any]" = web.AppKey("master", object)
@@ -139,10 +140,55 @@ async def post_stack(request: web.Request) -> web.Response:
         if isinstance(w, dict):
             warnings.append(StackWarning(str(w.get("location", "")), str(w.get("message", "")),
                                          str(w.get("key", ""))))
+    values = []
+    for i, v in enumerate(b.get("secrets") or ()):   # the stack file's secrets and configs
+        if not isinstance(v, dict) or v.get("kind") not in KINDS or not isinstance(v.get("name"), str):
+            raise UsageError(f'secrets[{i}]: expected {{"kind": "secret"|"config", "name", "data"}}')
+        values.append((v["kind"], v["name"], decode_data(v["kind"], v["name"], v.get("data"))))
     out = await _m(request).apply_stack(request.match_info["name"], specs, bool(b.get("prune")),
                                         bool(b.get("dry_run")), str(b.get("file") or ""),
-                                        tuple(warnings))
+                                        tuple(warnings), tuple(values))
     return web.json_response(out)
+
+
+# --- secrets and configs (master/secrets.py): metadata out, values only in ---------------------
+
+def _kind(request: web.Request) -> str:
+    return request.match_info["kind"][:-1]       # "secrets" -> "secret"
+
+
+async def get_secrets(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).secretbook.rows(_kind(request)))
+
+
+async def get_secret(request: web.Request) -> web.Response:
+    return web.json_response(_m(request).secretbook.row(_kind(request), request.match_info["name"]))
+
+
+async def post_secrets(request: web.Request) -> web.Response:
+    kind, b = _kind(request), await _body(request)
+    if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+        raise UsageError(f'expected {{"name": NAME, "data": BASE64}} for a {kind}')
+    labels = b.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                               for k, v in labels.items()):
+        raise UsageError("labels must map strings to strings")
+    data = decode_data(kind, b["name"], b.get("data"))
+    out = await _m(request).secretbook.create(kind, b["name"], data, labels)
+    return web.json_response(out, status=201)
+
+
+async def post_secret_rotate(request: web.Request) -> web.Response:
+    kind, name, b = _kind(request), request.match_info["name"], await _body(request)
+    if not isinstance(b, dict):
+        raise UsageError('expected {"data": BASE64}')
+    data = decode_data(kind, name, b.get("data"))
+    return web.json_response(await _m(request).secretbook.rotate(kind, name, data))
+
+
+async def delete_secret(request: web.Request) -> web.Response:
+    return web.json_response(await _m(request).secretbook.remove(_kind(request),
+                                                                 request.match_info["name"]))
 
 
 async def get_service(request: web.Request) -> web.Response:
@@ -237,7 +283,8 @@ async def get_ha(request: web.Request) -> web.Response:
 
 def make_app(master: Any, middlewares: Any = ()) -> web.Application:
     """The API; ``middlewares`` run after the role guard (the HA front: ``master/ha_runner.py``)."""
-    app = web.Application(middlewares=[guard, *middlewares])
+    # Stacks and secrets carry values (up to 500 KiB each, base64): more than aiohttp's 1 MiB.
+    app = web.Application(middlewares=[guard, *middlewares], client_max_size=64 * 1024 * 1024)
     app[MASTER_KEY] = master
     app.add_routes([
         web.get("/v1/nodes", get_nodes), web.post("/v1/nodes", post_nodes),
@@ -258,6 +305,13 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
         web.get("/v1/dashboard", get_dashboard), web.get("/v1/history", get_history),
         web.get("/v1/ha", get_ha),
     ])
+    for kind in ("secrets", "configs"):
+        app.add_routes([
+            web.get(f"/v1/{{kind:{kind}}}", get_secrets), web.post(f"/v1/{{kind:{kind}}}", post_secrets),
+            web.get(f"/v1/{{kind:{kind}}}/{{name}}", get_secret),
+            web.delete(f"/v1/{{kind:{kind}}}/{{name}}", delete_secret),
+            web.post(f"/v1/{{kind:{kind}}}/{{name}}/rotate", post_secret_rotate),
+        ])
     return app
 
 

@@ -207,6 +207,7 @@ class Commands:
         if old is not None and create_only:
             raise APIError(f"service {spec.name!r} exists", status=409)
         now = m.clock()
+        spec = m.secretbook.resolve(spec)      # secret/config versions pinned (400 if missing)
         st = self._stage_put(spec, now, rollback_of, scale_reason, rollback_to)
         if st is None:
             assert old is not None
@@ -219,9 +220,12 @@ class Commands:
 
     async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
                           dry_run: bool = False, file: str = "",
-                          warnings: Tuple[Any, ...] = ()) -> Dict[str, Any]:
+                          warnings: Tuple[Any, ...] = (),
+                          values: Tuple[Any, ...] = ()) -> Dict[str, Any]:
         """A whole stack in one step: every spec judged, the plan made, and all of it stored in
-        one transaction, or (any problem) nothing. ``dry_run``: the plan alone."""
+        one transaction, or (any problem) nothing. ``dry_run``: the plan alone. ``values``:
+        the stack file's secrets and configs, ``(kind, name, bytes)``: a changed one becomes a
+        new version (in the same transaction) and the specs that mount it pin that version."""
         m = self.m
         problems = [f"service {s.name!r}: {p}" for s in specs for p in validate_problems(s)]
         names = [s.name for s in specs]
@@ -232,20 +236,40 @@ class Commands:
         if problems:
             raise UsageError(f"stack {stack!r} not applied, nothing changed: " + "; ".join(problems))
         async with m.lock:
+            now = m.clock()
+            book = m.secretbook
+            new_values = [sv for sv in (book.stage(k, n, data, now) for k, n, data in values)
+                          if sv is not None]
+            staged_values = {(sv.kind, sv.name): sv for sv in new_values}
+            resolved, unresolved = [], []
+            for s in specs:
+                try:
+                    resolved.append(book.resolve(s, staged_values))
+                except UsageError as exc:
+                    unresolved.append(str(exc))
+            if unresolved:
+                raise UsageError(f"stack {stack!r} not applied, nothing changed: "
+                                 + "; ".join(unresolved))
+            specs = resolved
             current = {n: svc.spec for n, svc in m.services.items()}
             plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file),
                                prune)
             clashes = port_clashes(specs, current, [c.name for c in plan.remove])
             out = views.plan_view(plan, render_plan(plan))
             out["problems"] = [c.message for c in clashes]
+            out["secrets"] = [{"kind": sv.kind, "name": sv.name, "version": sv.version}
+                              for sv in new_values]        # names and versions, never values
+            if new_values:
+                out["text"] = (out.get("text") or "").rstrip("\n") + "\n" + "".join(
+                    f"{sv.kind} {sv.name}: new version {sv.version}\n" for sv in new_values)
+                out["has_changes"] = True
             if dry_run:
                 return {**out, "applied": []}
             if clashes:      # 409 as for one service, naming the stack that was not applied
                 raise APIError(f"stack {stack!r} not applied, nothing changed: "
                                f"{clashes[0].message}", status=409)
-            if not plan.has_changes:
+            if not plan.has_changes and not new_values:
                 return {**out, "applied": []}
-            now = m.clock()
             staged = [st for st in (self._stage_put(ch.new, now) for ch in plan.create + plan.update)
                       if st is not None]
             stopped: List[Task] = []
@@ -255,9 +279,14 @@ class Commands:
             for ch in plan.remove:
                 stopped += self._stage_delete(ch.name, now)
                 events.append(Event("service", ch.name, f"removed (stack {stack} pruned)"))
+            events += [Event(sv.kind, sv.name, f"version {sv.version} created (stack {stack})")
+                       for sv in new_values]
+            drop = [k for sv in new_values for k in book.prunable(sv.kind, sv.name, adding=1)]
             await m.commit_changes(Changes(update=stopped, events=events), now=now,
                                services=[st.svc for st in staged],
-                               delete_services=[ch.name for ch in plan.remove])
+                               delete_services=[ch.name for ch in plan.remove],
+                               secrets=new_values, delete_secrets=drop)
+            book.applied(new_values, drop)
             for st in staged:
                 self._applied_put(st)
             for ch in plan.remove:

@@ -10,6 +10,7 @@ it is applied in memory or pushed. Each job is its own module:
 - ``reconciler.Reconciler``: the reconcile loop and rollouts (pure decisions
   from ``reconcile``, ``scheduler``, ``rollout``);
 - ``pusher.Pusher``: assignments and routes down to agents, and the master's LBs;
+- ``secrets.SecretBook``: secrets and configs (sealed by ``vault``), rotation;
 - ``poller.Poller``: polls, gossip view and node status (``nodestatus``, pure);
 - ``views``: the read side; ``taskindex``: tasks by node.
 
@@ -52,6 +53,7 @@ from .poller import NodeLive, Poller
 from .pusher import Pusher
 from .reconcile import Changes
 from .reconciler import Reconciler
+from .secrets import SecretBook
 from .state import NodeRecord, Service, Task
 from .store import Batch, Fence, Store
 from .taskindex import TaskIndex
@@ -87,8 +89,10 @@ class Master:
     def __init__(self, store: Store, client: Client, cluster: Optional[Mapping[str, Any]] = None,
                  config: MasterConfig = MasterConfig(), clock: Callable[[], float] = time.time,
                  seed_nodes: Any = None, ingress: Optional[Any] = None,
-                 signer: Optional[Signer] = None, denylist: Optional[Denylist] = None) -> None:
+                 signer: Optional[Signer] = None, denylist: Optional[Denylist] = None,
+                 vault_key: Optional[bytes] = None) -> None:
         self.store = store
+        self.vault_key = vault_key              # the KEK that unwraps the data key (vault.py)
         self.fence: Optional[Fence] = None     # set by an HA leader: its writes are fenced by term
         self.term = 0                           # the HA leader's term, sent in every assignment
         # An HA leader's lease check (``Elector.is_leader``): no push once it may have lapsed.
@@ -120,6 +124,7 @@ class Master:
         self.reconciler = Reconciler(self)
         self.pusher = Pusher(self)
         self.poller = Poller(self)
+        self.secretbook = SecretBook(self)      # secrets and configs (secrets.py)
         self.obs = MasterObs()                  # metrics, live-view wakeups (metrics.py)
         self.autoscaler = Autoscaler(self)      # autoscale.py
         # The admin host's joined nodes (nodes.json): a list, or a callable re-reading the file.
@@ -151,6 +156,8 @@ class Master:
         self.term += int(snap.meta.get("term_floor", 0))
         if self.cluster:
             await self.write(Batch.of(meta={"cluster": self.cluster}))
+        cluster_id = str(self.cluster.get("id") or (self.meta.get("cluster") or {}).get("id") or "")
+        await self.secretbook.start(snap.secrets, self.vault_key, cluster_id)
         for name in self.nodes:
             self.live[name] = NodeLive()
         self.reconciler.recover_rollouts()
@@ -243,8 +250,10 @@ class Master:
 
     async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
                           dry_run: bool = False, file: str = "",
-                          warnings: Tuple[Any, ...] = ()) -> Dict[str, Any]:
-        return await self.commands.apply_stack(stack, specs, prune, dry_run, file, warnings)
+                          warnings: Tuple[Any, ...] = (),
+                          values: Tuple[Any, ...] = ()) -> Dict[str, Any]:
+        return await self.commands.apply_stack(stack, specs, prune, dry_run, file, warnings,
+                                               values)
 
     async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
         return await self.commands.patch_service(name, changes)

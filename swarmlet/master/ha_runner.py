@@ -46,6 +46,7 @@ from .dashboard.server import start_dashboard
 from .daemon import Master, MasterConfig
 from .store import Fence
 from .store.etcd import LEADER_FENCE, EtcdStore
+from .vault import load_key as load_vault_key
 
 log = logging.getLogger("swarmlet.master.ha")
 VIA = "X-Swarmlet-Via"
@@ -170,7 +171,10 @@ class HAMaster:
         assert self.store is not None and self.elector is not None
         m = Master(self.store, self._agent_client(self.config.request_timeout),
                    cluster={"id": self.cluster.id, "name": self.cluster.name}, config=self.config,
-                   denylist=self.denylist)   # no signer here: the CA key stays on the admin host
+                   denylist=self.denylist,    # no signer here: the CA key stays on the admin host
+                   # the KEK that unwraps the data key: vault.key in this master's home, put
+                   # there with its certificate (none: secrets cannot be opened, see vault.py)
+                   vault_key=await asyncio.to_thread(load_vault_key, self.cluster.home))
         m.fence = Fence(LEADER_FENCE, term)
         m.term = term      # Master.start adds the cluster's term floor (see daemon.Master.start)
         m.leading = self.elector.is_leader
@@ -262,6 +266,7 @@ class HAMaster:
             v = Master(self.store, self._agent_client(2.0), cluster={"id": self.cluster.id,
                                                                     "name": self.cluster.name})
             v.services, v.specs, v.nodes, v.meta = snap.services, snap.specs, snap.nodes, snap.meta
+            v.secretbook.versions = dict(snap.secrets)     # metadata reads (sealed values)
             for t in snap.tasks.values():
                 v.tasks.put(t)
             self._view, self._view_rev = v, snap.revision

@@ -139,7 +139,8 @@ class Poller:
             live.agent_version = version
             live.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
             await self._observe(name, reported)
-            m.pusher.poll_ok(name, version)   # behind on its assignment or routes: resend
+            # behind on its assignment, routes or secret values: resend
+            m.pusher.poll_ok(name, version, bool(extra.get("secrets_missing")))
             self.update_status(name)
             if live.seq is None:   # an agent without long polls: poll it on a timer
                 await asyncio.sleep(m.cfg.poll_interval)

@@ -3,7 +3,9 @@
 Assignments (``PUT /v1/assignment``): after each reconcile pass ``sync`` bumps
 the stored version of every node whose desired task set changed and pushes its
 full assignment (idempotent: a lost push is harmless; the poller re-pushes when
-an agent reports an older version). A 409 from an agent that holds a newer
+an agent reports an older version, or values missing). An assignment carries the
+values of the secrets and configs its tasks mount (``SecretBook.values_for``):
+a value reaches only the nodes that run a task using it. A 409 from an agent that holds a newer
 version (a store restored from a backup) leapfrogs it, unless a newer leader
 sent it.
 
@@ -72,12 +74,13 @@ class Pusher:
     def forget(self, name: str) -> None:
         self._nodes.pop(name, None)
 
-    def poll_ok(self, name: str, version: int) -> None:
-        """The poller reached ``name`` and it holds assignment ``version``."""
+    def poll_ok(self, name: str, version: int, secrets_missing: bool = False) -> None:
+        """The poller reached ``name`` and it holds assignment ``version`` (``secrets_missing``:
+        but not every value its tasks mount, e.g. after a reboot emptied its tmpfs)."""
         rec, prep = self.m.nodes.get(name), self._nodes.get(name)
         if rec is None or prep is None:
             return
-        if version < rec.assignment_version:
+        if version < rec.assignment_version or (secrets_missing and version == rec.assignment_version):
             if version == 0:
                 prep.routes_acked = None      # it lost its state: its routes too
             self.push(name)
@@ -176,8 +179,9 @@ class Pusher:
                         or not m.leading()):    # an HA leader whose lease may have lapsed: silent
                     return
                 prep.repush = False
+                # the values of the secrets/configs its tasks mount: to this node only
                 a = Assignment(name, rec.assignment_version, prep.content, *prep.routing,
-                               term=m.term)
+                               term=m.term, secrets=m.secretbook.values_for(prep.content))
                 try:
                     await m.client.put_assignment(agent_peer(name, rec.address, rec.api_port), a)
                     m.counters["pushes"] += 1

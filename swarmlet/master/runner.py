@@ -24,6 +24,7 @@ from .api import serve
 from .daemon import Master, MasterConfig
 from .dashboard.server import start_dashboard
 from .store import Store, open_store
+from .vault import load_key as load_vault_key
 from ..shipped.lb import sticky_key_from
 from ..shipped.lb.supervisor import IngressProcess
 
@@ -99,9 +100,12 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
     # a flood on a published port must not stall the master's API and reconcile
     ingress = IngressProcess(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
         if config.ingress else None
+    # The key that unwraps the cluster's data key (vault.py): beside the CA key in this home,
+    # never in the store; made on first start for a cluster from before secrets.
+    vault_key = await asyncio.to_thread(load_vault_key, c.home, True)
     master = Master(store, client, cluster={"id": c.id, "name": c.name}, config=config,
                     seed_nodes=lambda: [asdict(r) for r in clusterlib.nodes(c)],   # re-read each time
-                    ingress=ingress, signer=signer, denylist=denylist)
+                    ingress=ingress, signer=signer, denylist=denylist, vault_key=vault_key)
     master.tls_contexts.append(server_ctx)
     master.local_certs = lambda: _renew_local(c, master)
     await master.start()

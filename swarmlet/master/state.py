@@ -5,7 +5,8 @@ shells (store, api, daemon). A task keeps what the master wants (``desired``:
 running or shutdown, ``node``) apart from what agents report (``state``,
 ``health``, ``reason``), as swarmkit does. ``merge_observed`` folds one
 agent's report into the tasks placed on that node (pure); ``task_spec`` and
-``assignment_tasks`` build what an agent receives.
+``assignment_tasks`` build what an agent receives. ``SecretVersion`` is one
+stored version of a secret or config (sealed, see ``vault``).
 """
 
 from __future__ import annotations
@@ -114,6 +115,28 @@ class NodeRecord:
     registered_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class SecretVersion:
+    """One stored version of a secret or config (``kind``): its value sealed by the
+    ``vault`` (never in clear), its size and the vault's keyed fingerprint of it."""
+
+    kind: str                 # secret | config
+    name: str
+    version: int
+    sealed: str = field(default="", repr=False)
+    size: int = 0
+    fingerprint: str = field(default="", repr=False)
+    created_at: float = 0.0
+    labels: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> "SecretKey":
+        return (self.kind, self.name, self.version)
+
+
+SecretKey = Tuple[str, str, int]     # (kind, name, version)
+
+
 def replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
 
@@ -124,7 +147,8 @@ def task_spec(task: Task, spec: ServiceSpec) -> TaskSpec:
         task_id=task.task_id, service=task.service, revision=task.revision, slot=task.slot,
         image=spec.image, command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env),
         ports=spec.ports, volumes=spec.volumes, health=spec.health, limits=spec.limits,
-        restart=spec.restart, labels=dict(spec.labels))
+        restart=spec.restart, labels=dict(spec.labels), secrets=spec.secrets,
+        configs=spec.configs)
 
 
 def assignment_tasks(node: str, tasks: Iterable[Task],

@@ -133,6 +133,34 @@ class AutoscaleSpec:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A secret or config a service mounts, by stored name and version (never its value).
+
+    ``target``: a secret's file name under ``/run/secrets`` (or an absolute path);
+    a config's absolute path. ``version`` 0 means "the newest", and is resolved by
+    the master when the spec is stored, so a stored spec pins the version it runs
+    (a rotation is a new revision; a rollback restores the older version)."""
+
+    source: str
+    target: str
+    version: int = 0
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class SecretValue:
+    """A value sent to the one node that runs a task using it (inside its assignment, over
+    mutual TLS). ``kind``: secret | config; ``data``: base64. Never persisted by the agent."""
+
+    kind: str
+    name: str
+    version: int
+    data: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What the user asked for: one revision of one service."""
 
@@ -157,6 +185,8 @@ class ServiceSpec:
     lb: LBOptions = LBOptions()
     autoscale: Optional[AutoscaleSpec] = None
     placement: str = "spread"         # spread | binpack (master scheduler strategy)
+    secrets: Tuple[SecretRef, ...] = ()   # mounted at /run/secrets/<target>
+    configs: Tuple[SecretRef, ...] = ()   # mounted at their target
 
 
 @dataclass(frozen=True)
@@ -177,6 +207,8 @@ class TaskSpec:
     limits: Resources = Resources()
     restart: RestartPolicy = RestartPolicy()
     labels: Dict[str, str] = field(default_factory=dict)
+    secrets: Tuple[SecretRef, ...] = ()
+    configs: Tuple[SecretRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +280,9 @@ class Assignment:
     routes: Tuple[Route, ...] = ()
     draining: Tuple[str, ...] = ()
     term: int = 0
+    # The values of the secrets and configs this node's tasks mount (only those): the
+    # agent keeps them in memory (tmpfs) and stores the assignment without them.
+    secrets: Tuple[SecretValue, ...] = ()
 
 
 @dataclass(frozen=True)

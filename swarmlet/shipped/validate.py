@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from . import secretrefs
 from .constraints import parse as parse_constraint
 from .exceptions import APIError, UsageError
 from .models import PortSpec, ServiceSpec
@@ -92,6 +93,8 @@ def problems(spec: ServiceSpec) -> List[Problem]:
                                         f"{key[0]}/{key[1]} twice"))
         elif key is not None:
             seen.add(key[:2])
+    for field, message in secretrefs.problems(spec):
+        out.append(Problem(field, message))
     return out
 
 

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from swarmlet.master.reconcile import Event
-from swarmlet.master.state import NodeRecord, Task, next_revision
+from swarmlet.master.state import NodeRecord, SecretVersion, Task, next_revision
 from swarmlet.master.store import Batch, Fence
 from swarmlet.shipped.exceptions import FencedOut, StoreError
 from swarmlet.shipped.models import Health, PortSpec, ServiceSpec, TaskState
@@ -176,3 +176,21 @@ class StoreContract:
         for t in threads:
             t.join(30)
         assert len(st.load().tasks) == 80 and len(set(revs)) == 80
+
+    def test_secret_versions_round_trip_watch_and_delete(self, make):
+        """Versions of secrets and configs (sealed values): stored, watched, reloaded, deleted."""
+        st = make()
+        v1 = SecretVersion("secret", "db-password", 1, "v1.k.AAAA", 12, "fp1", 1.0, {"a": "b"})
+        v2 = SecretVersion("secret", "db-password", 2, "v1.k.BBBB", 13, "fp2", 2.0)
+        c1 = SecretVersion("config", "db-password", 1, "v1.k.CCCC", 3, "fp3", 3.0)
+        seen = []
+        stop = st.watch(lambda rev, batch: seen.append((batch.secrets, batch.delete_secrets)))
+        st.commit(Batch.of(secrets=[v1, c1]))
+        st.commit(Batch.of(secrets=[v2], delete_secrets=[("secret", "db-password", 1)]))
+        stop()
+        assert seen == [((v1, c1), ()), ((v2,), (("secret", "db-password", 1),))]
+        st = make(reopen=st)
+        snap = st.load()
+        assert snap.secrets == {v2.key: v2, c1.key: c1}      # a kind is its own namespace
+        st.commit(Batch.of(delete_secrets=[v2.key, c1.key]))
+        assert make(reopen=st).load().secrets == {}

@@ -71,6 +71,23 @@ SENDS = {
     "dashboard": (["dashboard", "-o", "json"], [("GET", "/v1/dashboard", None)]),
     "deploy": (["deploy", "-f", "{stack}", "--dry-run"],
                [("POST", "/v1/stacks/shop", {"dry_run": True, "prune": False})]),
+    # the value travels base64 in the body (b"pw\n" -> "cHcK"), never in the path
+    "secret create": (["secret", "create", "db-pw", "{value}"],
+                      [("POST", "/v1/secrets", {"name": "db-pw", "data": "cHcK"})]),
+    "secret ls": (["secret", "ls", "-o", "json"], [("GET", "/v1/secrets", None)]),
+    "secret inspect": (["secret", "inspect", "db-pw", "-o", "json"],
+                       [("GET", "/v1/secrets/db-pw", None)]),
+    "secret rm": (["secret", "rm", "db-pw"], [("DELETE", "/v1/secrets/db-pw", None)]),
+    "secret rotate": (["secret", "rotate", "db-pw", "{value}", "--detach"],
+                      [("POST", "/v1/secrets/db-pw/rotate", {"data": "cHcK"})]),
+    "config create": (["config", "create", "app.conf", "{value}"],
+                      [("POST", "/v1/configs", {"name": "app.conf", "data": "cHcK"})]),
+    "config ls": (["config", "ls", "-o", "json"], [("GET", "/v1/configs", None)]),
+    "config inspect": (["config", "inspect", "app.conf", "-o", "json"],
+                       [("GET", "/v1/configs/app.conf", None)]),
+    "config rm": (["config", "rm", "app.conf"], [("DELETE", "/v1/configs/app.conf", None)]),
+    "config rotate": (["config", "rotate", "app.conf", "{value}", "--detach"],
+                      [("POST", "/v1/configs/app.conf/rotate", {"data": "cHcK"})]),
 }
 DRIVEN = {   # command -> the test file that runs it against real sshd, processes or agents
     "init": "tests/integration/provision/test_master_process.py",
@@ -121,6 +138,10 @@ def _answer(method: str, path: str):
         return {"ts": 0, "nodes": [], "services": [], "events": [], "cluster": {}}
     if path == "/v1/dashboard":
         return {"url": "https://127.0.0.1:1/", "token": "t", "login": "https://127.0.0.1:1/?token=t"}
+    if path.startswith("/v1/secrets") or path.startswith("/v1/configs"):
+        row = {"name": "x", "version": 2, "size": 3, "services": ["web"], "changed": True,
+               "created_at": 0, "updated_at": 0, "versions": [], "removed": 1}
+        return [row] if method == "GET" and path.count("/") == 2 else row
     if path.startswith("/v1/stacks/"):
         return {"text": "plan", "warnings": [], "has_changes": False, "create": [], "update": [],
                 "remove": [], "applied": []}
@@ -130,7 +151,7 @@ def _answer(method: str, path: str):
 @pytest.mark.parametrize("name", sorted(SENDS))
 def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     from swarmlet import cluster as clusterlib
-    from swarmlet.cli import deploy, services, top
+    from swarmlet.cli import deploy, secrets, services, top
     monkeypatch.setenv("SWARMLET_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir(mode=0o700)
     clusterlib.init(name="contract", home=tmp_path / "home")
@@ -139,12 +160,15 @@ def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     def fake_call(method, path, body=None):
         sent.append((method, path, body))
         return _answer(method, path)
-    for mod in (services, deploy, top):
+    for mod in (services, deploy, top, secrets):
         monkeypatch.setattr(mod, "call", fake_call)
     stack = tmp_path / "stack.yml"
     stack.write_text("name: shop\nservices:\n  web:\n    image: img:1\n")
+    value = tmp_path / "value.txt"
+    value.write_bytes(b"pw\n")
     argv, want = SENDS[name]
-    result = CliRunner().invoke(cli, [a.replace("{stack}", str(stack)) for a in argv])
+    result = CliRunner().invoke(cli, [a.replace("{stack}", str(stack)).replace("{value}", str(value))
+                                      for a in argv])
     assert result.exit_code == 0, (result.output, sent)
     for method, path, keys in want:
         hits = [b for m, p, b in sent if (m, p) == (method, path)]

@@ -18,6 +18,9 @@ do we). The contract, in full in docs/internal-apis.md ("Master store"):
   commit, in revision order, once the commit is durable;
 - ``revision()``, ``revisions(service)``, ``events(limit, since_id)`` (the event
   log is bounded), ``close()``;
+- ``Batch.secrets`` stores versions of secrets and configs (``SecretVersion``:
+  the value sealed by ``master/vault.py``, never in clear); ``delete_secrets``
+  removes versions by (kind, name, version); ``Snapshot.secrets`` has them all;
 - an ``Event`` with a ``key`` replaces the stored event with the same key (it
   gets a new id, so a follower of ``since_id`` sees it again): a slot that
   keeps failing is one event, not one per attempt.
@@ -35,7 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 from ...shipped.models import ServiceSpec
 from ..reconcile import Event
-from ..state import NodeRecord, Service, Task
+from ..state import NodeRecord, SecretKey, SecretVersion, Service, Task
 
 
 @dataclass(frozen=True)
@@ -52,21 +55,26 @@ class Batch:
     meta: Mapping[str, Any] = field(default_factory=dict)
     events: Tuple[Event, ...] = ()
     now: Optional[float] = None      # the events' timestamp (default: the store's clock)
+    secrets: Tuple[SecretVersion, ...] = ()      # versions of secrets/configs (sealed values)
+    delete_secrets: Tuple[SecretKey, ...] = ()   # (kind, name, version)
 
     @classmethod
     def of(cls, *, services: Sequence[Service] = (), delete_services: Sequence[str] = (),
            tasks: Sequence[Task] = (), delete_tasks: Sequence[str] = (),
            nodes: Sequence[NodeRecord] = (), delete_nodes: Sequence[str] = (),
            meta: Optional[Mapping[str, Any]] = None, events: Sequence[Event] = (),
-           now: Optional[float] = None) -> "Batch":
+           now: Optional[float] = None, secrets: Sequence[SecretVersion] = (),
+           delete_secrets: Sequence[SecretKey] = ()) -> "Batch":
         """A batch from any sequences (lists are frozen into tuples)."""
         return cls(tuple(services), tuple(delete_services), tuple(tasks), tuple(delete_tasks),
-                   tuple(nodes), tuple(delete_nodes), dict(meta or {}), tuple(events), now)
+                   tuple(nodes), tuple(delete_nodes), dict(meta or {}), tuple(events), now,
+                   tuple(secrets), tuple((str(k), str(n), int(v)) for k, n, v in delete_secrets))
 
     @property
     def empty(self) -> bool:
         return not (self.services or self.delete_services or self.tasks or self.delete_tasks
-                    or self.nodes or self.delete_nodes or self.meta or self.events)
+                    or self.nodes or self.delete_nodes or self.meta or self.events
+                    or self.secrets or self.delete_secrets)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class Snapshot:
     nodes: Dict[str, NodeRecord] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
     revision: int = 0
+    secrets: Dict[SecretKey, SecretVersion] = field(default_factory=dict)
 
 
 Watcher = Callable[[int, Batch], None]

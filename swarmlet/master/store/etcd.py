@@ -7,6 +7,7 @@ form (the same encoding as SQLite's columns):
     svc/<name>                      {revision, template_revision, created_at, updated_at}
     rev/<name>/<revision:010d>      {spec, created_at}       every revision of the spec
     task/<task_id>, node/<name>     to_wire(Task), to_wire(NodeRecord)
+    sec/<kind>/<name>/<version:010d>  to_wire(SecretVersion): the value sealed (``vault``)
     event/<id:016d>                 {ts, kind, subject, message, key}   (the newest ``max_events``)
     ekey/<sha1(key)>                {"id": id}: the stored event of a keyed ``Event``
     seq                             {"events": next event id}: touched by every commit
@@ -58,7 +59,7 @@ from ...shipped.models import ServiceSpec, from_wire, to_wire
 from ...ha import etcd as E
 from ...ha.election import leader_key
 from ..reconcile import Event
-from ..state import NodeRecord, Service, Task
+from ..state import NodeRecord, SecretVersion, Service, Task
 from .base import Batch, Fence, Snapshot, Watcher
 
 log = logging.getLogger("swarmlet.master.store")
@@ -173,6 +174,15 @@ class EtcdStore:
             snap.tasks[rest] = from_wire(Task, data)
         elif kind == "node":
             snap.nodes[rest] = from_wire(NodeRecord, data)
+        elif kind == "sec":
+            sv = from_wire(SecretVersion, data)
+            snap.secrets[sv.key] = sv
+
+    @staticmethod
+    def _sec_key(rest: str) -> Tuple[str, str, int]:
+        skind, _, tail = rest.partition("/")
+        name, _, version = tail.rpartition("/")
+        return (skind, name, int(version))
 
     @staticmethod
     def _finish(snap: Snapshot, svc_rows: Dict[str, Dict[str, Any]]) -> None:
@@ -266,6 +276,12 @@ class EtcdStore:
         for name in batch.delete_nodes:
             puts.pop(self._k("node", name), None)
             deletes[self._k("node", name)] = None
+        for sv in batch.secrets:
+            puts[self._k("sec", sv.kind, sv.name, f"{sv.version:010d}")] = _dumps(to_wire(sv))
+        for skind, name, version in batch.delete_secrets:
+            k = self._k("sec", skind, name, f"{version:010d}")
+            puts.pop(k, None)
+            deletes[k] = None
         for key, value in batch.meta.items():
             if key in _RESERVED:
                 raise StoreError(f"meta key {key!r} is the store's own")
@@ -391,7 +407,8 @@ class EtcdStore:
         with self._cv:
             c = self._cache
             return None if c is None else Snapshot(dict(c.services), dict(c.specs), dict(c.tasks),
-                                                   dict(c.nodes), dict(c.meta), c.revision)
+                                                   dict(c.nodes), dict(c.meta), c.revision,
+                                                   dict(c.secrets))
 
     def _cached(self, timeout: float = 2.0) -> Optional[Snapshot]:
         """The hot copy once it has caught up with etcd's current store revision."""
@@ -402,7 +419,7 @@ class EtcdStore:
             if c is None or self._delivered < want:
                 return None
             return Snapshot(dict(c.services), dict(c.specs), dict(c.tasks), dict(c.nodes),
-                            dict(c.meta), c.revision)
+                            dict(c.meta), c.revision, dict(c.secrets))
 
     def _watch_loop(self) -> None:
         pending: List[Dict[str, Any]] = []
@@ -457,8 +474,8 @@ class EtcdStore:
     def _fold(self, snap: Snapshot, events: List[Dict[str, Any]], rev: int) -> Batch:
         """Apply one transaction's events to ``snap``; the ``Batch`` they amount to."""
         services: Dict[str, Dict[str, Any]] = {}
-        tasks, nodes, meta, evs = [], [], {}, []
-        d_services, d_tasks, d_nodes = [], [], []
+        tasks, nodes, meta, evs, secs = [], [], {}, [], []
+        d_services, d_tasks, d_nodes, d_secs = [], [], [], []
         now: Optional[float] = None
         for ev in events:
             key = E.unb64(ev["kv"]["key"]).decode()
@@ -482,6 +499,10 @@ class EtcdStore:
                     d_nodes.append(rest)
                 elif kind == "meta":
                     snap.meta.pop(rest, None)
+                elif kind == "sec":
+                    key = self._sec_key(rest)
+                    snap.secrets.pop(key, None)
+                    d_secs.append(key)
                 continue
             value = E.unb64(ev["kv"].get("value"))
             if kind == "event":
@@ -500,6 +521,8 @@ class EtcdStore:
                 nodes.append(snap.nodes[rest])
             elif kind == "meta":
                 meta[rest] = snap.meta[rest]
+            elif kind == "sec":
+                secs.append(snap.secrets[self._sec_key(rest)])
         out_services = []
         for name, row in services.items():
             tmp = Snapshot(specs=snap.specs)
@@ -508,7 +531,7 @@ class EtcdStore:
             out_services.append(tmp.services[name])
         return Batch.of(services=out_services, delete_services=d_services, tasks=tasks,
                         delete_tasks=d_tasks, nodes=nodes, delete_nodes=d_nodes, meta=meta,
-                        events=evs, now=now)
+                        events=evs, now=now, secrets=secs, delete_secrets=d_secs)
 
     def close(self) -> None:
         self._stop.set()

@@ -1,6 +1,7 @@
 """Copy one master store into another, with nothing lost, and prove it (``master ha`` and back).
 
-What moves: every service with every revision of its spec, tasks, nodes, meta
+What moves: every service with every revision of its spec, tasks, nodes, secret
+and config versions (still sealed: the data key travels wrapped in meta ``vault``), meta
 (the cluster, ``auto_rebalance``, the dashboard token, the leader term) and the
 event log with each event's id-order and timestamp. The source must be quiet
 (its master stopped) and the destination empty; ``copy`` refuses a destination
@@ -36,6 +37,7 @@ class Copied:
     nodes: int
     meta: int
     events: int
+    secrets: int = 0
 
 
 def _chunks(items: List[Any], n: int = CHUNK):
@@ -44,7 +46,7 @@ def _chunks(items: List[Any], n: int = CHUNK):
 
 
 def _is_empty(snap: Snapshot) -> bool:
-    return not (snap.services or snap.specs or snap.tasks or snap.nodes
+    return not (snap.services or snap.specs or snap.tasks or snap.nodes or snap.secrets
                 or set(snap.meta) - _OWN)
 
 
@@ -71,6 +73,8 @@ def copy(src: Store, dst: Store) -> Copied:
         dst.commit(Batch.of(tasks=part))
     for part in _chunks(list(snap.nodes.values())):
         dst.commit(Batch.of(nodes=part))
+    for part in _chunks(list(snap.secrets.values()), 50):   # up to 500 KiB each
+        dst.commit(Batch.of(secrets=part))
     meta = {k: v for k, v in snap.meta.items() if k not in _OWN}
     if meta:
         dst.commit(Batch.of(meta=meta))
@@ -88,11 +92,11 @@ def copy(src: Store, dst: Store) -> Copied:
                 run.append(e)
     verify(src, dst)
     return Copied(len(snap.services), len(snap.specs), len(snap.tasks), len(snap.nodes),
-                  len(meta), len(events))
+                  len(meta), len(events), len(snap.secrets))
 
 
 def _comparable(snap: Snapshot) -> Tuple[Any, ...]:
-    return (snap.services, snap.specs, snap.tasks, snap.nodes,
+    return (snap.services, snap.specs, snap.tasks, snap.nodes, snap.secrets,
             {k: v for k, v in snap.meta.items() if k not in _OWN})
 
 

@@ -1,7 +1,9 @@
 """The master's embedded store: SQLite in WAL mode, with a schema version (``base.Store``).
 
 Holds cluster config (``meta``), services and every revision of their specs,
-tasks (desired and observed), nodes, and a bounded event log. Every change
+tasks (desired and observed), nodes, secret and config versions (sealed: the
+values are ciphertext, the key is not in this file, see ``vault``), and a
+bounded event log. Every change
 goes through ``commit(batch, fence)``, one transaction: a crash (even SIGKILL mid-write)
 leaves either all of it or none of it. ``synchronous=FULL`` so a committed
 change also survives power loss.
@@ -26,12 +28,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ...shipped.exceptions import ConfigError, FencedOut, StoreError
 from ...shipped.models import ServiceSpec, from_wire, to_wire
-from ..state import NodeRecord, Service, Task
+from ..state import NodeRecord, SecretVersion, Service, Task
 from .base import Batch, Fence, Snapshot, Watcher
 
 log = logging.getLogger("swarmlet.master.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_EVENTS = 10_000
 _REVISION = "store_revision"        # meta key: the revision of the last commit
 _RESERVED = {_REVISION, "schema_version"}
@@ -59,6 +61,12 @@ _SCHEMA = [
     """
     ALTER TABLE events ADD COLUMN key TEXT NOT NULL DEFAULT '';
     CREATE INDEX IF NOT EXISTS events_key ON events (key) WHERE key != '';
+    """,
+    # version 3: secrets and configs, one row per version (the value sealed, see vault.py)
+    """
+    CREATE TABLE IF NOT EXISTS secrets (
+        kind TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (kind, name, version));
     """,
 ]
 
@@ -166,6 +174,9 @@ class SQLiteStore:
         for (data,) in db.execute("SELECT data FROM nodes"):
             n = from_wire(NodeRecord, json.loads(data))
             snap.nodes[n.name] = n
+        for (data,) in db.execute("SELECT data FROM secrets"):
+            sv = from_wire(SecretVersion, json.loads(data))
+            snap.secrets[sv.key] = sv
 
     def revisions(self, name: str) -> List[Tuple[int, ServiceSpec, float]]:
         with self._lock:
@@ -214,6 +225,12 @@ class SQLiteStore:
                                (n.name, json.dumps(to_wire(n))))
                 for name in batch.delete_nodes:
                     db.execute("DELETE FROM nodes WHERE name=?", (name,))
+                for sv in batch.secrets:
+                    db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?, ?, ?)",
+                               (sv.kind, sv.name, sv.version, json.dumps(to_wire(sv))))
+                for kind, name, version in batch.delete_secrets:
+                    db.execute("DELETE FROM secrets WHERE kind=? AND name=? AND version=?",
+                               (kind, name, version))
                 for key, value in batch.meta.items():
                     if key in _RESERVED:
                         raise StoreError(f"meta key {key!r} is the store's own")

@@ -44,7 +44,7 @@ class Env:
         self.master: Any = None
         self.client = Client.for_cluster(self.c, timeout=10)
 
-    async def agent(self, short: str) -> Agent:
+    async def agent(self, short: str, **over: Any) -> Agent:
         name = f"m{self.tag}-{short}"
         d = self.c.home / "agents" / name
         d.mkdir(parents=True, exist_ok=True)
@@ -52,11 +52,13 @@ class Env:
             kp = self.c.issue_agent(name, ["127.0.0.1"])
             (d / "agent.crt").write_bytes(kp.cert_pem)
             (d / "agent.key").write_bytes(kp.key_pem)
-        a = Agent(AgentConfig(
+        kw: Dict[str, Any] = dict(
             name=name, address="127.0.0.1", api_port=0, api_bind="127.0.0.1", gossip=False, ingress=False, discovery=False,
             cluster_id=self.c.id, state_dir=str(d / "state"), cert=str(d / "agent.crt"),
             key=str(d / "agent.key"), ca=str(self.c.path("ca.crt")), stats_interval=1.0,
-            resync_interval=2.0, stop_timeout=1))
+            resync_interval=2.0, stop_timeout=1)
+        kw.update(over)
+        a = Agent(AgentConfig(**kw))
         await a.start()
         self.agents[name] = a
         if name not in self.names:

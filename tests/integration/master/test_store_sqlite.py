@@ -83,7 +83,7 @@ def test_a_version_1_store_is_migrated_with_its_events(tmp_path):
     db.commit()
     db.close()
     st = SQLiteStore(tmp_path / "state.db")
-    assert st.schema_version == SCHEMA_VERSION == 2
+    assert st.schema_version == SCHEMA_VERSION == 3
     for i in (1, 2):
         st.commit(Batch.of(events=[Event("task", "bad.1", f"failed ({i})", "failed:bad:1")]))
     assert [(e["id"], e["message"]) for e in st.events()] == [(1, "ready"), (3, "failed (2)")]
