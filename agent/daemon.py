@@ -85,6 +85,7 @@ class Agent:
                                  self.secret_files)
         self._tasks: List["asyncio.Task[Any]"] = []
         self._assign_lock = asyncio.Lock()
+        self._routes_lock = asyncio.Lock()
         self._api_runner: Any = None
         self.docker_ok = False
         self.ingress: Any = None
@@ -245,7 +246,7 @@ class Agent:
 
     async def set_routes(self, update: RoutesUpdate) -> bool:
         """Apply a routes update (whole or delta) and feed the proxies; raises ``StaleRoutes``."""
-        async with self._assign_lock:
+        async with self._routes_lock:      # its own: a routes write never delays an assignment
             applied = await asyncio.to_thread(self.routes.offer, update)
         if applied:
             self._set_hosts()

@@ -7,7 +7,10 @@ higher term, another epoch, or a higher version); a delta applies only on top
 of the exact table it was made against (same epoch, ``base`` == our version),
 else ``StaleRoutes`` (409) asks the master for the whole table. The table
 survives an agent restart, so the node's ingress and discovery serve with the
-master gone (static stability). Written atomically (temp file, fsync, rename).
+master gone (static stability). Written atomically (temp file, rename) but not
+fsynced: it changes with every health flip, a table lost to a power cut is
+only a little stale (the master resends it whole to a node that comes back),
+and an fsync on every change would stall a busy node's disk.
 """
 
 from __future__ import annotations
@@ -95,8 +98,6 @@ class RoutesStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             try:
