@@ -21,9 +21,9 @@ import click
 
 from ..shipped.exceptions import StackFileError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
-from ..shipped.validate import port_clashes
+from ..shipped.validate import port_clashes, route_clashes
 from ..stack import load_stack
-from ..stack.locate import port_location
+from ..stack.locate import edge_location, port_location
 from .offer_push import offer_push
 from .output import emit, emit_json, err, output_option
 from .services import call, parse_env, parse_port
@@ -70,22 +70,29 @@ def follow(names: List[str], timeout: float, echo=click.echo) -> List[str]:
 
 
 def _refuse_port_clashes(path: str, stack: Any, plan: Dict[str, Any]) -> None:
-    """A port another service publishes is refused at its line, before anything is applied
+    """A port another service publishes, or a host and path prefix another service is routed
+    on (in this stack or another), is refused at its line, before anything is applied
     (the master refuses the whole stack too, with the same words, but cannot point into the
     file). ``plan``: the master's dry run of this stack."""
     changing = {c["name"] for c in plan["create"] + plan["update"]}
     if not changing:
         return
     current = {row["name"]: from_wire(ServiceSpec, row["spec"]) for row in call("GET", "/v1/services")}
-    clashes = port_clashes([s for s in stack.services if s.name in changing], current, plan["remove"])
+    mine = [s for s in stack.services if s.name in changing]
+    clashes = port_clashes(mine, current, plan["remove"])
+    routes = route_clashes(mine, current, plan["remove"])
+    if not clashes and not routes:
+        return
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        text = ""
     if clashes:
         c = clashes[0]
-        try:
-            with open(path, "rb") as fh:
-                text = fh.read().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError):
-            text = ""
         raise StackFileError(port_location(text, path, dict(os.environ), c.service, c.index), c.message)
+    r = routes[0]
+    raise StackFileError(edge_location(text, path, dict(os.environ), r.service, r.host), r.message)
 
 
 def _finish(failures: List[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
@@ -19,8 +20,9 @@ import click
 from .. import cluster as clusterlib
 from ..client import call_master
 from ..shipped.exceptions import UsageError
-from ..shipped.models import HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
+from ..shipped.models import EdgeSpec, HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
 from ..shipped.validate import validate_spec
+from ..webcerts import check_pair
 from .offer_push import offer_push
 from .output import emit, emit_json, output_option
 
@@ -81,7 +83,7 @@ def parse_scale(items: Tuple[str, ...]) -> List[Tuple[str, int]]:
 def build_spec(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: Tuple[str, ...],
                health_path: Optional[str], cpus: Optional[float], memory: Optional[str],
                constraints: Tuple[str, ...], max_per_node: Optional[int], placement: str,
-               mode: str, command: Tuple[str, ...]) -> ServiceSpec:
+               mode: str, command: Tuple[str, ...], edge: EdgeSpec = EdgeSpec()) -> ServiceSpec:
     mem = parse_size(memory) if memory else None
     res = Resources(cpus=cpus, memory=mem)
     spec = ServiceSpec(
@@ -89,9 +91,32 @@ def build_spec(name: str, image: str, replicas: int, ports: Tuple[str, ...], env
         ports=tuple(parse_port(p) for p in ports),
         health=HealthCheck(kind="http", path=health_path) if health_path else HealthCheck(),
         limits=res, reservations=res, constraints=tuple(constraints), max_per_node=max_per_node,
-        placement=placement, command=tuple(command) if command else None)
+        placement=placement, command=tuple(command) if command else None, edge=edge)
     validate_spec(spec)     # judged here as the master will: nothing is sent if it would refuse
     return spec
+
+
+def edge_from_flags(name: str, hosts: Tuple[str, ...], path: str, port: Optional[int],
+                    tls: Optional[str], cert: Optional[str], key: Optional[str], hsts: int,
+                    redirect: bool) -> Tuple[EdgeSpec, Optional[Tuple[str, str]]]:
+    """The ``EdgeSpec`` of ``run``'s edge flags, and a user's (cert, key) PEM pair to upload.
+    A mismatched pair is refused here, before anything is sent."""
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if cert is not None and tls is not None:
+        raise UsageError("--tls-cert/--tls-key is TLS with your certificate: drop --tls")
+    pair = None
+    mode = tls or "off"
+    if cert is not None and key is not None:
+        with open(cert) as fh_c, open(key) as fh_k:
+            pair = (fh_c.read(), fh_k.read())
+        check_pair(pair[0].encode(), pair[1].encode(), [h.lower() for h in hosts],
+                   what=f"--tls-cert {cert}", now=time.time())
+        mode = "manual"
+    edge = EdgeSpec(hosts=tuple(h.strip().lower().rstrip(".") for h in hosts), path=path,
+                    port=port, tls=mode, cert=name if mode == "manual" else "", redirect=redirect,
+                    hsts=hsts)
+    return edge, pair
 
 
 # --- the master connection -------------------------------------------------------
@@ -119,15 +144,41 @@ def call(method: str, path: str, body: Any = None) -> Any:
 @click.option("--global", "global_", is_flag=True, help="One replica on every eligible node.")
 @click.option("--push/--no-push", default=None,
               help="Push the image to nodes that lack it (default: ask on a terminal, else warn).")
+@click.option("--host", "hosts", multiple=True,
+              help="Serve on the edge ports (80/443) for this host name (repeatable).")
+@click.option("--path", "edge_path", default="/", show_default=True,
+              help="With --host: the path prefix routed here (longest prefix wins).")
+@click.option("--port", "edge_port", type=click.IntRange(1, 65535),
+              help="With --host: the container port routed to (default: the first -p target).")
+@click.option("--tls", type=click.Choice(["off", "acme"]),
+              help="With --host: off (default), or acme (certificates from the cluster's CA).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="With --host: your certificate chain (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="With --tls-cert: its private key (PEM), stored sealed by the master.")
+@click.option("--hsts", type=click.IntRange(0), default=0,
+              help="With TLS: Strict-Transport-Security max-age in seconds (0: none).")
+@click.option("--no-https-redirect", is_flag=True,
+              help="With TLS: answer plain HTTP too instead of redirecting to HTTPS.")
 @click.argument("command", nargs=-1)
 def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: Tuple[str, ...],
             health_path: Optional[str], cpus: Optional[float], memory: Optional[str],
             constraints: Tuple[str, ...], max_per_node: Optional[int], placement: str,
-            global_: bool, push: Optional[bool], command: Tuple[str, ...]) -> None:
+            global_: bool, push: Optional[bool], hosts: Tuple[str, ...], edge_path: str,
+            edge_port: Optional[int], tls: Optional[str], tls_cert: Optional[str],
+            tls_key: Optional[str], hsts: int, no_https_redirect: bool,
+            command: Tuple[str, ...]) -> None:
     """Create a service from flags (use 'swarmlet deploy' for stack files)."""
+    edge, pair = edge_from_flags(name, hosts, edge_path, edge_port, tls, tls_cert, tls_key, hsts,
+                                 not no_https_redirect)
+    if edge_port is not None and not any(p.target == edge_port for p in map(parse_port, ports)):
+        ports = ports + (str(edge_port),)
     spec = build_spec(name, image, replicas, ports, env, health_path, cpus, memory, constraints,
-                      max_per_node, placement, "global" if global_ else "replicated", command)
+                      max_per_node, placement, "global" if global_ else "replicated", command,
+                      edge)
     offer_push([image], push)
+    if pair is not None:        # stored (key sealed) before the service that names it
+        call("PUT", f"/v1/certs/{name}", {"cert": pair[0], "key": pair[1]})
     out = call("POST", "/v1/services?create=1", to_wire(spec))
     click.echo(f"service {name} created (revision {out.get('revision')}); see: swarmlet ps {name}")
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..shipped.exceptions import APIError, ProtocolError, SwarmletError, UsageError
 from ..shipped.models import ServiceSpec, from_wire, to_wire
-from ..shipped.validate import check_ports, port_clashes, problems as validate_problems, validate_spec
+from ..shipped.validate import (check_ports, check_routes, port_clashes, problems as validate_problems,
+                                route_clashes, validate_spec)
 from ..stack.compose import Stack
 from ..stack.plan import plan_deploy
 from ..stack.render import render_plan
@@ -212,7 +213,9 @@ class Commands:
         if st is None:
             assert old is not None
             return {"name": spec.name, "revision": old.revision, "changed": False}
-        check_ports([spec], {n: s.spec for n, s in m.services.items()})   # 409: one line
+        current = {n: s.spec for n, s in m.services.items()}
+        check_ports([spec], current)    # 409: one line
+        check_routes([spec], current)   # one host + path prefix per service, 409 likewise
         await m.write(Batch.of(services=[st.svc], events=st.events, now=now))
         self._applied_put(st)
         return {"name": spec.name, "revision": st.svc.revision, "changed": True,
@@ -254,7 +257,9 @@ class Commands:
             current = {n: svc.spec for n, svc in m.services.items()}
             plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file),
                                prune)
-            clashes = port_clashes(specs, current, [c.name for c in plan.remove])
+            removing = [c.name for c in plan.remove]
+            clashes = port_clashes(specs, current, removing) + route_clashes(specs, current,
+                                                                             removing)
             out = views.plan_view(plan, render_plan(plan))
             out["problems"] = [c.message for c in clashes]
             out["secrets"] = [{"kind": sv.kind, "name": sv.name, "version": sv.version}

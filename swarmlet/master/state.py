@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..shipped.models import Health, NodeStatus, ServiceSpec, TaskSpec, TaskState, TaskStatus
+from ..shipped.models import EdgeSpec, Health, NodeStatus, ServiceSpec, TaskSpec, TaskState, TaskStatus
 
 RUNNING = "running"
 SHUTDOWN = "shutdown"
@@ -43,10 +43,11 @@ class Service:
 
 
 def same_template(a: ServiceSpec, b: ServiceSpec) -> bool:
-    """Whether two revisions run identical tasks (they differ at most in replicas, or in the
-    autoscale policy, which only moves the replica count)."""
-    return (dataclasses.replace(a, replicas=0, autoscale=None)
-            == dataclasses.replace(b, replicas=0, autoscale=None))
+    """Whether two revisions run identical tasks (they differ at most in replicas, in the
+    autoscale policy, which only moves the replica count, or in their edge routing, which
+    only the load balancers read)."""
+    return (dataclasses.replace(a, replicas=0, autoscale=None, edge=EdgeSpec())
+            == dataclasses.replace(b, replicas=0, autoscale=None, edge=EdgeSpec()))
 
 
 def kept_revisions(svc: Service, revisions: Iterable[int],

@@ -124,6 +124,26 @@ class LBOptions:
 
 
 @dataclass(frozen=True)
+class EdgeSpec:
+    """Routing by host name and path on the shared edge ports (80 and 443 by default),
+    from ``x-swarmlet`` (``hosts``, ``path``, ``tls``...) or ``swarmlet run --host``.
+
+    ``tls``: ``off`` (plain HTTP only), ``acme`` (a certificate per host name from the
+    cluster's ACME CA, renewed on its own) or ``manual`` (the stored certificate
+    ``cert``, uploaded by the user; its key is kept sealed by the master). For TLS
+    hosts plain HTTP is answered with a redirect to HTTPS unless ``redirect`` is off;
+    ``hsts`` > 0 adds ``Strict-Transport-Security: max-age=<hsts>`` to HTTPS answers."""
+
+    hosts: Tuple[str, ...] = ()       # lower-case DNS names; "*.example.com" for manual TLS
+    path: str = "/"                   # longest prefix wins, on segment boundaries
+    port: Optional[int] = None        # container port routed to (None: the first TCP port)
+    tls: str = "off"                  # off | acme | manual
+    cert: str = ""                    # manual: the stored certificate's name
+    redirect: bool = True             # TLS hosts: HTTP -> HTTPS (308)
+    hsts: int = 0                     # max-age seconds; 0: no HSTS header
+
+
+@dataclass(frozen=True)
 class AutoscaleSpec:
     """Scale replicas between ``min`` and ``max`` to hold average CPU near ``cpu`` %."""
 
@@ -187,6 +207,7 @@ class ServiceSpec:
     placement: str = "spread"         # spread | binpack (master scheduler strategy)
     secrets: Tuple[SecretRef, ...] = ()   # mounted at /run/secrets/<target>
     configs: Tuple[SecretRef, ...] = ()   # mounted at their target
+    edge: EdgeSpec = EdgeSpec()       # host/path routing and TLS on the edge ports
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,11 @@ class Route:
     lb: LBOptions = LBOptions()
     backends: Tuple[RouteBackend, ...] = ()
     vip: Optional[str] = None            # the service's virtual IP (see ``discovery``)
+    hosts: Tuple[str, ...] = ()          # served on the edge ports by Host and ``path``
+    path: str = "/"
+    tls: str = "off"                     # off | acme | manual (see ``EdgeSpec``)
+    redirect: bool = True
+    hsts: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,6 +287,43 @@ class RoutesUpdate:
     changes: Tuple[RouteChange, ...] = ()
     draining: Tuple[str, ...] = ()
     term: int = 0
+
+
+@dataclass(frozen=True)
+class EdgeCert:
+    """A certificate the edge serves: ``hosts`` are the SNI names it is chosen for."""
+
+    name: str                            # an ACME host name, or a manual certificate's name
+    hosts: Tuple[str, ...]
+    cert: str                            # PEM: the leaf first, then its chain
+    key: str = field(default="", repr=False)   # PEM private key: never in a log line
+    not_after: float = 0.0               # UNIX time
+    fingerprint: str = ""                # SHA-256 of the leaf (hex)
+
+
+@dataclass(frozen=True)
+class EdgeUpdate:
+    """The edge's settings and certificates (``PUT /v1/edge``), versioned like routes:
+    ordered by (term, epoch, version); the whole set every time (a handful of certificates)."""
+
+    version: int
+    epoch: int = 0
+    term: int = 0
+    http_port: int = 80
+    https_port: int = 443
+    default_service: str = ""            # answers unknown hosts (empty: 404)
+    certs: Tuple[EdgeCert, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChallengesUpdate:
+    """ACME http-01 answers every ingress gives (``PUT /v1/challenges``): token ->
+    key authorization. Small and short-lived, kept in memory only."""
+
+    version: int
+    epoch: int = 0
+    term: int = 0
+    tokens: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .models import Health, Route, RouteBackend, ServiceSpec, TaskState
+from .validate import edge_port
 
-__all__ = ["Route", "RouteBackend", "ReplicaView", "build_routes", "by_port", "health_path", "serving"]
+__all__ = ["Route", "RouteBackend", "ReplicaView", "build_routes", "by_port", "edge_routes", "health_path", "serving"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,18 @@ def build_routes(specs: Iterable[ServiceSpec], replicas: Iterable[ReplicaView],
                 (RouteBackend(r.task_id, r.node or "", node_address[r.node or ""], int(r.host_ports[key]))
                  for r in by_service.get(spec.name, []) if key in r.host_ports),
                 key=lambda b: b.task_id))
+            e = spec.edge
+            edge = {} if not e.hosts or p.target != edge_port(spec) else {
+                "hosts": e.hosts, "path": e.path, "tls": e.tls, "redirect": e.redirect,
+                "hsts": e.hsts}
             routes.append(Route(spec.name, published, p.target, health_path(spec), spec.lb, backends,
-                                (vips or {}).get(spec.name)))
+                                (vips or {}).get(spec.name), **edge))
     return tuple(routes)
+
+
+def edge_routes(routes: Iterable[Route]) -> List[Route]:
+    """Routes served by host name on the edge ports."""
+    return [r for r in routes if r.hosts]
 
 
 def by_port(routes: Iterable[Route]) -> Dict[int, Route]:

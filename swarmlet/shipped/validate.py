@@ -18,6 +18,11 @@ position, by ``run`` before any request, and by the master with a 400.
   (one service, or a whole stack at once); ``check_ports`` raises
   ``APIError`` 409 with one line: "port 18080/tcp is published by service
   'hello'". ``deploy`` runs it first to point at the stack file's line.
+- ``edge_problems(spec)`` (part of ``problems``): the ``edge`` of a service
+  (host names, path prefix, TLS mode, the port it routes to), by the rules of
+  ``hostnames.py``; ``route_clashes`` / ``check_routes`` are the cross-service
+  check for it: one host and path prefix belongs to one service (409: "host
+  shop.example.com path /api is routed to service 'shop'").
 
 Pure, standard library only (shipped, so an agent could judge a spec too).
 """
@@ -30,6 +35,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import secretrefs
 from .constraints import parse as parse_constraint
+from .hostnames import MAX_HOSTS, host_problem, path_problem
 from .exceptions import APIError, UsageError
 from .models import PortSpec, ServiceSpec
 
@@ -37,6 +43,8 @@ SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 SERVICE_NAME_WHAT = ("a service name of lower-case letters, digits, '_', '.' or '-' "
                      "(at most 63, starting with a letter or digit)")
 MODES = ("replicated", "global")
+TLS_MODES = ("off", "acme", "manual")
+CERT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 PLACEMENTS = ("spread", "binpack")     # the scheduler's strategies (a unit test keeps them equal)
 
 
@@ -95,6 +103,56 @@ def problems(spec: ServiceSpec) -> List[Problem]:
             seen.add(key[:2])
     for field, message in secretrefs.problems(spec):
         out.append(Problem(field, message))
+    out += edge_problems(spec)
+    return out
+
+
+def edge_port(spec: ServiceSpec) -> Optional[int]:
+    """The container port the edge routes ``spec``'s hosts to (None: it has none)."""
+    tcp = [p.target for p in spec.ports if p.protocol == "tcp"]
+    if spec.edge.port is not None:
+        return spec.edge.port if spec.edge.port in tcp else None
+    return tcp[0] if tcp else None
+
+
+def edge_problems(spec: ServiceSpec) -> List[Problem]:
+    """What is wrong with ``spec.edge`` (empty: fine, or no edge routing at all)."""
+    e = spec.edge
+    out: List[Problem] = []
+    if not e.hosts:
+        if e.path != "/" or e.tls != "off" or e.cert or e.hsts or e.port is not None:
+            out.append(Problem("edge", "expected 'hosts' for a path, tls, hsts or port on the "
+                                       "edge (routing is by host name)"))
+        return out
+    if len(e.hosts) > MAX_HOSTS:
+        out.append(Problem("edge.hosts", f"expected at most {MAX_HOSTS} hosts, got {len(e.hosts)}"))
+    for host in e.hosts:
+        why = host_problem(host, wildcard=e.tls != "acme")
+        if why:
+            out.append(Problem("edge.hosts", why))
+    for host in sorted({h for h in e.hosts if e.hosts.count(h) > 1}):
+        out.append(Problem("edge.hosts", f"expected each host once, got {host!r} twice"))
+    why = path_problem(e.path)
+    if why:
+        out.append(Problem("edge.path", why))
+    if e.tls not in TLS_MODES:
+        out.append(Problem("edge.tls", f"expected one of {', '.join(TLS_MODES)}, got {e.tls!r}"))
+    if e.tls == "manual" and not CERT_NAME.fullmatch(e.cert or ""):
+        out.append(Problem("edge.cert", f"expected the name of a stored certificate, got "
+                                        f"{e.cert!r}"))
+    if e.tls != "manual" and e.cert:
+        out.append(Problem("edge.cert", "a certificate name is for tls: manual only"))
+    if e.hsts < 0:
+        out.append(Problem("edge.hsts", f"expected a max-age of 0 or more seconds, got {e.hsts}"))
+    if e.hsts and e.tls == "off":
+        out.append(Problem("edge.hsts", "HSTS needs TLS (tls: acme or a certificate)"))
+    if edge_port(spec) is None:
+        if e.port is not None:
+            out.append(Problem("edge.port", f"expected one of the service's TCP container ports, "
+                                            f"got {e.port}"))
+        else:
+            out.append(Problem("edge.port", "hosts need a container port to route to: add "
+                                            "ports: [\"8080\"] (or x-swarmlet.port)"))
     return out
 
 
@@ -175,6 +233,51 @@ def port_clashes(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec
 def _holds(spec: Optional[ServiceSpec], held: Held) -> bool:
     """Whether the stored ``spec`` holds ``held`` (so the clash predates this write)."""
     return spec is not None and held in {_held(p) for p in spec.ports}
+
+
+@dataclass(frozen=True)
+class RouteClash:
+    service: str        # the service being written
+    host: str
+    path: str
+    holder: str         # the service that holds host + path
+
+    @property
+    def message(self) -> str:
+        return f"host {self.host} path {self.path} is routed to service {self.holder!r}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def route_clashes(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec],
+                  removing: Iterable[str] = ()) -> List[RouteClash]:
+    """Hosts + path prefixes of ``specs`` that another service routes already (the same
+    rules as ``port_clashes``: ``specs`` replace their stored selves, ``removing`` are gone)."""
+    gone = set(removing) | {s.name for s in specs}
+    held: Dict[Tuple[str, str], str] = {}
+    for name, spec in sorted(current.items()):
+        if name not in gone:
+            for host in spec.edge.hosts:
+                held.setdefault((host, spec.edge.path), name)
+    out: List[RouteClash] = []
+    for spec in specs:
+        for host in spec.edge.hosts:
+            key = (host, spec.edge.path)
+            holder = held.get(key)
+            if holder is not None and holder != spec.name:
+                out.append(RouteClash(spec.name, host, spec.edge.path, holder))
+            else:
+                held[key] = spec.name
+    return out
+
+
+def check_routes(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec],
+                 removing: Iterable[str] = ()) -> None:
+    """Raise ``APIError`` (HTTP 409) naming the first clash of ``route_clashes``."""
+    found = route_clashes(specs, current, removing)
+    if found:
+        raise APIError(found[0].message, status=409)
 
 
 def check_ports(specs: Sequence[ServiceSpec], current: Mapping[str, ServiceSpec],

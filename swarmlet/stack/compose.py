@@ -20,7 +20,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..shipped.exceptions import StackFileError
 from ..shipped.models import ServiceSpec
@@ -48,6 +48,7 @@ class Stack:
     volumes: Dict[str, VolumeDef] = field(default_factory=dict)
     warnings: Tuple[StackWarning, ...] = ()
     file: str = ""
+    certificates: Tuple[Any, ...] = ()    # edge.CertFiles: tls: {cert, key} pairs, read and checked
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
@@ -102,7 +103,8 @@ def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[st
             published[port.published] = sname
         specs.append(spec)
     return Stack(name=stack, services=tuple(specs), volumes=volumes,
-                 warnings=tuple(sorted(ctx.warnings, key=_file_order(filename))), file=filename)
+                 warnings=tuple(sorted(ctx.warnings, key=_file_order(filename))), file=filename,
+                 certificates=tuple(ctx.certificates))
 
 
 def _file_order(filename: str) -> Callable[[StackWarning], tuple]:

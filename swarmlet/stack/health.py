@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from .edge import EDGE_KEYS
 from ..shipped.models import AutoscaleSpec, HealthCheck, LBOptions, PortSpec
 from .loader import Node
 from .values import (Context, as_bool, as_choice, as_duration, as_float, as_int, as_map,
@@ -73,7 +74,7 @@ def _test(node: Node) -> Dict[str, object]:
 def apply_extras(node: Node, health: HealthCheck, test: Optional[Node],
                  ports: Tuple[PortSpec, ...], ctx: Context) -> Dict[str, object]:
     """ServiceSpec fields from ``x-swarmlet`` (health, lb, autoscale, max_per_node)."""
-    keys = check_keys(node, ("health", "lb", "autoscale", "max_per_node"), ctx)
+    keys = check_keys(node, ("health", "lb", "autoscale", "max_per_node") + EDGE_KEYS, ctx)
     out: Dict[str, object] = {}
     if "health" in keys:
         out["health"] = _http_health(keys["health"], health, ports)

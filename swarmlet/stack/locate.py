@@ -1,4 +1,4 @@
-"""Where a service's port was written in a stack file: ``file:line:col``. Pure.
+"""Where a service's port (or edge host) was written in a stack file: ``file:line:col``. Pure.
 
 A ``Stack`` keeps values, not places, and some checks can only run once the
 cluster is known (a published port held by a service of *another* stack, seen
@@ -50,3 +50,27 @@ def port_location(text: str, filename: str, env: Mapping[str, str], service: str
             return str(item.mark)
         seen += made
     return str(ports.mark)
+
+
+def edge_location(text: str, filename: str, env: Mapping[str, str], service: str, host: str) -> str:
+    """``file:line:col`` of ``host`` in ``x-swarmlet.hosts`` of ``service`` (else of the
+    ``hosts`` key, the service's key, the file)."""
+    ctx = Context(filename=filename, base_dir=posixpath.dirname(filename) or ".", env=dict(env),
+                  read_text=_none)
+    try:
+        root = parse_yaml(text, filename, dict(env), ctx.warn)
+    except StackFileError:
+        return filename
+    services = root.value.get("services") if root is not None and root.is_map else None
+    if services is None or not services.is_map or service not in services.value:
+        return filename
+    snode = services.value[service]
+    here = str(services.key_marks.get(service, snode.mark))
+    ext = snode.value.get("x-swarmlet") if snode.is_map else None
+    hosts = ext.value.get("hosts") if ext is not None and ext.is_map else None
+    if hosts is None:
+        return here
+    for item in hosts.value if hosts.is_seq else [hosts]:
+        if isinstance(item.value, str) and item.value.strip().lower().rstrip(".") == host:
+            return str(item.mark)
+    return str(hosts.mark)

@@ -8,7 +8,7 @@ services of other stacks or made by ``swarmlet run`` are never touched, like
 in the file that exists outside the stack is taken over, with a warning.
 
 An update whose changes are all in ``SETTINGS_ONLY`` (replicas, update and
-rollback configs, lb, autoscale, max_per_node) needs no new containers:
+rollback configs, lb, autoscale, max_per_node, edge) needs no new containers:
 ``ServiceChange.rollout`` is False, so the caller can scale instead of rolling.
 
 Values of ``SECRET_FIELDS`` (env: passwords and tokens live there) never leave
@@ -27,7 +27,7 @@ from .compose import Stack
 from .service import STACK_LABEL
 from .values import StackWarning
 
-SETTINGS_ONLY = ("replicas", "update", "rollback", "lb", "autoscale", "max_per_node")
+SETTINGS_ONLY = ("replicas", "update", "rollback", "lb", "autoscale", "max_per_node", "edge")
 SECRET_FIELDS = ("env",)
 HIDDEN = "(hidden)"
 

@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 from ..shipped import validate
 from ..shipped.models import HealthCheck, RestartPolicy, ServiceSpec
 from .deploy import parse_deploy, parse_labels
+from .edge import parse_edge
 from .envfile import parse_env_file
 from .health import apply_extras, parse_healthcheck
 from .loader import Node
@@ -101,6 +102,7 @@ def parse_service(name: str, node: Node, stack: str, volumes: Dict[str, VolumeDe
         fields.update(deploy)
     if "x-swarmlet" in keys:
         fields.update(apply_extras(keys["x-swarmlet"], health, test, ports, ctx))
+        fields.update(parse_edge(name, keys["x-swarmlet"], ports, ctx, ctx.certificates))
     labels[STACK_LABEL] = stack
     fields["labels"] = labels
     spec = ServiceSpec(**fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Tuple
 
 from ..shipped.exceptions import StackFileError
 from .loader import Mark, Node
@@ -37,6 +37,7 @@ class Context:
     env: Mapping[str, str]
     read_text: Callable[[str], str]
     warnings: List[StackWarning] = field(default_factory=list)
+    certificates: List[Any] = field(default_factory=list)   # edge.CertFiles read for tls: {cert, key}
 
     def warn(self, mark: Mark, message: str, key: str = "") -> None:
         warning = StackWarning(str(mark), message, key)
