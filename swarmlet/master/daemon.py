@@ -69,6 +69,8 @@ class MasterConfig:
     retry_max: float = 5.0          # seconds between retries of a node down for a while
     stats_interval: float = 5.0
     stats_rate: float = 40.0        # GET /v1/stats per second at most, all nodes together
+    routes_rate: float = 400.0      # PUT /v1/routes per second at most while routes churn (pusher.py)
+    observe_batch: float = 0.05     # seconds of node reports folded into one store commit
     tick_interval: float = 0.5
     reconcile_interval: float = 5.0
     gc_after: float = 60.0

@@ -3,8 +3,8 @@
 Owns each node's ``NodeLive`` (not persisted) and these loops:
 
 - one watch per node: a long poll on ``GET /v1/tasks?since=SEQ&wait=S``
-  (``agent/watch.py``), so the agent answers when its report changes (folded
-  into the tasks with ``state.merge_observed``) or after ``long_poll`` seconds:
+  (``agent/watch.py``), so the agent answers when its report changes or after
+  ``long_poll`` seconds:
   an idle node costs one answer per ``long_poll`` instead of two polls a
   second. An agent without long polls (an older version) is polled every
   ``poll_interval`` as before. ``/v1/info`` once; an agent behind the stored
@@ -12,6 +12,8 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
   retried at ``poll_interval``, backing off to ``retry_max`` once it has
   failed for ``down_after`` (it is down by then; gossip saying alive again
   wakes its watch at once);
+- group commit: reports are folded in (``merge_observed``) and stored in one
+  commit every ``observe_batch`` seconds, whatever the number of nodes;
 - stats: ``GET /v1/stats`` of every node every ``stats_interval``, but never
   more than ``stats_rate`` requests a second in all (1,000 nodes: each every
   25 s); nodes running a replica of an autoscaled service keep
@@ -88,6 +90,9 @@ class Poller:
         self._members_rr = 0
         self._seed_checked: Dict[str, float] = {}   # unknown member -> when nodes.json was read
         self._stats_loop: Optional["asyncio.Task[Any]"] = None
+        self._reports: Dict[str, List[TaskStatus]] = {}   # node -> report not yet folded in
+        self._flush_wake = asyncio.Event()
+        self._flusher: Optional["asyncio.Task[Any]"] = None
         self._autoscaled: Set[str] = set()     # nodes with a replica of an autoscaled service
         self._autoscaled_at = -math.inf
 
@@ -103,7 +108,7 @@ class Poller:
             loop.cancel()
 
     def tasks(self) -> List["asyncio.Task[Any]"]:
-        return list(self._loops.values()) + ([self._stats_loop] if self._stats_loop else [])
+        return list(self._loops.values()) + [t for t in (self._stats_loop, self._flusher) if t]
 
     # --- one node -----------------------------------------------------------------
 
@@ -225,14 +230,38 @@ class Poller:
             log.debug("stats of %s: %s", name, exc)
 
     async def _observe(self, name: str, reported: List[TaskStatus]) -> None:
+        """Hand a node's report to the next group commit (a report is the node's whole
+        state, so a newer one replaces one not yet folded in)."""
+        self._reports[name] = reported
+        self._flush_wake.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self.flush_loop(), name="master-observe")
+
+    async def flush_loop(self) -> None:
+        """Fold the reports in, ``observe_batch`` seconds' worth in one store commit: at 1,000
+        nodes a commit (an fsync) per report held the lock for most of every second."""
         m = self.m
-        async with m.lock:
-            changed = merge_observed(name, m.tasks.on(name), reported, m.clock())
-            if not changed:
-                return
-            await m.commit_changes(Changes(update=changed))
-        m.pusher.routes_dirty.set()
-        m.kick()   # a task started, stopped, failed or changed health: reconcile reacts
+        while True:
+            await self._flush_wake.wait()
+            await asyncio.sleep(m.cfg.observe_batch)
+            self._flush_wake.clear()
+            reports, self._reports = self._reports, {}
+            try:
+                async with m.lock:
+                    now = m.clock()
+                    changed: List[Any] = []
+                    for name, reported in reports.items():
+                        if name in m.nodes:
+                            changed += merge_observed(name, m.tasks.on(name), reported, now)
+                    if changed:
+                        await m.commit_changes(Changes(update=changed))
+            except Exception:  # a store error or a bug: the next report brings it again
+                log.exception("folding in %d node reports failed", len(reports))
+                await asyncio.sleep(1.0)
+                continue
+            if changed:
+                m.pusher.routes_dirty.set()
+                m.kick()   # a task started, stopped, failed or changed health: reconcile reacts
 
     # --- every node -----------------------------------------------------------------
 
