@@ -79,6 +79,7 @@ class SQLiteStore:
         self._watchers: List[Watcher] = []
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private(self.path)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                        isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -258,3 +259,19 @@ class SQLiteStore:
                 except Exception:  # a watcher's bug must not undo or block a durable commit
                     log.exception("store watcher failed")
             return rev
+
+
+def _private(path: Path) -> None:
+    """The store holds specs (env included) and sealed secrets: 0600 from its first byte.
+
+    SQLite gives its -wal and -shm files the database file's mode, so setting it on the
+    database before the first connect covers all three.
+    """
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if extra.exists():
+            os.chmod(extra, 0o600)
