@@ -11,6 +11,7 @@ way. Exit codes: 0 done, 1 an update failed and was rolled back or paused.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -119,7 +120,10 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
     # the same request with dry_run asks for the plan alone.
     body = {"services": [to_wire(s) for s in stack.services], "prune": prune, "file": stack.file,
             "warnings": [{"location": w.location, "message": w.message, "key": w.key}
-                         for w in stack.warnings]}
+                         for w in stack.warnings],
+            # the file's secrets and configs: the master makes a version only if one changed
+            "secrets": [{"kind": v.kind, "name": v.name, "data": base64.b64encode(v.data).decode()}
+                        for v in stack.values]}
     plan = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": True})
     _refuse_port_clashes(path, stack, plan)
     for w in plan["warnings"]:

@@ -12,7 +12,8 @@ Each master node gets, next to its agent (``swarmlet.provision.plan.LAYOUT``):
     /opt/swarmlet/master-bundles/<id>/           swarmlet + its dependencies (the master bundle)
     /opt/swarmlet/master-current                 -> master-bundles/<id>
     /etc/swarmlet/master/                        the master's home (0700): cluster.json, ca.crt,
-                                                 master.crt/.key, gossip.keys, ha.json, etcd/
+                                                 master.crt/.key, gossip.keys, vault.key,
+                                                 ha.json, etcd/
                                                  (ca.crt, member.crt/.key, client.crt/.key)
     /var/lib/swarmlet-etcd/                      etcd's data (0700)
 

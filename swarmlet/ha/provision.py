@@ -38,6 +38,7 @@ from ..master.store import SQLiteStore
 from ..master.store.base import Batch
 from ..master.store.etcd import EtcdStore
 from ..master.store.migrate import copy as copy_store
+from ..master import vault
 from ..client import Client, call_masters, master_at
 from ..provision import probes, ssh
 from ..provision import plan as pplan
@@ -154,6 +155,8 @@ def _files(c: clusterlib.Cluster, h: Host, hosts: List[Host], ttl: int, eca: pki
         ("master.crt", master.cert_pem.decode(), "644"),
         ("master.key", master.key_pem.decode(), "600"),
         ("gossip.keys", c.gossip_keys_text(), "600"),
+        # the KEK that unwraps the data key of the secrets in etcd (master/vault.py)
+        ("vault.key", _vault_key(c), "600"),
         ("ha.json", _ha_json(c, h, hosts, ttl), "600"),
         ("etcd/ca.crt", eca.cert_pem.decode(), "644"),
         ("etcd/member.crt", member.cert_pem.decode(), "644"),
@@ -162,6 +165,13 @@ def _files(c: clusterlib.Cluster, h: Host, hosts: List[Host], ttl: int, eca: pki
         ("etcd/client.key", client.key_pem.decode(), "600"),
         ("etcd/argv", "\n".join(argv), "600"),
     ]
+
+
+def _vault_key(c: clusterlib.Cluster) -> str:
+    """The admin host's vault key (made now for a cluster from before secrets): every HA
+    master must unwrap the same data key the migrated store holds."""
+    vault.load_key(c.home, create=True)
+    return c.path(vault.KEY_FILE).read_text()
 
 
 def _argv(files: List[tuple]) -> List[str]:

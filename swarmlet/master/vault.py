@@ -48,8 +48,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..shipped.exceptions import ConfigError, StoreError, UsageError
-
-MAX_SIZE = 500 * 1024
+from ..shipped.secretrefs import MAX_SIZE
 KEY_FILE = "vault.key"
 META_KEY = "vault"            # the store's meta: {"kid": ..., "dek": sealed data key}
 _VERSION = "v1"

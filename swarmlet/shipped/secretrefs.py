@@ -23,6 +23,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_WHAT = ("a name of letters, digits, '_', '.' or '-' (at most 64, starting with a letter "
              "or digit)")
 SECRETS_DIR = "/run/secrets"
+MAX_SIZE = 500 * 1024          # the most a value may hold (argued in master/vault.py)
 KINDS = ("secret", "config")
 _ID = re.compile(r"[0-9]{1,10}")
 

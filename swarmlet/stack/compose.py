@@ -1,7 +1,7 @@
 """A Compose stack file -> a ``Stack`` of ``ServiceSpec``s, all or nothing.
 
-Owns the top level of the file (``name``, ``services``, ``volumes``; ``networks``,
-``configs`` and ``secrets`` are warnings), cross-service checks (a published
+Owns the top level of the file (``name``, ``services``, ``volumes``, ``secrets`` and
+``configs`` (``secrets.py``); ``networks`` is a warning), cross-service checks (a published
 port used twice), the stack's name, and ``load_stack``/``parse_stack``.
 
 ``parse_stack`` is pure: the stack file's text comes in, and env files are read
@@ -25,15 +25,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..shipped.exceptions import StackFileError
 from ..shipped.models import ServiceSpec
 from .loader import Mark, Node, parse_yaml
+from .secrets import StackValue, parse_defs
 from .service import check_name, parse_service
 from .values import Context, StackWarning, as_map, as_str, check_keys, fail, fail_at
 from .volumes import VolumeDef, parse_volume_defs
 
-TOP_LEVEL = ("version", "name", "services", "volumes")
+TOP_LEVEL = ("version", "name", "services", "volumes", "secrets", "configs")
 TOP_IGNORED = {
     "networks": "services reach each other by name on swarmlet's own network",
-    "configs": "not supported by swarmlet",
-    "secrets": "not supported by swarmlet",
     "include": "not supported by swarmlet; deploy each file",
 }
 _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -49,6 +48,7 @@ class Stack:
     warnings: Tuple[StackWarning, ...] = ()
     file: str = ""
     certificates: Tuple[Any, ...] = ()    # edge.CertFiles: tls: {cert, key} pairs, read and checked
+    values: Tuple[StackValue, ...] = ()     # the file's secrets and configs (never shown)
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
@@ -68,12 +68,16 @@ def _no_reader(path: str) -> str:
 
 def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[str, str]] = None,
                 *, name: Optional[str] = None, base_dir: Optional[str] = None,
-                read_text: Callable[[str], str] = _no_reader) -> Stack:
-    """Parse a stack file's text. ``env`` feeds ``${VAR}``; nothing is read from os.environ."""
+                read_text: Callable[[str], str] = _no_reader,
+                read_bytes: Optional[Callable[[str, int], bytes]] = None) -> Stack:
+    """Parse a stack file's text. ``env`` feeds ``${VAR}``; nothing is read from os.environ.
+    ``read_bytes(path, limit)`` reads secret and config files (at most ``limit`` bytes)."""
     env = dict(env or {})
     if base_dir is None:
         base_dir = posixpath.dirname(filename) or "."
     ctx = Context(filename=filename, base_dir=base_dir, env=env, read_text=read_text)
+    if read_bytes is not None:
+        ctx.read_bytes = read_bytes
     root = parse_yaml(text, filename, env, ctx.warn)
     if root is None:
         fail_at(Mark(filename, 1, 1), "expected a mapping with 'services', got an empty file")
@@ -87,12 +91,16 @@ def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[st
     if not as_map(services_node):
         fail(services_node, "at least one service")
     volumes = parse_volume_defs(keys["volumes"], stack, ctx) if "volumes" in keys else {}
+    refs, values = {}, []
+    for kind in ("secret", "config"):
+        defs, found = parse_defs(keys[kind + "s"], kind, stack, ctx) if kind + "s" in keys else ({}, [])
+        refs[kind], values = defs, values + found
     specs = []
     published: Dict[int, str] = {}
     for sname, snode in services_node.value.items():
         key_mark = services_node.key_marks.get(sname, snode.mark)
         check_name(sname, Node(sname, key_mark, services_node.path))
-        spec = parse_service(sname, snode, stack, volumes, ctx)
+        spec = parse_service(sname, snode, stack, volumes, ctx, refs)
         for port in spec.ports:
             if port.published is None:
                 continue
@@ -104,7 +112,7 @@ def parse_stack(text: str, filename: str = "stack.yml", env: Optional[Mapping[st
         specs.append(spec)
     return Stack(name=stack, services=tuple(specs), volumes=volumes,
                  warnings=tuple(sorted(ctx.warnings, key=_file_order(filename))), file=filename,
-                 certificates=tuple(ctx.certificates))
+                 certificates=tuple(ctx.certificates), values=tuple(values))
 
 
 def _file_order(filename: str) -> Callable[[StackWarning], tuple]:
@@ -139,6 +147,11 @@ def _read_text(path: str) -> str:
         return fh.read().decode("utf-8-sig")
 
 
+def _read_bytes(path: str, limit: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(limit)
+
+
 def load_stack(path: str, env: Optional[Mapping[str, str]] = None,
                name: Optional[str] = None) -> Stack:
     """Read and parse the stack file at ``path``; env files are relative to its folder.
@@ -157,4 +170,5 @@ def load_stack(path: str, env: Optional[Mapping[str, str]] = None,
         col = exc.start - (before.rfind(b"\n") + 1) + 1
         raise StackFileError(f"{path}:{line}:{col}", "expected UTF-8 text") from exc
     base_dir = os.path.dirname(os.path.abspath(path))
-    return parse_stack(text, path, env, name=name, base_dir=base_dir, read_text=_read_text)
+    return parse_stack(text, path, env, name=name, base_dir=base_dir, read_text=_read_text,
+                       read_bytes=_read_bytes)

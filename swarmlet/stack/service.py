@@ -1,7 +1,8 @@
 """One entry of ``services:`` -> one ``ServiceSpec``.
 
 Owns the service-level keys: image, command, entrypoint, environment,
-env_file, ports, volumes, healthcheck, labels, restart, deploy and x-swarmlet.
+env_file, ports, volumes, healthcheck, labels, restart, deploy, secrets and
+configs (``secrets.py``) and x-swarmlet.
 The Compose keys swarmlet cannot honour are listed in ``IGNORED`` with the
 reason the warning gives; any other key is unknown and gets a "did you mean".
 """
@@ -21,12 +22,13 @@ from .envfile import parse_env_file
 from .health import apply_extras, parse_healthcheck
 from .loader import Node
 from .ports import parse_ports
+from .secrets import SecretDef, parse_refs
 from .values import (Context, as_bool, as_map, as_scalar_str, as_str, check_keys, fail,
                      fail_at)
 from .volumes import VolumeDef, parse_mounts
 
 SUPPORTED = ("image", "command", "entrypoint", "environment", "env_file", "ports", "volumes",
-             "healthcheck", "labels", "restart", "deploy")
+             "healthcheck", "labels", "restart", "deploy", "secrets", "configs")
 _NO = "not supported by swarmlet"
 IGNORED = {
     "build": "there are no builds on deploy; build locally and `swarmlet image push`",
@@ -40,7 +42,7 @@ IGNORED = {
     "cap_add": _NO, "cap_drop": _NO, "privileged": _NO, "security_opt": _NO, "devices": _NO,
     "user": _NO, "working_dir": _NO, "stop_grace_period": _NO, "stop_signal": _NO,
     "ulimits": _NO, "logging": "logs stay in Docker's json-file and `swarmlet logs`",
-    "secrets": _NO, "configs": _NO, "tty": _NO, "stdin_open": _NO, "init": _NO, "sysctls": _NO,
+    "tty": _NO, "stdin_open": _NO, "init": _NO, "sysctls": _NO,
     "tmpfs": _NO, "pid": _NO, "ipc": _NO, "userns_mode": _NO, "shm_size": _NO, "read_only": _NO,
     "profiles": "every service in the file is deployed", "platform": _NO,
     "pull_policy": "images are used as present on the nodes, or pushed with `swarmlet image push`",
@@ -64,7 +66,7 @@ def check_name(name: str, node: Node) -> None:
 
 
 def parse_service(name: str, node: Node, stack: str, volumes: Dict[str, VolumeDef],
-                  ctx: Context) -> ServiceSpec:
+                  ctx: Context, refs: Optional[Dict[str, Dict[str, SecretDef]]] = None) -> ServiceSpec:
     keys = check_keys(node, SUPPORTED + ("x-swarmlet",), ctx, ignored=IGNORED)
     if "image" not in keys:
         fail_at(node.mark, f"expected an 'image' for service {name!r} (swarmlet does not build; "
@@ -87,6 +89,9 @@ def parse_service(name: str, node: Node, stack: str, volumes: Dict[str, VolumeDe
     fields["ports"] = ports
     if "volumes" in keys:
         fields["volumes"] = parse_mounts(keys["volumes"], volumes, ctx)
+    for kind in ("secret", "config"):        # stack/secrets.py
+        if kind + "s" in keys:
+            fields[kind + "s"] = parse_refs(keys[kind + "s"], kind, (refs or {}).get(kind, {}), ctx)
     health, test = HealthCheck(), None
     if "healthcheck" in keys:
         health, test = parse_healthcheck(keys["healthcheck"], ctx)

@@ -38,11 +38,17 @@ class Context:
     read_text: Callable[[str], str]
     warnings: List[StackWarning] = field(default_factory=list)
     certificates: List[Any] = field(default_factory=list)   # edge.CertFiles read for tls: {cert, key}
+    # (path, at most N bytes) -> bytes: secret and config files (stack/secrets.py)
+    read_bytes: Callable[[str, int], bytes] = field(default=lambda path, limit: _no_bytes(path))
 
     def warn(self, mark: Mark, message: str, key: str = "") -> None:
         warning = StackWarning(str(mark), message, key)
         if warning not in self.warnings:   # an alias used twice says it once
             self.warnings.append(warning)
+
+
+def _no_bytes(path: str) -> bytes:
+    raise FileNotFoundError(2, "No such file or directory", path)
 
 
 def show(node: Node) -> str:

@@ -153,3 +153,58 @@ async def test_secret_reaches_only_its_container_rotates_and_survives_restarts(
         assert out["removed"] == 2
     finally:
         await env.close()
+
+
+async def test_stack_file_secrets_make_versions_only_when_changed(tmp_path, docker_client):
+    """A stack's secret from a file: version 1 at the first deploy, nothing at a re-deploy of
+    the same file, version 2 (and a new revision of the service) when the file changed; the
+    plan names versions, never the value. A service refers to it by version: rollback
+    restores the older one."""
+    from swarmlet.stack import load_stack
+    env = Env(tmp_path / "home", docker_client)
+    pw = tmp_path / "pw.txt"
+    first, second = "first-" + random.token_hex(8), "second-" + random.token_hex(8)
+    pw.write_text(first)
+    path = tmp_path / "stack.yml"
+    path.write_text("name: shop\nservices:\n  web:\n    image: img:1\n    secrets: [pw]\n"
+                    "secrets:\n  pw:\n    file: ./pw.txt\n")
+
+    def body(dry_run):
+        st = load_stack(str(path), {})
+        return {"services": [to_wire(s) for s in st.services], "dry_run": dry_run,
+                "secrets": [{"kind": v.kind, "name": v.name, "data": _b64(v.data)} for v in st.values]}
+    try:
+        await env.start_master()
+        plan = await env.call("POST", "/v1/stacks/shop", body(True))
+        assert plan["secrets"] == [{"kind": "secret", "name": "shop_pw", "version": 1}]
+        assert "secret shop_pw: new version 1" in plan["text"]
+        assert await env.call("GET", "/v1/secrets") == []             # a dry run stores nothing
+        out = await env.call("POST", "/v1/stacks/shop", body(False))
+        assert out["applied"] == [{"name": "web", "action": "create", "revision": 1}]
+        svc = await env.call("GET", "/v1/services/web")
+        assert svc["spec"]["secrets"][0]["source"] == "shop_pw" and svc["spec"]["secrets"][0]["version"] == 1
+        again = await env.call("POST", "/v1/stacks/shop", body(False))
+        assert again["applied"] == [] and again["secrets"] == [] and not again["has_changes"]
+        pw.write_text(second)
+        plan = await env.call("POST", "/v1/stacks/shop", body(True))
+        assert [c["name"] for c in plan["update"]] == ["web"] and plan["update"][0]["rollout"]
+        assert [(c["path"], c["old"], c["new"]) for c in plan["update"][0]["changes"]] == [
+            ("secrets[0].version", "1", "2")]
+        out = await env.call("POST", "/v1/stacks/shop", body(False))
+        assert out["applied"] == [{"name": "web", "action": "update", "revision": 2}]
+        row = await env.call("GET", "/v1/secrets/shop_pw")
+        assert row["version"] == 2 and row["services"] == ["web"] and len(row["versions"]) == 2
+        out = await env.call("POST", "/v1/services/web/rollback", {})
+        svc = await env.call("GET", "/v1/services/web")
+        assert svc["spec"]["secrets"][0]["version"] == 1
+        shown = json.dumps([plan, out, row, await env.call("GET", "/v1/events?limit=1000")])
+        assert first not in shown and second not in shown
+        # a secret used but not known to the master: 400 naming it, nothing applied
+        path.write_text("name: shop\nservices:\n  web:\n    image: img:1\n    secrets: [gone]\n"
+                        "secrets:\n  gone:\n    external: true\n")
+        with pytest.raises(APIError) as exc:
+            await env.call("POST", "/v1/stacks/shop", body(False))
+        assert "nothing changed" in str(exc.value) and "secret 'gone' does not exist" in str(exc.value)
+        assert (await env.call("GET", "/v1/services/web"))["revision"] == 3
+    finally:
+        await env.close()
