@@ -197,21 +197,31 @@ async def _wait_etcd(etcd: E.Etcd, n: int, timeout: float = HEALTHY_TIMEOUT) -> 
 
 
 async def _wait_leader(c: clusterlib.Cluster, urls: List[str], timeout: float = 60.0) -> str:
+    """Until every master answers and one of them leads; the leader's name."""
     deadline = time.monotonic() + timeout
     peers = [master_at(u, c.master_port) for u in urls]
-    last = ""
+    answered: Dict[str, str] = {}
+    leader = ""
+    last: Dict[str, str] = {}
     while time.monotonic() < deadline:
-        try:
-            async with Client.for_cluster(c, timeout=5.0) as client:
-                view = await call_masters(client, peers, "GET", "/v1/ha", timeout=3.0)
-                if view and view.get("leader"):
-                    await call_masters(client, peers, "GET", "/v1/status", timeout=5.0)
-                    return str(view["leader"])
-            last = (view or {}).get("reason") or "no leader yet"
-        except SwarmletError as exc:
-            last = str(exc)
+        async with Client.for_cluster(c, timeout=3.0) as client:
+            for p in peers:
+                try:
+                    view = await client.call(p, "GET", "/v1/ha")
+                    answered[p.base] = str(view.get("name"))
+                    leader = leader or str(view.get("leader") or "")
+                except SwarmletError as exc:
+                    last[p.base] = str(exc)
+            if leader and len(answered) == len(peers):
+                await call_masters(client, peers, "GET", "/v1/status", timeout=5.0)
+                return leader
         await asyncio.sleep(0.5)
-    raise ProvisionError("masters", f"no master answered within {timeout:.0f}s: {last}")
+    missing = [p.base for p in peers if p.base not in answered]
+    if missing:
+        raise ProvisionError("masters", f"{', '.join(missing)} did not answer within {timeout:.0f}s: "
+                             f"{last.get(missing[0], '')}",
+                             hint=f"see {plan.LAYOUT.master_log} or journalctl -u {plan.MASTER_UNIT} there")
+    raise ProvisionError("masters", f"no master was elected within {timeout:.0f}s")
 
 
 async def enable(c: clusterlib.Cluster, names: List[str], say: Say = lambda m: None,

@@ -104,6 +104,7 @@ class HAMaster:
         self._thread: Optional[threading.Thread] = None
         self._changed = asyncio.Event()
         self._supervisor: Optional["asyncio.Task[None]"] = None
+        self._joining: Optional["asyncio.Task[None]"] = None
         self._session: Optional[aiohttp.ClientSession] = None
         self._view: Optional[Master] = None
         self._view_rev = -1
@@ -112,8 +113,27 @@ class HAMaster:
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> str:
-        self.store = await asyncio.to_thread(EtcdStore, self.etcd, self.hacfg.prefix)
-        await asyncio.to_thread(self.store.follow)
+        """Serve the API at once (it answers 'no leader yet' until etcd is reached), then join
+        the store and the election in the background, retrying while etcd is not there yet
+        (its member starts beside us, and a majority may still be booting)."""
+        self.runner = await serve(self.current, self.hacfg.bind, self.hacfg.port, self.server_ctx,
+                                  middlewares=[self._front])
+        port = self.runner.addresses[0][1] if self.hacfg.port == 0 else self.hacfg.port
+        self._joining = asyncio.create_task(self._join(), name="ha-join")
+        return self.hacfg.url if self.hacfg.port else f"https://127.0.0.1:{port}"
+
+    async def _join(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                store = await asyncio.to_thread(EtcdStore, self.etcd, self.hacfg.prefix)
+                await asyncio.to_thread(store.follow)
+                break
+            except StoreError as exc:
+                log.warning("etcd not ready yet (%s): retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        self.store = store
         me = {"name": self.hacfg.name, "url": self.hacfg.url}
         self.elector = Elector(E.Etcd(self.hacfg.endpoints, self.hacfg.etcd_tls), self.hacfg.prefix,
                                me, ttl=self.hacfg.ttl)
@@ -122,12 +142,11 @@ class HAMaster:
         self._thread = threading.Thread(target=self.elector.run, name="elector", daemon=True)
         self._thread.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="ha-supervisor")
-        self.runner = await serve(self.current, self.hacfg.bind, self.hacfg.port, self.server_ctx,
-                                  middlewares=[self._front])
-        port = self.runner.addresses[0][1] if self.hacfg.port == 0 else self.hacfg.port
-        return self.hacfg.url if self.hacfg.port else f"https://127.0.0.1:{port}"
 
     async def close(self) -> None:
+        if self._joining is not None:
+            self._joining.cancel()
+            await asyncio.gather(self._joining, return_exceptions=True)
         if self.elector is not None:
             self.elector.stop()
         if self._supervisor is not None:

@@ -106,6 +106,18 @@ class HA:
     def ingress(self, names: List[str]) -> List[str]:
         return [f"http://{self.node(n)['address']}:{self.port}/" for n in names]
 
+    def master_logs(self, lines: int = 25) -> str:
+        out = []
+        for n in self.masters:
+            try:
+                rc, text = self.docker.containers.get(n).exec_run(
+                    ["sh", "-c", f"journalctl -u swarmlet-master -u swarmlet-etcd -n {lines} "
+                                 "--no-pager -o cat 2>&1 | grep -v '^{{' | tail -n 15"])
+                out.append(f"--- {n}\n{text.decode(errors='replace')}")
+            except Exception as exc:      # a stopped node: no log to read
+                out.append(f"--- {n}: {exc}")
+        return "\n".join(out)
+
     def kill(self, name: str) -> None:
         self.docker.containers.get(name).kill()
 
@@ -170,7 +182,10 @@ def test_1_master_ha_moves_the_running_cluster_and_a_second_is_refused(ha):
         url = next(m["url"] for m in json.loads(
             (__import__("pathlib").Path(ha.home) / "cluster.json").read_text())["masters"]
                    if m["name"] == name)
-        rows = ha.call("GET", "/v1/services", urls=[url])
+        try:
+            rows = ha.call("GET", "/v1/services", urls=[url])
+        except Exception as exc:
+            raise AssertionError(f"{name} ({url}): {exc}\n{ha.master_logs()}") from exc
         assert [r["name"] for r in rows] == ["web"]
     assert ha.call("GET", "/v1/services/web/revisions") == before      # every revision moved
     again = ha.cli("master", "ha", *ha.masters, timeout=120)
