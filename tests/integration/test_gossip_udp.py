@@ -150,3 +150,13 @@ async def test_bad_setup_is_a_config_error(tmp_path):
                                identity=identity("b"), trust=trust())
     finally:
         await a.close()
+
+
+async def test_a_refused_start_leaves_the_port_free():
+    port = _free_port("127.0.0.1")
+    with pytest.raises(ConfigError):
+        await start_gossip("x", ("127.0.0.1", port), keys=[generate_key()], identity=identity("y"),
+                           trust=trust())
+    a = await start_gossip("y", ("127.0.0.1", port), keys=[generate_key()], identity=identity("y"),
+                           trust=trust())
+    await a.close()

@@ -252,6 +252,8 @@ async def start_gossip(name: str, bind: Tuple[str, int] = ("0.0.0.0", 7946), *,
             if not ca:
                 raise ConfigError("gossip needs the cluster CA certificate (ca=)")
             trust = Trust.load(ca, skew=config.max_clock_skew, max_certs=config.max_members)
+        if identity.name != name:   # before binding: a refused start leaves no socket behind
+            raise ConfigError(f"the node certificate is for {identity.name!r}, not {name!r}")
     loop = asyncio.get_running_loop()
     proto = _Protocol()
     try:
