@@ -25,6 +25,7 @@ from swarmlet.shipped.tlsutil import peer_name, peer_revoked, peer_role, server_
 
 from . import gossipkeys
 from .certs import apply_denylist
+from .edgeapi import MASTER_ONLY as EDGE_MASTER_ONLY, routes as edge_routes
 from .images import routes as image_routes
 from .reconcile import Observed
 from .watch import MAX_WAIT
@@ -32,7 +33,7 @@ from .watch import MAX_WAIT
 
 ALLOWED_ROLES = ("master", "cli")
 MASTER_ONLY = {("PUT", "/v1/revocations"),
-               ("POST", "/v1/certificate/request"), ("PUT", "/v1/certificate")}
+               ("POST", "/v1/certificate/request"), ("PUT", "/v1/certificate")} | EDGE_MASTER_ONLY
 AGENT_KEY: "web.AppKey[Any]" = web.AppKey("agent", object)
 log = logging.getLogger("swarmlet.agent")
 
@@ -137,6 +138,7 @@ async def get_tasks(request: web.Request) -> web.Response:
     routes = agent.routes.current
     return web.json_response({"version": agent.version, "seq": agent.report.seq,
                               "routes": {"version": routes.version, "epoch": routes.epoch},
+                              "edge": {"version": agent.edge.key[0], "epoch": agent.edge.key[1]},
                               "tasks": [to_wire(r) for r in agent.book.rows()],
                               "revocations": agent.denylist.version,
                               "secrets_missing": agent.secrets_missing(),
@@ -352,6 +354,7 @@ def make_app(agent: Any) -> web.Application:
         web.get("/v1/gossip/keys", get_gossip_keys),
         web.get("/metrics", get_metrics),
         *image_routes(_agent),
+        *edge_routes(_agent),
     ])
     return app
 

@@ -39,6 +39,9 @@ class AgentConfig:
     ingress_bind: str = "0.0.0.0"
     ingress_process: bool = True        # the LBs in a worker process (false: on the agent's loop)
     ingress_max_connections: int = 4096  # client connections per published port
+    ingress_workers: int = 0            # LB worker processes sharing the ports (0: one per core)
+    edge_handshake_timeout: float = 10.0   # a TLS handshake on the edge must finish in this
+    edge_max_handshakes: int = 256      # TLS handshakes in progress per worker; more wait
     discovery: bool = True              # services reachable by name via VIPs (needs root, `ip`)
     docker_url: Optional[str] = None    # None: DOCKER_HOST or the local socket
     resync_interval: float = 10.0       # full re-list even without Docker events
@@ -59,8 +62,9 @@ class AgentConfig:
 
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
         "api_bind", "gossip_bind", "ingress_bind", "secrets_dir")
-_INT = ("api_port", "gossip_port", "stop_timeout", "ingress_max_connections")
-_FLOAT = ("drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
+_INT = ("api_port", "gossip_port", "stop_timeout", "ingress_max_connections", "ingress_workers",
+        "edge_max_handshakes")
+_FLOAT = ("edge_handshake_timeout", "drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
 
 def parse(data: Any, where: str = "agent.json") -> AgentConfig:
@@ -97,8 +101,9 @@ def parse(data: Any, where: str = "agent.json") -> AgentConfig:
             kw[k] = bool(v)
         elif k == "docker_url":
             kw[k] = v if isinstance(v, str) and v else None
-    if kw.get("ingress_max_connections", 1) < 1:
-        raise ConfigError(f"{where}: 'ingress_max_connections' must be at least 1")
+    for name in ("ingress_max_connections", "edge_max_handshakes"):
+        if kw.get(name, 1) < 1:
+            raise ConfigError(f"{where}: '{name}' must be at least 1")
     return AgentConfig(**kw)
 
 

@@ -13,10 +13,13 @@ Loops:
   independent tasks, so a slow ``docker stop`` never delays a restart.
 - health: HTTP probes for tasks with an ``http`` check.
 - stats: node and task utilization, pushed into the gossip meta.
-- ingress: a proxy for every published port, fed the routing table that
-  comes with each assignment, so this node answers on every published port
-  and keeps routing with the master gone. The proxies run in a worker process
-  of their own (``swarmlet.shipped.lb.supervisor``), fed over a socket pair.
+- ingress: a proxy for every published port, and the edge (services routed by
+  host name on ports 80 and 443, TLS), fed the routing table (``PUT /v1/routes``),
+  the edge's settings and certificates (``PUT /v1/edge``, ``edgestate.py``) and
+  the ACME tokens (``PUT /v1/challenges``), so this node answers on every
+  published port and host and keeps routing with the master gone. The proxies
+  run in worker processes of their own, one per core by default
+  (``swarmlet.shipped.lb.workers``), fed over socket pairs.
 
 The master is never needed: with it gone the agent keeps the stored
 assignment and keeps restarting crashed tasks (static stability). Stopping
@@ -34,7 +37,8 @@ from typing import Any, Callable, Dict, List, Optional
 import swarmlet
 from swarmlet.shipped.exceptions import DockerError
 from swarmlet.shipped.discovery import hosts_for
-from swarmlet.shipped.models import Assignment, Health, RoutesUpdate, TaskSpec
+from swarmlet.shipped.models import (Assignment, ChallengesUpdate, EdgeUpdate, Health, RoutesUpdate,
+                                    TaskSpec)
 from swarmlet.shipped.tlsutil import Denylist
 
 from . import membership
@@ -46,6 +50,7 @@ from .health import HealthTracker, from_docker, http_probe
 from .ledger import TaskLedger
 from .looplag import LagProbe
 from .runtime import DockerRuntime
+from .edgestate import Challenges, EdgeStore
 from .routestate import RoutesStore
 from .secretfiles import SecretFiles
 from .state import AssignmentStore
@@ -64,6 +69,9 @@ class Agent:
         self.runtime = runtime or DockerRuntime(config.name, config.docker_url)
         self.store = AssignmentStore(config.state_dir)
         self.routes = RoutesStore(config.state_dir)     # the routing table, on its own channel
+        self.edge = EdgeStore(config.state_dir)         # edge settings and certificates
+        self.challenges = Challenges()                  # ACME tokens, in memory
+        self._edge_dirty = False                        # the ingress has not got self.edge yet
         self.report = ChangeWatch()       # long polls of GET /v1/tasks wait on it (watch.py)
         self.book = StatusBook(on_change=self.report.bump)
         self.policy = rc.BackoffPolicy(config.max_backoff, config.backoff_reset)
@@ -127,6 +135,7 @@ class Agent:
         await asyncio.to_thread(self.secret_files.start)
         await asyncio.to_thread(self.store.load)
         await asyncio.to_thread(self.routes.load)
+        self._edge_dirty = await asyncio.to_thread(self.edge.load) is not None
         cur = self.store.current
         if cur is not None and (cur.routes or cur.draining) and not self.routes.current.routes:
             # upgraded from an agent that kept the routes inside the assignment
@@ -145,10 +154,17 @@ class Agent:
             self._tasks.append(loop.create_task(coro, name=name))
         if self.config.ingress:
             # the LBs run in a worker process: a flood on a published port never stalls this loop
-            from swarmlet.shipped.lb.supervisor import ingress_for
+            from swarmlet.shipped.lb.workers import ingress_for
+            held = self.edge.current
+            edge = {"handshake": {"handshake_timeout": self.config.edge_handshake_timeout,
+                                  "max_handshakes": self.config.edge_max_handshakes}}
+            if held is not None:       # bind the edge where the master said, from the first
+                edge.update(http_port=held.http_port, https_port=held.https_port)
             self.ingress = ingress_for(self.config.ingress_bind, await self._sticky_key(),
                                        process=self.config.ingress_process,
-                                       limits={"max_connections": self.config.ingress_max_connections})
+                                       workers=self.config.ingress_workers,
+                                       limits={"max_connections": self.config.ingress_max_connections},
+                                       edge=edge)
         if self.config.discovery:
             from swarmlet.shipped.discovery import Discovery
             self.discovery = Discovery()
@@ -254,6 +270,24 @@ class Agent:
             self._routes_dirty.set()
         return applied
 
+    async def set_edge(self, update: EdgeUpdate) -> bool:
+        """Persist a newer edge update and feed the ingress; raises ``StaleEdge``."""
+        async with self._routes_lock:
+            applied = await asyncio.to_thread(self.edge.offer, update)
+        if applied:
+            self._edge_dirty = True
+            self.report.bump()
+            self._routes_dirty.set()
+        return applied
+
+    async def set_challenges(self, update: ChallengesUpdate) -> bool:
+        """Take the ACME tokens; True once every ingress worker answers them (the master
+        triggers a challenge only after every node said so). Raises ``StaleEdge``."""
+        self.challenges.offer(update)
+        if self.ingress is None:
+            return False
+        return bool(await self.ingress.set_challenges(self.challenges.tokens))
+
     def _set_hosts(self) -> None:
         """Containers created from now on resolve service names to their VIPs."""
         self.runtime.extra_hosts = hosts_for(self.routes.current.routes)
@@ -265,6 +299,9 @@ class Agent:
             self._routes_dirty.clear()
             cur = self.routes.current
             try:
+                if self.ingress is not None and self._edge_dirty and self.edge.current is not None:
+                    self._edge_dirty = False
+                    await self.ingress.configure_edge(self.edge.current)
                 if self.ingress is not None:
                     await self.ingress.apply(cur.routes, frozenset(cur.draining))
                 if self.discovery is not None:

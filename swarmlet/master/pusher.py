@@ -114,11 +114,13 @@ class Pusher:
         return self._routes
 
     def published_routes(self) -> Tuple[Route, ...]:
-        """The routes of published ports only (what the master's own LBs serve), made from
-        those services' tasks alone: cheap however many replicas only use discovery."""
+        """The routes of published ports and of host names on the edge (what the master's own
+        LBs serve), made from those services' tasks alone: cheap however many replicas only
+        use discovery."""
         m = self.m
         published = [svc.spec for svc in m.services.values()
-                     if any(p.published is not None and p.host_port is None for p in svc.spec.ports)]
+                     if svc.spec.edge.hosts or any(p.published is not None and p.host_port is None
+                                                   for p in svc.spec.ports)]
         if not published:
             return ()
         addr = {n: rec.address for n, rec in m.nodes.items() if self._up(n)}
@@ -128,7 +130,8 @@ class Pusher:
         self._vips = assign_vips([svc.name for svc in sorted(m.services.values(),
                                                              key=lambda v: (v.created_at, v.name))],
                                  self._vips)
-        return tuple(r for r in build_routes(published, reps, addr, self._vips) if r.published is not None)
+        return tuple(r for r in build_routes(published, reps, addr, self._vips)
+                     if r.published is not None or r.hosts)
 
     def graceful(self) -> Set[str]:
         """Tasks leaving the routes on purpose while still running: let them drain."""

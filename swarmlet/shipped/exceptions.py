@@ -29,6 +29,7 @@ and exit non-zero. A bare traceback means a bug in swarmlet, never a user error.
     │   │   └── PeerRefused   its certificate is not the expected peer's (or is revoked)
     │   ├── StaleAssignment   an assignment older than the agent's (409)
     │   └── StaleRoutes       a routes update the agent cannot apply (409: send the whole table)
+    │       └── StaleEdge     an edge or challenges update older than the agent's (409)
     ├── Refusal               an HTTP message the load balancer refuses (answered, then closed)
     ├── SchedulingError       a task cannot be placed (with an explanation)
     ├── StoreError            the master's state store failed
@@ -189,6 +190,11 @@ class StaleRoutes(APIError):
         self.current = current
         self.epoch = epoch
         self.term = term
+
+
+class StaleEdge(StaleRoutes):
+    """An edge or ACME challenges update older than what the agent holds (``PUT /v1/edge``,
+    ``PUT /v1/challenges``; HTTP 409 with ``current``, ``epoch`` and ``term``)."""
 
 
 class Refusal(SwarmletError):

@@ -16,6 +16,11 @@ connections are cut at once and those requests are retried elsewhere.
 A port that cannot be bound (taken by another process) is reported in
 ``errors`` and retried on the next ``apply``; the other ports go on.
 
+Routes with ``hosts`` are also served by host name and path on the shared edge
+ports (``edge.Edge``: 80 and 443, TLS with a certificate per SNI name);
+``configure_edge`` and ``set_challenges`` feed it its settings, certificates
+and ACME tokens.
+
 Shipped to agents: Python 3.9, no click/asyncssh.
 """
 
@@ -25,38 +30,19 @@ import logging
 import os
 from typing import AbstractSet, Dict, Iterable, Optional
 
-from .lb import Backend, HealthConfig, LBConfig, LoadBalancer, LoadBalancerError
-from .models import LBOptions
-from .routes import Route, by_port
+from .edge import Edge
+from .lb import LoadBalancer, LoadBalancerError
+from .routeconfig import backends, lb_config
+from .routes import Route, by_port, edge_routes
 
 log = logging.getLogger("swarmlet.shipped.ingress")
-
-
-def lb_config(opts: LBOptions, sticky_key: bytes = b"", checked: bool = False,
-              **limits: int) -> LBConfig:
-    """``limits``: LBConfig's limits (``max_connections``...) set by the node's config.
-
-    ``checked``: the service has an HTTP health check. Then the replica's own agent runs it
-    (it decides restarts and rollouts on it), and the routes hold only replicas it found
-    healthy; every load balancer trusts that feed instead of probing each replica itself
-    (one check per replica, not one per node and master), and keeps its passive checks
-    (connect errors, resets, 5xx) for what happens between two reports. Without an HTTP
-    check there is nothing to trust, so the load balancers keep their TCP connect checks."""
-    health = HealthConfig(enabled=False) if checked else HealthConfig()
-    return LBConfig(policy="least_conn" if opts.algorithm == "least_conn" else "round_robin",
-                    sticky_cookie="SWARMLET_STICKY" if opts.sticky else None,
-                    connect_timeout=opts.connect_timeout, response_timeout=opts.timeout,
-                    sticky_key=sticky_key, health=health, **limits)
-
-
-def backends(route: Route) -> list:
-    return [Backend(b.host, b.port, route.health_path, name=b.task_id) for b in route.backends]
 
 
 class Ingress:
     def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0,
                  sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, edge: Optional[Dict[str, object]] = None) -> None:
+        """``edge``: ``Edge``'s keywords (``http_port``, ``https_port``, ``handshake``)."""
         self.bind_host = bind_host
         self.reuse_port = reuse_port     # one of several workers sharing each port
         self.drain_grace = drain_grace
@@ -66,14 +52,25 @@ class Ingress:
         self.limits = dict(limits or {})
         self.proxies: Dict[int, LoadBalancer] = {}
         self.routes: Dict[int, Route] = {}
-        self.errors: Dict[int, str] = {}
+        self.port_errors: Dict[int, str] = {}
+        # the services routed by host name, on the shared edge ports (edge.py)
+        self.edge = Edge(bind_host, self.sticky_key, self.limits, reuse_port, drain_grace,
+                         **(edge or {}))  # type: ignore[arg-type]
+
+    @property
+    def errors(self) -> Dict[int, str]:
+        """Port -> why it is not served (it could not be bound), published and edge ports."""
+        return {**self.port_errors, **self.edge.errors}
 
     async def apply(self, routes: Iterable[Route], graceful: AbstractSet[str] = frozenset()) -> None:
         """Make the proxies match ``routes``. A removed backend whose task id is
         not in ``graceful`` is dead: its connections are cut (see above)."""
+        routes = list(routes)
         wanted = by_port(routes)
         for port in [p for p in self.proxies if p not in wanted]:
             await self._stop(port)
+        for port in [p for p in self.port_errors if p not in wanted]:
+            del self.port_errors[port]
         for port, route in wanted.items():
             old = self.routes.get(port)
             lb = self.proxies.get(port)
@@ -91,11 +88,11 @@ class Ingress:
                     lb.set_backends(backends(route))
                     await lb.start()
                 except LoadBalancerError as exc:
-                    if self.errors.get(port) != str(exc):
+                    if self.port_errors.get(port) != str(exc):
                         log.warning("ingress for %s on port %d: %s", route.service, port, exc)
-                    self.errors[port] = str(exc)
+                    self.port_errors[port] = str(exc)
                     continue
-                self.errors.pop(port, None)
+                self.port_errors.pop(port, None)
                 self.proxies[port] = lb
             elif old is None or old.backends != route.backends or old.health_path != route.health_path:
                 lb.set_backends(backends(route))
@@ -104,6 +101,7 @@ class Ingress:
                         if b.task_id not in graceful:
                             lb.cut_backend(b.host, b.port)
             self.routes[port] = route
+        await self.edge.apply(edge_routes(routes), graceful)
 
     async def _stop(self, port: int) -> None:
         lb = self.proxies.pop(port, None)
@@ -114,14 +112,31 @@ class Ingress:
     async def close(self) -> None:
         for port in list(self.proxies):
             await self._stop(port)
+        await self.edge.close()
 
     def snapshot(self) -> Dict[str, object]:
-        return {str(port): {"service": self.routes[port].service, **lb.snapshot()}
-                for port, lb in self.proxies.items()}
+        """Published port (as text) -> its LB's snapshot; ``edge/<service>`` -> an edge site's."""
+        out: Dict[str, object] = {str(port): {"service": self.routes[port].service, **lb.snapshot()}
+                                  for port, lb in self.proxies.items()}
+        out.update(self.edge.snapshot())
+        return out
 
     def metrics_text(self) -> str:
         from .lb import render_metrics
-        return render_metrics(self.proxies.values())
+        return render_metrics(list(self.proxies.values()) + self.edge.lbs())
+
+    async def configure_edge(self, update: object) -> bool:
+        """The edge's settings and certificates (``models.EdgeUpdate``); True: applied."""
+        await self.edge.configure(update)  # type: ignore[arg-type]
+        return True
+
+    async def set_challenges(self, tokens: Dict[str, str]) -> bool:
+        """ACME http-01 tokens to answer from now on; True: they are answered."""
+        self.edge.set_challenges(tokens)
+        return True
+
+    def edge_status(self) -> Dict[str, object]:
+        return self.edge.status()
 
     def port_of(self, published: int) -> Optional[int]:
         lb = self.proxies.get(published)

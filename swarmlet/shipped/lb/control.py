@@ -9,7 +9,11 @@ Agent → worker:
 
 - ``config``: ``bind``, ``sticky_key`` (base64; never on the command line),
   ``limits`` (LBConfig's, e.g. ``max_connections``), ``status_interval``,
-  ``reuse_port`` (one of several workers binding the same ports);
+  ``reuse_port`` (one of several workers binding the same ports), ``edge``
+  (``Edge``'s keywords: ``http_port``, ``https_port``, ``handshake``);
+- ``edge``: ``version``, ``update`` (``to_wire(EdgeUpdate)``: edge ports, default
+  service, the certificates with their keys); the latest wins;
+- ``challenges``: ``version``, ``tokens`` (ACME http-01 token -> key authorization);
 - ``routes``: ``version`` (the assignment's), ``routes`` (``to_wire(Route)``),
   ``graceful`` (task ids that drain rather than die); idempotent, the latest wins;
 - ``report``: send a ``status`` now (a metrics scrape wants fresh figures);
@@ -19,6 +23,9 @@ Worker → agent:
 
 - ``hello``: ``pid``; the agent answers with ``config`` and its latest routes;
 - ``applied``: ``version``, ``errors`` (port → why it could not be bound);
+- ``edge_applied``: ``version``, ``errors``; ``challenges_applied``: ``version``
+  (after it, this worker answers the tokens: the agent acknowledges a token only
+  once every worker has);
 - ``status`` every ``status_interval``: ``snapshot`` (``Ingress.snapshot()``)
   and ``metrics`` (Prometheus text), which the agent serves from its cache.
 

@@ -97,7 +97,7 @@ class Request:
 
     __slots__ = ("method", "url", "url_size", "headers", "info", "keep_alive", "http11",
                  "t0", "body_done", "pending", "pending_size", "log", "log_size", "sent",
-                 "attempts", "tried", "fresh_only", "last_error", "last_status", "refusal")
+                 "attempts", "tried", "fresh_only", "last_error", "last_status", "refusal", "svc")
 
     def __init__(self) -> None:
         self.method = b""
@@ -120,6 +120,7 @@ class Request:
         self.last_error = ""
         self.last_status = 502
         self.refusal: Optional[Refusal] = None   # answered with this in its turn
+        self.svc: Any = None                # the service it goes to (edge routing; None: the LB's)
 
 
 def _after(r: Request) -> str:
@@ -128,12 +129,19 @@ def _after(r: Request) -> str:
 
 class Downstream(asyncio.Protocol):
     def __init__(self, lb: "LoadBalancer") -> None:
-        self.lb = lb
+        self.lb = lb                        # the listener: connection caps, clients, proto
         self.loop = lb.loop
+        # The service the exchange in flight goes to: its backends (router, pool), config and
+        # metrics. A port's own LoadBalancer is both; the edge (``edge.py``) binds a site per
+        # request by Host and path (``_bind``), while caps and refusals stay the listener's.
+        self.svc = lb
         self.cfg = lb.config
         self.router = lb.router
         self.pool = lb.pool
         self.metrics = lb.metrics
+        self.proto = lb.proto
+        self.sticky_name = lb.sticky_name   # the cookie build_request reads (per service)
+        self.resp_extra = b""               # header lines added to answers (edge: HSTS)
         self.transport: Any = None
         self.client_ip = ""
         self.local_host = b""
@@ -171,8 +179,9 @@ class Downstream(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        if self.metrics.open_connections >= self.cfg.max_connections:
-            self.metrics.refused_connections += 1
+        m = self.lb.metrics
+        if m.open_connections >= self.cfg.max_connections:
+            m.refused_connections += 1
             self.closed = True
             transport.write(error_response(503, "too many connections", False))
             transport.close()
@@ -186,8 +195,8 @@ class Downstream(asyncio.Protocol):
             self.local_host = f"{h}:{local[1]}".encode()
         self.deadline = self.loop.time() + self.cfg.client_timeout
         self.lb.clients.add(self)
-        self.metrics.connections += 1
-        self.metrics.open_connections += 1
+        m.connections += 1
+        m.open_connections += 1
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
@@ -265,7 +274,7 @@ class Downstream(asyncio.Protocol):
         if not self.counted:
             return
         self.lb.clients.discard(self)
-        self.metrics.open_connections -= 1
+        self.lb.metrics.open_connections -= 1
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -331,7 +340,7 @@ class Downstream(asyncio.Protocol):
         r.keep_alive = p.should_keep_alive()
         try:
             r.info = info = build_request(r.method, b"".join(r.url), r.headers, self.client_ip,
-                                          self.lb.proto, p.should_upgrade(), self.lb.sticky_name,
+                                          self.proto, p.should_upgrade(), self.sticky_name,
                                           self.local_host, version)
         except Refusal as exc:
             self._refuse(exc.status, exc.detail)
@@ -382,7 +391,7 @@ class Downstream(asyncio.Protocol):
         r = self.parsing
         if r is None:
             r = self.parsing = Request()
-        self.metrics.refused(status)
+        self.lb.metrics.refused(status)
         r.refusal = Refusal(status, detail)
         r.keep_alive = False
         if r.info is None or r not in self.queue:
@@ -409,7 +418,17 @@ class Downstream(asyncio.Protocol):
 
     # --- attempts -------------------------------------------------------------------------
 
+    def _bind(self, svc: Any) -> None:
+        """Send this connection's next exchanges to ``svc`` (a site of the edge)."""
+        self.svc = svc
+        self.router = svc.router
+        self.pool = svc.pool
+        self.cfg = svc.config
+        self.metrics = svc.metrics
+
     def _start(self, r: Request) -> None:
+        if r.svc is not None and r.svc is not self.svc:
+            self._bind(r.svc)
         self.cur = r
         self.resp_started = False
         self.interim = False
@@ -526,7 +545,7 @@ class Downstream(asyncio.Protocol):
         if st is not None:
             st.active -= 1
             if st.draining and st.active <= 0:
-                self.lb.backend_idle(st)
+                self.svc.backend_idle(st)
         if reuse:
             self.pool.put(up, self.loop.time())
         elif not up.closed:
@@ -576,7 +595,7 @@ class Downstream(asyncio.Protocol):
             return
         st = self.st
         set_cookie = None
-        sticky = self.lb.sticky_name
+        sticky = self.svc.sticky_name
         if sticky is not None and st is not None and info.sticky != st.sticky_id:
             set_cookie = (sticky + b"=" + st.sticky_id.encode()
                           + b"; Path=/; HttpOnly; SameSite=Lax")
@@ -584,7 +603,7 @@ class Downstream(asyncio.Protocol):
             head, self.resp_up, self.resp_down, r.keep_alive = build_response(
                 status, reason, headers, http11=r.http11,
                 keep_alive=r.keep_alive and r.body_done and not self.lb.stopping,
-                head_request=r.method == b"HEAD", set_cookie=set_cookie)
+                head_request=r.method == b"HEAD", set_cookie=set_cookie, extra=self.resp_extra)
         except Refusal as exc:
             self.upstream_failed(up, "invalid", exc.detail)
             return

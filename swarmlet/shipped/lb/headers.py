@@ -239,8 +239,10 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
 
 def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool,
                    keep_alive: bool, head_request: bool,
-                   set_cookie: Optional[bytes] = None) -> Tuple[bytes, int, int, bool]:
+                   set_cookie: Optional[bytes] = None,
+                   extra: bytes = b"") -> Tuple[bytes, int, int, bool]:
     """(head for the client, upstream body framing, client body framing, keep-alive).
+    ``extra``: whole header lines the proxy adds to a final answer (the edge's HSTS).
 
     Raises ``Refusal`` (502) for an answer whose framing is ambiguous."""
     out = [b"HTTP/1.1 %d " % status, reason or _reason(status), b"\r\n"]
@@ -281,6 +283,8 @@ def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool
                          if line.split(b":", 1)[0].lower() not in extra_hop]
     if set_cookie is not None:
         out.append(b"Set-Cookie: " + set_cookie + b"\r\n")
+    if extra and status >= 200:
+        out.append(extra)           # whole header lines of the proxy's own (HSTS)
     if status == 101:
         out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n\r\n")
         return b"".join(out), BODY_NONE, BODY_NONE, True

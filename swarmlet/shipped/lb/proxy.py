@@ -41,7 +41,7 @@ from .upstream import Pool
 
 
 class LoadBalancer:
-    def __init__(self, listen_host: str = "0.0.0.0", listen_port: int = 0,
+    def __init__(self, listen_host: str = "0.0.0.0", listen_port: Optional[int] = 0,
                  config: Optional[LBConfig] = None, *, name: Optional[str] = None,
                  admin_host: str = "127.0.0.1", admin_port: Optional[int] = None,
                  reuse_port: bool = False) -> None:
@@ -79,14 +79,8 @@ class LoadBalancer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.health = HealthChecker(self.router, self.config.health, self._health_changed)
-        try:
-            self._server = await self.loop.create_server(
-                lambda: Downstream(self), self.listen_host, self.listen_port,
-                reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024)
-        except OSError as exc:
-            raise LoadBalancerError(
-                f"cannot listen on {self.listen_host}:{self.listen_port}: {exc.strerror or exc}",
-                hint="is another process using this port?") from exc
+        if self.listen_port is not None:   # None: a site of the edge (``edge.py``), whose
+            await self._listen()           # listeners are shared by every routed service
         if self.name.endswith(":0"):
             self.name = f"{self.listen_host}:{self.port}"
         if self._pending_backends is not None:
@@ -95,6 +89,16 @@ class LoadBalancer:
         self._sweeper = self.loop.create_task(self._sweep_loop())
         if self.admin_port is not None:
             await self._start_admin()
+
+    async def _listen(self) -> None:
+        try:
+            self._server = await self.loop.create_server(
+                lambda: Downstream(self), self.listen_host, self.listen_port,
+                reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024)
+        except OSError as exc:
+            raise LoadBalancerError(
+                f"cannot listen on {self.listen_host}:{self.listen_port}: {exc.strerror or exc}",
+                hint="is another process using this port?") from exc
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let in-flight requests finish (``grace`` s), close all."""

@@ -53,7 +53,8 @@ class IngressProcess:
     def __init__(self, bind_host: str = "0.0.0.0", drain_grace: float = 5.0,
                  sticky_key: bytes = b"", limits: Optional[Dict[str, int]] = None, *,
                  status_interval: float = 1.0, ack_timeout: float = 2.0,
-                 python: str = sys.executable, reuse_port: bool = False) -> None:
+                 python: str = sys.executable, reuse_port: bool = False,
+                 edge: Optional[Dict[str, Any]] = None) -> None:
         self.bind_host = bind_host
         self.drain_grace = drain_grace
         self.sticky_key = sticky_key or os.urandom(32)
@@ -62,6 +63,7 @@ class IngressProcess:
         self.ack_timeout = ack_timeout
         self.python = python
         self.reuse_port = reuse_port     # True for each of several workers on the same ports
+        self.edge = dict(edge or {})     # Edge's keywords: http_port, https_port, handshake
         self.errors: Dict[int, str] = {}
         self.restarts = 0
         self.pid: Optional[int] = None
@@ -71,6 +73,12 @@ class IngressProcess:
         self._version = 0
         self._applied = 0
         self._acked = asyncio.Event()
+        # the latest "edge" and "challenges" messages, resent to a new worker; their acks
+        self._edge: Optional[Dict[str, Any]] = None
+        self._challenges: Optional[Dict[str, Any]] = None
+        self._acks: Dict[str, int] = {"edge": 0, "challenges": 0}
+        self._sent: Dict[str, int] = {"edge": 0, "challenges": 0}
+        self._edge_status: Dict[str, Any] = {}
         self._status_seq = 0
         self._status_event = asyncio.Event()
         self._writer: Optional[asyncio.StreamWriter] = None
@@ -83,8 +91,8 @@ class IngressProcess:
 
     @property
     def proxies(self) -> Dict[int, str]:
-        """Published port → service, as the worker last reported."""
-        return {int(p): v.get("service", "") for p, v in self._snapshot.items()}
+        """Published port → service, as the worker last reported (edge sites apart)."""
+        return {int(p): v.get("service", "") for p, v in self._snapshot.items() if p.isdigit()}
 
     def snapshot(self) -> Dict[str, Any]:
         return dict(self._snapshot)
@@ -127,6 +135,41 @@ class IngressProcess:
         except asyncio.TimeoutError:
             log.warning("ingress worker has not applied routes v%d within %gs (busy?)",
                         self._version, self.ack_timeout)
+
+    async def configure_edge(self, update: Any) -> bool:
+        """Send the edge's settings and certificates (``models.EdgeUpdate``); True once the
+        worker applied them (waits ``ack_timeout`` at most)."""
+        self._edge = {"version": self._next("edge"), "update": to_wire(update)}
+        return await self._send_acked("edge", self._edge)
+
+    async def set_challenges(self, tokens: Dict[str, str]) -> bool:
+        """Send the ACME tokens to answer; True once the worker answers them."""
+        self._challenges = {"version": self._next("challenges"), "tokens": dict(tokens)}
+        return await self._send_acked("challenges", self._challenges)
+
+    def edge_status(self) -> Dict[str, Any]:
+        return dict(self._edge_status)
+
+    def _next(self, kind: str) -> int:
+        self._sent[kind] += 1
+        return self._sent[kind]
+
+    async def _send_acked(self, kind: str, msg: Dict[str, Any]) -> bool:
+        self._ensure_started()
+        self._send(kind, **msg)
+        version = msg["version"]
+        try:
+            await asyncio.wait_for(self._wait_ack(kind, version), self.ack_timeout)
+        except asyncio.TimeoutError:
+            log.warning("ingress worker has not applied %s v%d within %gs (busy?)", kind,
+                        version, self.ack_timeout)
+            return False
+        return True
+
+    async def _wait_ack(self, kind: str, version: int) -> None:
+        while self._acks[kind] < version:
+            await self._acked.wait()
+            self._acked.clear()
 
     async def start(self) -> None:
         """Start the worker now (``apply`` would start it too) and wait for its hello."""
@@ -228,7 +271,10 @@ class IngressProcess:
             self._send("config", bind=self.bind_host, drain_grace=self.drain_grace,
                        sticky_key=base64.b64encode(self.sticky_key).decode(),
                        limits=self.limits, status_interval=self.status_interval,
-                       reuse_port=self.reuse_port)
+                       reuse_port=self.reuse_port, edge=self.edge)
+            for kind, again in (("edge", self._edge), ("challenges", self._challenges)):
+                if again is not None:
+                    self._send(kind, **again)
             if self._routes is not None:
                 self._send("routes", **self._routes)
             self._up.set()
@@ -238,7 +284,16 @@ class IngressProcess:
             for port, error in self.errors.items():
                 log.warning("ingress port %d: %s", port, error)
             self._acked.set()
+        elif op in ("edge_applied", "challenges_applied"):
+            kind = op[:-len("_applied")]
+            self._acks[kind] = max(self._acks[kind], int(msg.get("version") or 0))
+            if op == "edge_applied":
+                self.errors = {int(p): str(e) for p, e in (msg.get("errors") or {}).items()}
+            self._acked.set()
         elif op == "status":
+            edge = msg.get("edge")
+            if isinstance(edge, dict):
+                self._edge_status = edge
             snap = msg.get("snapshot")
             if isinstance(snap, dict):
                 self._snapshot = snap
@@ -249,14 +304,4 @@ class IngressProcess:
             self._status_event.set()
 
 
-def ingress_for(bind_host: str, sticky_key: bytes, *, process: bool = True,
-                limits: Optional[Dict[str, int]] = None) -> Any:
-    """The node's ingress: in a worker process (the default), or on the caller's
-    loop (``process=False``: tests and tools that want one process)."""
-    if process:
-        return IngressProcess(bind_host, sticky_key=sticky_key, limits=limits)
-    from ..ingress import Ingress
-    return Ingress(bind_host, sticky_key=sticky_key, limits=limits)
-
-
-__all__: List[str] = ["IngressProcess", "ingress_for"]
+__all__: List[str] = ["IngressProcess"]

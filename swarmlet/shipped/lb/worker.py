@@ -13,10 +13,10 @@ metrics. When the channel closes (the agent stopped or died) it drains and
 exits, so no worker outlives its agent. SIGINT is ignored (the agent decides),
 SIGTERM drains and exits.
 
-Later (issue 18) several workers can share each port with ``SO_REUSEPORT``
-(``reuse_port`` in the config, one channel per worker), and the ``config``
-message can carry certificates per SNI and host/path routes: the channel and
-the agent's role as the single source of them stay as they are.
+Several workers share each port with ``SO_REUSEPORT`` (``reuse_port`` in the
+config, one channel per worker, ``workers.IngressWorkers``); the ``edge`` message
+carries the edge's certificates (with their keys: this process terminates TLS)
+and ``challenges`` the ACME tokens.
 
 Shipped to agents: Python 3.9; uses uvloop when it is importable.
 """
@@ -34,7 +34,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from ..exceptions import ProtocolError
-from ..models import Route, from_wire
+from ..models import EdgeUpdate, Route, from_wire
 from . import control
 
 log = logging.getLogger("swarmlet.ingress.worker")
@@ -90,6 +90,10 @@ class Worker:
                 self._configure(msg)
             elif op == "routes":
                 await self._apply(msg)
+            elif op == "edge":
+                await self._edge(msg)
+            elif op == "challenges":
+                await self._challenges(msg)
             elif op == "report" and self.ingress is not None:
                 self._send_status()         # a scrape wants fresh figures
             elif op == "stop":
@@ -101,9 +105,11 @@ class Worker:
             return                          # config is once per worker
         key = base64.b64decode(msg.get("sticky_key") or "")
         limits = {k: int(v) for k, v in (msg.get("limits") or {}).items()}
+        edge = msg.get("edge") if isinstance(msg.get("edge"), dict) else {}
         self.ingress = Ingress(str(msg.get("bind") or "0.0.0.0"),
                                float(msg.get("drain_grace") or 5.0), sticky_key=key,
-                               limits=limits, reuse_port=bool(msg.get("reuse_port")))
+                               limits=limits, reuse_port=bool(msg.get("reuse_port")),
+                               edge=edge)
         self.status_interval = float(msg.get("status_interval") or 1.0)
         self._status = asyncio.ensure_future(self._push_status())
 
@@ -124,6 +130,28 @@ class Worker:
         if self.ingress.errors and (self._retry is None or self._retry.done()):
             self._retry = asyncio.ensure_future(self._retry_unbound())
 
+    async def _edge(self, msg: Dict[str, Any]) -> None:
+        if self.ingress is None:
+            log.error("edge before config: ignored")
+            return
+        try:
+            update = from_wire(EdgeUpdate, msg.get("update") or {})
+        except ProtocolError as exc:
+            log.error("bad edge update: %s", exc)
+            return
+        await self.ingress.configure_edge(update)
+        self.send("edge_applied", version=msg.get("version", 0),
+                  errors={str(p): e for p, e in self.ingress.errors.items()})
+        self._send_status()
+
+    async def _challenges(self, msg: Dict[str, Any]) -> None:
+        tokens = msg.get("tokens") or {}
+        if self.ingress is None or not isinstance(tokens, dict):
+            log.error("challenges before config, or not a mapping: ignored")
+            return
+        await self.ingress.set_challenges({str(k): str(v) for k, v in tokens.items()})
+        self.send("challenges_applied", version=msg.get("version", 0))
+
     async def _retry_unbound(self) -> None:
         """A port that could not be bound (an old worker still closing, another
         process) is tried again every 2 s, not only at the next routes change."""
@@ -133,8 +161,10 @@ class Worker:
             return                          # _apply schedules the next round if needed
 
     def _send_status(self) -> None:
+        has = self.ingress.proxies or self.ingress.edge.sites
         self.send("status", snapshot=self.ingress.snapshot(),
-                  metrics=self.ingress.metrics_text() if self.ingress.proxies else "")
+                  metrics=self.ingress.metrics_text() if has else "",
+                  edge=self.ingress.edge.status())
 
     async def _push_status(self) -> None:
         while True:

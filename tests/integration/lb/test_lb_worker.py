@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from swarmlet.shipped.lb.supervisor import IngressProcess, ingress_for
+from swarmlet.shipped.lb.supervisor import IngressProcess
+from swarmlet.shipped.lb.workers import ingress_for
 from swarmlet.shipped.models import Route, RouteBackend
 from tests.conftest import free_port
 from tests.lbconf.client import exchange, parse_responses

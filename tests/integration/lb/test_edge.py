@@ -1,0 +1,239 @@
+"""The edge on loopback: routing by host and longest path prefix on one port, TLS per SNI name,
+redirects, HSTS, ACME tokens, and the bounds on handshakes (timeouts, caps, garbage).
+
+Real aiohttp backends, the real ``Edge`` (as a node's ingress runs it), real TLS clients
+(Python's ssl, which is OpenSSL) on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+from swarmlet.shipped.edge import Edge
+from swarmlet.shipped.models import EdgeCert, EdgeUpdate, Route, RouteBackend
+from swarmlet.webcerts import chain_info, self_signed
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def route(service: str, hosts: Tuple[str, ...], port: int, path: str = "/", tls: str = "off",
+          **kw: Any) -> Route:
+    return Route(service, None, 8080, "/up", backends=(RouteBackend(f"{service}.1", "n1",
+                                                                    "127.0.0.1", port),),
+                 hosts=hosts, path=path, tls=tls, **kw)
+
+
+def cert(name: str, *hosts: str) -> Tuple[EdgeCert, bytes]:
+    pem, key = self_signed(list(hosts))
+    return EdgeCert(name, hosts, pem.decode(), key.decode(),
+                    fingerprint=chain_info(pem).fingerprint), pem
+
+
+async def http(port: int, host: str, path: str = "/", extra: str = "") -> Tuple[int, Dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return parse(data)
+
+
+def parse(data: bytes) -> Tuple[int, Dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def client_ctx(*cas: bytes, minimum: Optional[ssl.TLSVersion] = None,
+               maximum: Optional[ssl.TLSVersion] = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = bool(cas)
+    ctx.verify_mode = ssl.CERT_REQUIRED if cas else ssl.CERT_NONE
+    for ca in cas:
+        ctx.load_verify_locations(cadata=ca.decode())
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    if minimum:
+        ctx.minimum_version = minimum
+    if maximum:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+async def https(port: int, host: str, path: str = "/", *, ctx: ssl.SSLContext,
+                sni: Optional[str] = "") -> Tuple[int, Dict[str, str], bytes, Any]:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname=host if sni == "" else sni)
+    sslobj = writer.get_extra_info("ssl_object")
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    info = {"alpn": sslobj.selected_alpn_protocol(), "version": sslobj.version(),
+            "peer": sslobj.getpeercert(binary_form=True)}
+    return (*parse(data), info)
+
+
+@pytest.fixture
+async def edge(backends):
+    shop, api, other = await backends(3)
+    e = Edge("127.0.0.1", http_port=free_port(), https_port=free_port(),
+             handshake={"handshake_timeout": 0.5, "max_handshakes": 4, "shed_after": 0.3})
+    shop_cert, shop_pem = cert("shop", "shop.example.com")
+    api_cert, api_pem = cert("api.example.com", "api.example.com")
+    await e.configure(EdgeUpdate(1, http_port=e.http_port, https_port=e.https_port,
+                                 certs=(shop_cert, api_cert)))
+    await e.apply([route("shop", ("shop.example.com",), shop.port, tls="manual", hsts=600),
+                   route("api", ("api.example.com", "shop.example.com"), api.port, "/api",
+                         tls="acme", redirect=False),
+                   route("other", ("other.test",), other.port)])
+    e.pems = {"shop": shop_pem, "api": api_pem}        # type: ignore[attr-defined]
+    yield e
+    await e.close()
+
+
+async def test_host_and_longest_prefix_pick_the_service(edge):
+    p = edge.http_port
+    assert (await http(p, "other.test"))[2] == b"b2"
+    assert (await http(p, "api.example.com", "/api/v1"))[2] == b"b1"
+    assert (await http(p, "Other.Test.:80", "/x"))[2] == b"b2"          # case, port, dot
+    # shop.example.com/api -> api (longest prefix, TLS without redirect); / -> shop (TLS: 308)
+    assert (await http(p, "shop.example.com", "/api?q=1"))[2] == b"b1"
+    assert (await http(p, "shop.example.com", "/apix"))[0] == 308
+
+
+async def test_an_unknown_host_gets_a_clear_404_or_the_default_service(edge):
+    status, _, body = await http(edge.http_port, "nobody.test", "/x")
+    assert status == 404 and b"no service is routed for host nobody.test (path /x)" in body
+    await edge.configure(EdgeUpdate(2, http_port=edge.http_port, https_port=edge.https_port,
+                                    default_service="other", certs=edge.cert_list))
+    assert (await http(edge.http_port, "nobody.test"))[2] == b"b2"
+
+
+async def test_plain_http_to_a_tls_host_is_redirected_keeping_the_target(edge):
+    status, headers, body = await http(edge.http_port, "shop.example.com:80", "/cart?id=7")
+    assert status == 308 and body == b""
+    assert headers["location"] == f"https://shop.example.com:{edge.https_port}/cart?id=7"
+    assert "strict-transport-security" not in headers      # HSTS only over TLS
+
+
+async def test_acme_tokens_are_answered_on_plain_http_for_any_host(edge):
+    edge.set_challenges({"tok-1": "tok-1.thumbprint"})
+    status, headers, body = await http(edge.http_port, "shop.example.com",
+                                       "/.well-known/acme-challenge/tok-1")
+    assert (status, body) == (200, b"tok-1.thumbprint")      # before the redirect
+    assert (await http(edge.http_port, "unknown.test", "/.well-known/acme-challenge/tok-1"))[2] \
+        == b"tok-1.thumbprint"
+    assert (await http(edge.http_port, "unknown.test", "/.well-known/acme-challenge/nope"))[0] == 404
+    edge.set_challenges({})
+    assert (await http(edge.http_port, "unknown.test", "/.well-known/acme-challenge/tok-1"))[0] == 404
+
+
+async def test_tls_picks_the_certificate_by_sni_and_forwards_https(edge):
+    ctx = client_ctx(edge.pems["shop"], edge.pems["api"])
+    status, headers, body, info = await https(edge.https_port, "shop.example.com", "/headers",
+                                              ctx=ctx)
+    assert status == 200 and info["alpn"] == "http/1.1"
+    assert headers["strict-transport-security"] == "max-age=600"
+    import json
+    seen = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert seen["x-forwarded-proto"] == "https" and seen["x-forwarded-for"] == "127.0.0.1"
+    assert "proto=https" in seen["forwarded"]
+    status, headers, body, info = await https(edge.https_port, "api.example.com", "/api", ctx=ctx)
+    assert (status, body) == (200, b"b1") and "strict-transport-security" not in headers
+    # a name without a certificate, and no SNI at all: the self-signed default, then the 404
+    for sni in ("nobody.test", None):
+        status, _, body, info = await https(edge.https_port, "nobody.test", ctx=client_ctx(),
+                                            sni=sni)
+        assert status == 404
+        assert info["peer"] not in (ssl.PEM_cert_to_DER_cert(edge.pems["shop"].decode()),
+                                    ssl.PEM_cert_to_DER_cert(edge.pems["api"].decode()))
+
+
+async def test_only_tls_12_and_13_are_spoken(edge):
+    ctx = client_ctx(edge.pems["shop"], maximum=ssl.TLSVersion.TLSv1_2)
+    assert (await https(edge.https_port, "shop.example.com", ctx=ctx))[3]["version"] == "TLSv1.2"
+    ctx = client_ctx(edge.pems["shop"], minimum=ssl.TLSVersion.TLSv1_3)
+    assert (await https(edge.https_port, "shop.example.com", ctx=ctx))[3]["version"] == "TLSv1.3"
+    old = client_ctx(maximum=ssl.TLSVersion.TLSv1_1)
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    try:
+        old.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await https(edge.https_port, "shop.example.com", ctx=old)
+
+
+async def test_a_renewed_certificate_is_served_to_the_next_handshake(edge):
+    ctx = client_ctx(edge.pems["shop"])
+    new, new_pem = cert("shop", "shop.example.com")
+    api = [c for c in edge.cert_list if c.name != "shop"]
+    await edge.configure(EdgeUpdate(3, http_port=edge.http_port, https_port=edge.https_port,
+                                    certs=(new, *api)))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await https(edge.https_port, "shop.example.com", ctx=ctx)
+    info = (await https(edge.https_port, "shop.example.com", ctx=client_ctx(new_pem)))[3]
+    assert info["peer"] == ssl.PEM_cert_to_DER_cert(new_pem.decode())
+
+
+async def test_a_certificate_that_does_not_load_is_reported_and_the_others_serve(edge):
+    bad = EdgeCert("broken", ("broken.test",), "-----BEGIN CERTIFICATE-----\nnope\n", "x")
+    await edge.configure(EdgeUpdate(4, http_port=edge.http_port, https_port=edge.https_port,
+                                    certs=(*edge.cert_list, bad)))
+    assert "broken" in edge.status()["certs"]["errors"]
+    ctx = client_ctx(edge.pems["shop"])
+    assert (await https(edge.https_port, "shop.example.com", ctx=ctx))[0] == 200
+
+
+def _raw(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(5)
+    return s
+
+
+async def test_garbage_before_the_client_hello_is_cut_at_once(edge):
+    s = await asyncio.to_thread(_raw, edge.https_port)
+    t0 = time.monotonic()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+    data = await asyncio.to_thread(s.recv, 100)
+    assert time.monotonic() - t0 < 0.4 and not data.startswith(b"HTTP")   # closed (or an alert)
+    s.close()
+    stats = edge.https.tls_server.stats()
+    assert stats["handshake_failures"].get("garbage") == 1, stats
+
+
+async def test_a_silent_or_slow_handshake_is_cut_at_the_timeout(edge):
+    silent = await asyncio.to_thread(_raw, edge.https_port)
+    slow = await asyncio.to_thread(_raw, edge.https_port)
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"          # a ClientHello's first bytes
+    t0 = time.monotonic()
+    for b in hello:
+        await asyncio.to_thread(slow.sendall, bytes([b]))
+        await asyncio.sleep(0.04)
+    assert await asyncio.to_thread(silent.recv, 10) == b""
+    assert 0.4 < time.monotonic() - t0 < 2.0
+    assert await asyncio.to_thread(slow.recv, 10) == b""
+    assert edge.https.tls_server.stats()["handshake_failures"].get("timeout") == 2
+
+
+async def test_handshakes_past_the_cap_wait_and_slow_ones_give_way(edge):
+    holders = [await asyncio.to_thread(_raw, edge.https_port) for _ in range(6)]   # cap is 4
+    await asyncio.sleep(0.05)
+    server = edge.https.tls_server
+    assert len(server.pending) <= 4
+    # a real client still gets through: the oldest slow handshakes are shed for it
+    ctx = client_ctx(edge.pems["shop"])
+    status = (await https(edge.https_port, "shop.example.com", ctx=ctx))[0]
+    assert status == 200
+    assert server.stats()["handshake_failures"].get("shed", 0) >= 1
+    for h in holders:
+        h.close()
