@@ -140,7 +140,8 @@ class TLSServer:
         for _ in range(self.accept_batch):
             if len(self.pending) >= self.max_handshakes and not self._shed(now):
                 self.paused += 1
-                self._pause()           # resumed when a handshake ends
+                self._pause()           # resumed when a handshake ends, or to shed one
+                self._arm_shed(now)
                 return
             try:
                 conn, _ = self.sock.accept()          # type: ignore[union-attr]
@@ -161,6 +162,14 @@ class TLSServer:
                 pass
             task = self.loop.create_task(self._handshake(conn))
             self.pending[task] = now
+
+    def _arm_shed(self, now: float) -> None:
+        """While paused at the cap: look at the queue again when the oldest handshake can
+        be shed (if a connection is waiting then, ``_on_readable`` sheds it)."""
+        if self._retry is not None:
+            self._retry.cancel()
+        oldest = next(iter(self.pending.values()), now)
+        self._retry = self.loop.call_later(max(0.01, oldest + self.shed_after - now), self._resume)
 
     def _shed(self, now: float) -> bool:
         """At the cap: cut the oldest handshake if it has lasted ``shed_after``."""
