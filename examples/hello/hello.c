@@ -5,6 +5,10 @@
  *   GET /burn?seconds=N  burns CPU for N seconds (max 60), for autoscaling tests
  *   GET /call?host=H&port=P&path=/X  GETs another service by name and returns its body
  *   GET|PUT /kv/KEY    reads/writes $DATA_DIR/KEY (default /data), for named-volume demos
+ *   GET /file?path=P   {"path", "size", "sha256"} of the file P (not URL-decoded): proves a
+ *                      container sees a secret's value without the value leaving it
+ *   $HELLO_HEALTH_FILE when set, /health answers 500 while that file's content begins
+ *                      with "fail" (a secret or config that makes the app unhealthy)
  *
  * One process per connection (fork) with keep-alive: simple, robust under
  * load, and a crash in one request cannot take the others down. Built static
@@ -28,6 +32,62 @@
 #include <unistd.h>
 
 static const char *env(const char *k, const char *d) { const char *v = getenv(k); return v && *v ? v : d; }
+
+/* SHA-256 (FIPS 180-4), small and self-contained: the image has no libraries. */
+typedef struct { unsigned int h[8]; unsigned char buf[64]; unsigned long long len; size_t n; } sha256_ctx;
+static const unsigned int K256[64] = {
+    0x428a2f98,0x71374491,0xb5c0fbcf,0xe9b5dba5,0x3956c25b,0x59f111f1,0x923f82a4,0xab1c5ed5,
+    0xd807aa98,0x12835b01,0x243185be,0x550c7dc3,0x72be5d74,0x80deb1fe,0x9bdc06a7,0xc19bf174,
+    0xe49b69c1,0xefbe4786,0x0fc19dc6,0x240ca1cc,0x2de92c6f,0x4a7484aa,0x5cb0a9dc,0x76f988da,
+    0x983e5152,0xa831c66d,0xb00327c8,0xbf597fc7,0xc6e00bf3,0xd5a79147,0x06ca6351,0x14292967,
+    0x27b70a85,0x2e1b2138,0x4d2c6dfc,0x53380d13,0x650a7354,0x766a0abb,0x81c2c92e,0x92722c85,
+    0xa2bfe8a1,0xa81a664b,0xc24b8b70,0xc76c51a3,0xd192e819,0xd6990624,0xf40e3585,0x106aa070,
+    0x19a4c116,0x1e376c08,0x2748774c,0x34b0bcb5,0x391c0cb3,0x4ed8aa4a,0x5b9cca4f,0x682e6ff3,
+    0x748f82ee,0x78a5636f,0x84c87814,0x8cc70208,0x90befffa,0xa4506ceb,0xbef9a3f7,0xc67178f2};
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+static void sha256_block(sha256_ctx *c, const unsigned char *p) {
+    unsigned int w[64], a, b, d, e, f, g, h, cc, t1, t2;
+    for (int i = 0; i < 16; i++) w[i] = (unsigned)p[4*i] << 24 | (unsigned)p[4*i+1] << 16 | (unsigned)p[4*i+2] << 8 | p[4*i+3];
+    for (int i = 16; i < 64; i++)
+        w[i] = (ROR(w[i-2], 17) ^ ROR(w[i-2], 19) ^ (w[i-2] >> 10)) + w[i-7]
+             + (ROR(w[i-15], 7) ^ ROR(w[i-15], 18) ^ (w[i-15] >> 3)) + w[i-16];
+    a = c->h[0]; b = c->h[1]; cc = c->h[2]; d = c->h[3]; e = c->h[4]; f = c->h[5]; g = c->h[6]; h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d; c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
+}
+static void sha256_init(sha256_ctx *c) {
+    static const unsigned int iv[8] = {0x6a09e667,0xbb67ae85,0x3c6ef372,0xa54ff53a,0x510e527f,0x9b05688c,0x1f83d9ab,0x5be0cd19};
+    memcpy(c->h, iv, sizeof iv); c->len = 0; c->n = 0;
+}
+static void sha256_update(sha256_ctx *c, const unsigned char *p, size_t n) {
+    c->len += n;
+    while (n--) { c->buf[c->n++] = *p++; if (c->n == 64) { sha256_block(c, c->buf); c->n = 0; } }
+}
+static void sha256_hex(sha256_ctx *c, char out[65]) {
+    unsigned long long bits = c->len * 8;
+    unsigned char pad = 0x80, zero = 0, lenb[8];
+    sha256_update(c, &pad, 1);
+    while (c->n != 56) sha256_update(c, &zero, 1);
+    for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_update(c, lenb, 8);
+    for (int i = 0; i < 8; i++) sprintf(out + 8 * i, "%08x", c->h[i]);
+}
+
+/* Whether $HELLO_HEALTH_FILE (if set) begins with "fail": then the app is unhealthy. */
+static int health_file_says_fail(void) {
+    const char *p = env("HELLO_HEALTH_FILE", "");
+    if (!*p) return 0;
+    char head[4] = {0};
+    int f = open(p, O_RDONLY);
+    if (f < 0) return 0;
+    ssize_t n = read(f, head, sizeof head);
+    close(f);
+    return n == 4 && memcmp(head, "fail", 4) == 0;
+}
 
 static void on_term(int sig) { (void)sig; _exit(0); }
 
@@ -153,6 +213,7 @@ static void handle(int fd) {
         int rc;
         if (strcmp(path, "/health") == 0) {
             if (strcmp(env("HELLO_BROKEN", "0"), "1") == 0) rc = respond(fd, 500, "text/plain", "broken\n", 7, keep);
+            else if (health_file_says_fail()) rc = respond(fd, 500, "text/plain", "health file says fail\n", 22, keep);
             else rc = respond(fd, 200, "text/plain", "ok\n", 3, keep);
         } else if (strcmp(path, "/") == 0) {
             char task[256], node[256], svc[256], host[256] = "";
@@ -189,6 +250,24 @@ static void handle(int fd) {
                 int n = snprintf(out, sizeof out, "cannot reach %s:%s\n", host, port);
                 rc = respond(fd, 502, "text/plain", out, (size_t)n, keep);
             } else rc = respond(fd, code, "text/plain", reply, strlen(reply), keep);
+        } else if (strcmp(path, "/file") == 0) {
+            char fpath[1024] = "";
+            int f = query_param(query, "path", fpath, sizeof fpath) ? open(fpath, O_RDONLY) : -1;
+            if (f < 0) {
+                rc = respond(fd, 404, "text/plain", "no such file\n", 13, keep);
+            } else {
+                sha256_ctx c; char hex[65]; unsigned char chunk[4096]; ssize_t r;
+                sha256_init(&c);
+                while ((r = read(f, chunk, sizeof chunk)) > 0) sha256_update(&c, chunk, (size_t)r);
+                close(f);
+                unsigned long long size = c.len;     /* before the padding counts */
+                sha256_hex(&c, hex);
+                char esc[1100];
+                json_escape(esc, sizeof esc, fpath);
+                int n = snprintf(out, sizeof out, "{\"path\": \"%s\", \"size\": %llu, \"sha256\": \"%s\"}\n",
+                                 esc, size, hex);
+                rc = respond(fd, r < 0 ? 500 : 200, "application/json", out, (size_t)n, keep);
+            }
         } else if (strncmp(path, "/kv/", 4) == 0 && valid_key(path + 4)) {
             char file[512];
             snprintf(file, sizeof file, "%s/%s", env("DATA_DIR", "/data"), path + 4);

@@ -72,3 +72,29 @@ def test_broken_variant_fails_only_its_health_check(run_hello):
 def test_images_are_small(docker_client):
     for tag in ("swarmlet-hello:1", "swarmlet-hello:2", "swarmlet-hello:broken"):
         assert docker_client.images.get(tag).attrs["Size"] < 10_000_000
+
+
+def test_file_hash_and_a_health_file(docker_client, tmp_path):
+    """GET /file?path=P answers P's sha256 (so a test proves a container sees a secret without
+    the value leaving it); /health fails while $HELLO_HEALTH_FILE begins with "fail"."""
+    import hashlib
+    value = tmp_path / "value"
+    value.write_bytes(b"s3cret-" + bytes(range(256)) * 40)
+    ct = docker_client.containers.run(
+        "swarmlet-hello:1", detach=True, labels={"io.swarmlet.test": "hello"},
+        environment={"HELLO_HEALTH_FILE": "/run/secrets/value"},
+        volumes={str(value): {"bind": "/run/secrets/value", "mode": "ro"}},
+        ports={"8080/tcp": ("127.0.0.1", None)})
+    try:
+        ct.reload()
+        base = f"http://127.0.0.1:{ct.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']}"
+        status, body = _wait(base + "/file?path=/run/secrets/value")
+        assert status == 200 and json.loads(body) == {
+            "path": "/run/secrets/value", "size": value.stat().st_size,
+            "sha256": hashlib.sha256(value.read_bytes()).hexdigest()}
+        assert _get(base + "/file?path=/no/such/file")[0] == 404
+        assert _get(base + "/health")[0] == 200
+        value.write_bytes(b"fail: the app cannot use this value")    # same inode: seen at once
+        assert _get(base + "/health")[0] == 500
+    finally:
+        ct.remove(force=True)
