@@ -46,6 +46,14 @@ class GossipConfig:
     # Metadata (utilization) is published at most this often; faster updates coalesce
     # so that every agent refreshing its stats cannot flood the mesh.
     meta_min_interval: float = 2.0
+    # Value-only changes (utilization) of all members together cost each member at most
+    # this many bytes/s: a publication reaches every member, each sending it
+    # retransmit_limit(N) times, so with N members one is published every
+    # N * limit * size / meta_budget s (3 members: ~17 s; 100: ~30 min; the master
+    # polls utilization itself). Changes of these keys, or of the set of keys, are not
+    # held back beyond meta_min_interval.
+    meta_budget: float = 256.0
+    meta_urgent_keys: "tuple[str, ...]" = ("address", "api_port", "labels", "version")
     # Wire.
     udp_buffer_size: int = 1400
     # Forget dead/left members after this long (serf keeps them 24 h; we keep 1 h), and

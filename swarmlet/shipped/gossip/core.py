@@ -189,6 +189,8 @@ class GossipCore(Detection, StateMachine, CertFlow, AntiEntropy):
             Cert: self._h_cert,
         }
         self._record = self._sign_record()
+        self._record_cost = wire.item(self._record).cost
+        self._meta_due = -math.inf
         self._own_live: Any = None            # our latest signed alive (or leave)
         # Stagger the periodic timers so members do not act in lockstep.
         self._schedule(now + self.rng.uniform(0, cfg.probe_interval), _T_PROBE)
@@ -318,23 +320,39 @@ class GossipCore(Detection, StateMachine, CertFlow, AntiEntropy):
     def update_meta(self, meta: Dict[str, Any], now: float) -> Output:
         """Publish new metadata under a higher metadata version (liveness is untouched).
 
-        At most one publication per ``meta_min_interval``: a faster update is held
-        and published (the latest one only) when the interval is up.
+        At most one publication per ``meta_min_interval``; a faster update is held and
+        the latest one published when it is due. A change that only moves values (a
+        node's utilization) waits longer, so that such changes of every member together
+        cost each member at most ``meta_budget`` bytes/s: every publication goes to every
+        member, each sending it retransmit_limit times. A new or dropped key, or a change
+        of ``meta_urgent_keys`` (address, port, labels, version), only waits the minimum.
         """
         self._now = now
         meta = dict(_valid_local_meta(meta))
         if self.left:
             return self._flush()
-        if self._meta_pending is not None:
+        latest = self._meta_pending if self._meta_pending is not None else self.meta
+        if meta == latest:
+            return self._flush()
+        cfg = self.config
+        urgent = set(meta) != set(self.meta) or any(
+            meta.get(k) != self.meta.get(k) for k in cfg.meta_urgent_keys)
+        wait = cfg.meta_min_interval if urgent else max(cfg.meta_min_interval, self._meta_spacing())
+        due = self._meta_published + wait
+        if self._meta_pending is not None and self._meta_due <= due:
             self._meta_pending = meta          # the held timer will publish the latest
-        elif meta != self.meta:
-            due = self._meta_published + self.config.meta_min_interval
-            if now >= due:
-                self._publish_meta(meta)
-            else:
-                self._meta_pending = meta
-                self._schedule(due, _T_META)
+        elif now >= due:
+            self._publish_meta(meta)
+        else:
+            self._meta_pending, self._meta_due = meta, due
+            self._schedule(due, _T_META)
         return self._flush()
+
+    def _meta_spacing(self) -> float:
+        """Seconds between value-only publications that keep within ``meta_budget``."""
+        n = self._live + 1
+        size = self._record_cost + 40     # the record, and its share of packet overhead
+        return n * self.config.retransmit_limit(n) * size / max(1.0, self.config.meta_budget)
 
     def set_revoked(self, serials: Iterable[int], now: float) -> Output:
         """The cluster's certificate serial denylist (all of it, replacing the last one).
@@ -393,7 +411,9 @@ class GossipCore(Detection, StateMachine, CertFlow, AntiEntropy):
     def _new_record(self) -> None:
         self.mver = min(INC_MAX, max(self.mver + 1, int(self._wall())))
         self._record = self._sign_record()
-        self._broadcast(_rkey(self.name), wire.item(self._record))
+        it = wire.item(self._record)
+        self._record_cost = it.cost
+        self._broadcast(_rkey(self.name), it)
 
     def _sign_record(self) -> Record:
         return statements.record(self.identity, self.name, self.inc, self.mver, self.host,
@@ -531,7 +551,7 @@ class GossipCore(Detection, StateMachine, CertFlow, AntiEntropy):
         elif kind == _T_REAP:
             self._reap(arg)
         elif kind == _T_META:
-            if self._meta_pending is not None:
+            if self._meta_pending is not None and self._now >= self._meta_due - 1e-9:
                 self._publish_meta(self._meta_pending)
         elif kind == _T_HOUSEKEEP:
             self._housekeep()

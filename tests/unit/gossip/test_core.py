@@ -190,7 +190,7 @@ def test_a_keyring_needs_the_nodes_certificate():
 
 
 def test_metadata_has_its_own_version_and_updates_are_coalesced():
-    core = make_core()                                        # meta_min_interval = 2 s
+    core = make_core(meta_budget=1e9)                         # meta_min_interval = 2 s
     v0 = core.mver
     assert [e.kind for e in core.update_meta({"cpu": 1}, 10.0).events] == [EventKind.UPDATE]
     assert core.inc == 0 and core.mver > v0                  # liveness untouched
@@ -219,3 +219,30 @@ def test_a_stranger_is_admitted_only_with_its_certificate_and_signed_record():
     forged = newcomer.record(0, 5)._replace(name="n8")
     p3.send(core, wire.Cert(Peer("n8").ident.cert.der), forged, now=0.2)
     assert core.state_of("n8") is None and core.stats["bad_signatures"] == 1
+
+
+def test_utilization_changes_are_held_to_the_meta_budget_and_others_are_not():
+    core = make_core(peers=99, suspicion_mult=1000)           # 100 members (nobody dies here)
+
+    def updates(out):
+        return [e.member.meta for e in out.events if e.kind == EventKind.UPDATE]
+    core.update_meta({"address": "a", "cpu": 1.0}, 0.0)       # first publication
+    v = core.mver
+    spacing = core._meta_spacing()                            # limit 12, record ~100-400 B
+    assert 100 * 12 * 100 / 256 < spacing < 100 * 12 * 400 / 256
+    t = 3.0
+    for i in range(20):                                       # a value every 3 s, as stats do
+        core.update_meta({"address": "a", "cpu": 2.0 + i}, t)
+        core.tick(t)
+        t += 3.0
+    assert core.mver == v                                     # all held: within the budget
+    assert updates(core.update_meta({"address": "b", "cpu": 9.0}, t))   # an address: at once
+    assert core.meta == {"address": "b", "cpu": 9.0}
+    core.update_meta({"address": "b", "cpu": 10.0, "new": 1}, t + 0.5)  # a new key: 2 s on
+    assert updates(core.tick(t + 1.9)) == [] and updates(core.tick(t + 2.1))
+    # A held value goes out once its spacing has passed, not before.
+    t += 3.0
+    spacing = core._meta_spacing()
+    core.update_meta({"address": "b", "cpu": 11.0, "new": 1}, t)
+    assert updates(core.tick(t + spacing - 5)) == []
+    assert [m["cpu"] for m in updates(core.tick(t + spacing + 1))] == [11.0]

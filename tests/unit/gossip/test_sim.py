@@ -88,7 +88,7 @@ def test_a_crashed_member_is_declared_dead_everywhere(n, loss):
 
 
 def test_metadata_change_reaches_everyone_and_newer_wins():
-    net = SimNetwork(seed=3)
+    net = SimNetwork(seed=3, config=GossipConfig(allow_plaintext=True, meta_budget=1e9))
     net.add_converged(100)
     net.run_for(2)
     net.update_meta("n9", {"cpu_percent": 50.0, "tasks": 1})
