@@ -208,3 +208,35 @@ async def test_stack_file_secrets_make_versions_only_when_changed(tmp_path, dock
         assert (await env.call("GET", "/v1/services/web"))["revision"] == 3
     finally:
         await env.close()
+
+
+async def test_limits_unchanged_rotations_and_pruning(tmp_path, docker_client):
+    """Past 500 KiB is refused with the size and the cap; a rotation to the same value changes
+    nothing; versions beyond the newest 5 are pruned unless a service's current or previous
+    revision mounts them; a config is its own namespace."""
+    env = Env(tmp_path / "home", docker_client)
+    try:
+        await env.start_master()
+        with pytest.raises(APIError) as exc:
+            await env.call("POST", "/v1/secrets", {"name": "big", "data": _b64(b"x" * (500 * 1024 + 1))})
+        assert exc.value.status == 400 and "at most 500 KiB" in str(exc.value)
+        await env.call("POST", "/v1/secrets", {"name": "pw", "data": _b64(b"v1")})
+        await env.call("POST", "/v1/configs", {"name": "pw", "data": _b64(b"a config")})
+        out = await env.call("POST", "/v1/secrets/pw/rotate", {"data": _b64(b"v1")})
+        assert out["changed"] is False and out["version"] == 1
+        await env.call("POST", "/v1/services", to_wire(ServiceSpec(
+            "db", "img:1", replicas=0, secrets=(SecretRef("pw", "pw"),))))
+        for i in range(2, 10):
+            await env.call("POST", "/v1/secrets/pw/rotate", {"data": _b64(f"v{i}".encode())})
+        row = await env.call("GET", "/v1/secrets/pw")
+        # db's current revision mounts 9, its previous 8; the newest five stay too
+        assert [v["version"] for v in row["versions"]] == [5, 6, 7, 8, 9]
+        assert (await env.call("GET", "/v1/configs/pw"))["version"] == 1
+        with pytest.raises(APIError) as exc:
+            await env.call("POST", "/v1/secrets/nope/rotate", {"data": _b64(b"x")})
+        assert exc.value.status == 404
+        with pytest.raises(APIError) as exc:
+            await env.call("POST", "/v1/secrets", {"name": "../etc", "data": _b64(b"x")})
+        assert exc.value.status == 400
+    finally:
+        await env.close()
