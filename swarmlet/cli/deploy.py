@@ -26,6 +26,7 @@ from ..shipped.validate import port_clashes, route_clashes
 from ..stack import load_stack
 from ..stack.locate import edge_location, port_location
 from .offer_push import offer_push
+from .secretflags import refs_after
 from .output import emit, emit_json, err, output_option
 from .services import call, parse_env, parse_port
 
@@ -150,6 +151,11 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
 @click.option("--publish-rm", multiple=True,
               help="Stop publishing PORT[/PROTO], a published or target port (repeatable).")
 @click.option("--health-path", help="New HTTP health check path.")
+@click.option("--secret-add", multiple=True,
+              help="Mount a secret: NAME[:TARGET] or source=NAME,target=T,uid=U,gid=G,mode=0440.")
+@click.option("--secret-rm", multiple=True, help="Stop mounting a secret (by name).")
+@click.option("--config-add", multiple=True, help="Mount a config: NAME:/PATH or source=NAME,target=/PATH.")
+@click.option("--config-rm", multiple=True, help="Stop mounting a config (by name).")
 @click.option("--parallelism", type=click.IntRange(1), help="Replicas updated at a time.")
 @click.option("--monitor", type=float, help="Seconds a new replica must stay healthy.")
 @click.option("--failure-action", type=click.Choice(["rollback", "pause", "continue"]))
@@ -159,7 +165,8 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
               help="Push the new image to nodes that lack it (default: ask on a terminal, else warn).")
 def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env_rm: Tuple[str, ...],
                replicas: Optional[int], publish_add: Tuple[str, ...], publish_rm: Tuple[str, ...],
-               health_path: Optional[str], parallelism: Optional[int],
+               health_path: Optional[str], secret_add: Tuple[str, ...], secret_rm: Tuple[str, ...],
+               config_add: Tuple[str, ...], config_rm: Tuple[str, ...], parallelism: Optional[int],
                monitor: Optional[float], failure_action: Optional[str], detach: bool,
                timeout: float, push: Optional[bool]) -> None:
     """Rolling-update a service: health-gated, start-first, rolled back on failure."""
@@ -179,6 +186,9 @@ def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env
         changes["ports"] = _ports_after(spec.get("ports") or [], publish_add, publish_rm)
     if health_path:
         changes["health"] = {**spec["health"], "kind": "http", "path": health_path}
+    for kind, add, rm in (("secret", secret_add, secret_rm), ("config", config_add, config_rm)):
+        if add or rm:
+            changes[kind + "s"] = refs_after(kind, spec.get(kind + "s") or [], add, rm)
     upd = dict(spec["update"])
     for key, val in (("parallelism", parallelism), ("monitor", monitor), ("failure_action", failure_action)):
         if val is not None:

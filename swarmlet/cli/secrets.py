@@ -18,8 +18,8 @@ from typing import Any, BinaryIO, Optional
 
 import click
 
-from ..shipped.exceptions import UsageError
 from ..master.vault import MAX_SIZE, check_size
+from ..shipped.exceptions import UsageError
 from .deploy import _finish, follow
 from .output import emit, emit_json, output_option
 from .services import call

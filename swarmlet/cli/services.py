@@ -11,6 +11,7 @@ is added to it by ``cli.cluster``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -24,6 +25,7 @@ from ..shipped.models import EdgeSpec, HealthCheck, PortSpec, Resources, Service
 from ..shipped.validate import validate_spec
 from ..webcerts import check_pair
 from .offer_push import offer_push
+from .secretflags import parse_ref
 from .output import emit, emit_json, output_option
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
@@ -160,6 +162,11 @@ def call(method: str, path: str, body: Any = None) -> Any:
               help="With TLS: Strict-Transport-Security max-age in seconds (0: none).")
 @click.option("--no-https-redirect", is_flag=True,
               help="With TLS: answer plain HTTP too instead of redirecting to HTTPS.")
+@click.option("--secret", "secret_refs", multiple=True,
+              help="Mount a secret: NAME[:TARGET] or source=NAME,target=T,uid=U,gid=G,mode=0440 "
+                   "(at /run/secrets/TARGET; repeatable).")
+@click.option("--config", "config_refs", multiple=True,
+              help="Mount a config: NAME:/PATH or source=NAME,target=/PATH,mode=0444 (repeatable).")
 @click.argument("command", nargs=-1)
 def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: Tuple[str, ...],
             health_path: Optional[str], cpus: Optional[float], memory: Optional[str],
@@ -167,6 +174,7 @@ def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: T
             global_: bool, push: Optional[bool], hosts: Tuple[str, ...], edge_path: str,
             edge_port: Optional[int], tls: Optional[str], tls_cert: Optional[str],
             tls_key: Optional[str], hsts: int, no_https_redirect: bool,
+            secret_refs: Tuple[str, ...], config_refs: Tuple[str, ...],
             command: Tuple[str, ...]) -> None:
     """Create a service from flags (use 'swarmlet deploy' for stack files)."""
     edge, pair = edge_from_flags(name, hosts, edge_path, edge_port, tls, tls_cert, tls_key, hsts,
@@ -176,6 +184,10 @@ def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: T
     spec = build_spec(name, image, replicas, ports, env, health_path, cpus, memory, constraints,
                       max_per_node, placement, "global" if global_ else "replicated", command,
                       edge)
+    if secret_refs or config_refs:
+        spec = dataclasses.replace(spec, secrets=tuple(parse_ref("secret", t) for t in secret_refs),
+                                   configs=tuple(parse_ref("config", t) for t in config_refs))
+        validate_spec(spec)
     offer_push([image], push)
     if pair is not None:        # stored (key sealed) before the service that names it
         call("PUT", f"/v1/certs/{name}", {"cert": pair[0], "key": pair[1]})

@@ -236,6 +236,9 @@ class Commands:
                      if names.count(n) > 1]
         problems += [f"service {s.name!r}: expected the label {STACK_LABEL}={stack}"
                      for s in specs if s.labels.get(STACK_LABEL) != stack]
+        defined = [(k, n) for k, n, _ in values]
+        problems += [f"{k} {n!r} is defined twice" for k, n in sorted(set(defined))
+                     if defined.count((k, n)) > 1]
         if problems:
             raise UsageError(f"stack {stack!r} not applied, nothing changed: " + "; ".join(problems))
         async with m.lock:

@@ -69,6 +69,10 @@ def parse_defs(node: Node, kind: str, stack: str, ctx: Context
         name = as_str(keys["name"]) if "name" in keys else (key if external else f"{stack}_{key}")
         if not secretrefs.NAME.fullmatch(name):
             fail(keys.get("name", vnode), f"a {kind} name as {secretrefs.NAME_WHAT}")
+        twin = next((d.key for d in defs.values() if d.name == name), None)
+        if twin is not None:
+            fail_at(key_mark, f"expected each {kind} stored under its own name, but {key!r} and "
+                              f"{twin!r} are both {name!r}")
         sources = [k for k in TOP_KEYS[kind][:2] if k in keys]
         if external:
             if sources:

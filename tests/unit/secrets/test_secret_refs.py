@@ -56,3 +56,19 @@ def test_container_spec_binds_tmpfs_files_read_only_and_carries_no_value():
     assert spec.create["environment"].keys() == {"A", "SWARMLET_SERVICE", "SWARMLET_TASK",
                                                  "SWARMLET_NODE"}
     assert not any("secret" in k for k in spec.create["labels"])
+
+
+def test_run_and_update_flags():
+    from swarmlet.cli.secretflags import parse_ref, refs_after
+    from swarmlet.shipped.exceptions import UsageError
+    assert parse_ref("secret", "db") == SecretRef("db", "db")
+    assert parse_ref("secret", "db:pw.txt") == SecretRef("db", "pw.txt")
+    assert parse_ref("config", "nginx") == SecretRef("nginx", "/nginx")
+    assert parse_ref("secret", "source=db,target=x,uid=1000,gid=1001,mode=0440") == \
+        SecretRef("db", "x", 0, "1000", "1001", 0o440)
+    for bad in ("source=db,owner=root", "db:../x", "source=db,mode=9"):
+        with pytest.raises(UsageError, match="bad --secret"):
+            parse_ref("secret", bad)
+    cur = [{"source": "a", "target": "a", "version": 3}, {"source": "b", "target": "b", "version": 1}]
+    out = refs_after("secret", cur, ("c", "b:bee"), ("a",))
+    assert [(r["source"], r["target"], r["version"]) for r in out] == [("c", "c", 0), ("b", "bee", 0)]

@@ -88,6 +88,8 @@ def test_an_external_secret_keeps_its_name(tmp_path):
     ("services:\n  web:\n    image: img:1\nsecrets:\n  pw:\n    file: big\n",
      {"big": b"x" * (MAX_SIZE + 1)}, "6:11", "of at most 500 KiB"),
     ("services:\n  web:\n    image: img:1\nsecrets:\n  pw: {}\n", {}, "5:3", "to have one of"),
+    ("services:\n  web:\n    image: img:1\nsecrets:\n  a:\n    external: true\n    name: x\n"
+     "  b:\n    external: true\n    name: x\n", {}, "8:3", "'b' and 'a' are both 'x'"),
     ("services:\n  web:\n    image: img:1\n    secrets:\n      - source: pw\n        mode: 999\n"
      "secrets:\n  pw:\n    external: true\n", {}, "6:15", "a file mode from 0000 to 0777"),
 ])
