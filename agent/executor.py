@@ -60,6 +60,8 @@ class Executor:
                 if action.restart:
                     self.counters["restarts"] += 1
                     self.book.bump_restarts(action.task, self.clock())
+                # a node that rebooted lost its tmpfs: the task's files are written again first
+                await self._secret_files(action.task)
                 await self._guard(action.task, "start", self.runtime.start(action.container_id))
             elif isinstance(action, rc.Remove):
                 if action.reason == NOT_ASSIGNED and self.drain_delay > 0:
@@ -81,12 +83,15 @@ class Executor:
         self.book.update(task, self.clock(), TaskState.PREPARING, reason="")
         await self._guard(task, "image", self.runtime.ensure_image(task.image))
         await self._guard(task, "volumes", self.runtime.ensure_volumes(task))
-        if self.secret_files is not None and (task.secrets or task.configs):
-            await self._guard(task, "secrets",
-                              asyncio.to_thread(self.secret_files.materialize, task))
+        await self._secret_files(task)
         cid = await self._guard(task, "create", self.runtime.create(task))
         self.book.update(task, self.clock(), TaskState.STARTING, container_id=cid)
         await self._guard(task, "start", self.runtime.start(cid))
+
+    async def _secret_files(self, task: TaskSpec) -> None:
+        """Write the task's secret and config files (tmpfs) before Docker binds them."""
+        if self.secret_files is not None and (task.secrets or task.configs):
+            await self._guard(task, "secrets", asyncio.to_thread(self.secret_files.materialize, task))
 
     async def _guard(self, task: TaskSpec, step: str, coro: Any) -> Any:
         """Run a Docker step; a definite failure makes the task failed, with its reason."""

@@ -6,7 +6,8 @@ A secret is created, mounted by a service, read inside its container; the value 
 a node that runs no task using it, not in the store in clear, and in nothing the API
 answers. ``rotate`` rolls the service to the new version; ``rm`` is refused while in use;
 after an agent restart and a master restart the tasks keep their files and new ones get
-the value (the data key unwraps again).
+the value (the data key unwraps again); after a "reboot" (tmpfs emptied, containers stopped)
+the master sends the values again and the tasks run with them.
 """
 
 from __future__ import annotations
@@ -145,6 +146,16 @@ async def test_secret_reaches_only_its_container_rotates_and_survives_restarts(
         await env.register(a2, move=True)
         await env.call("PATCH", "/v1/services/web", {"replicas": 2})
         await env.wait("2 replicas", lambda r: healthy(r, 2))
+        for x in env.containers("web"):
+            assert _exec(x, ["cat", "/run/secrets/db-password"]) == (0, new.decode())
+        # a reboot: the tmpfs is gone and the containers stopped; the values come back
+        await a2.stop()
+        for x in env.containers("web"):
+            x.stop(timeout=1)
+        shutil.rmtree(f"{shm}/a")
+        a3 = await env.agent("a", secrets_dir=f"{shm}/a")
+        await env.register(a3, move=True)          # a new agent: a new ephemeral API port
+        await env.wait("2 replicas after the reboot", lambda r: healthy(r, 2), timeout=60)
         for x in env.containers("web"):
             assert _exec(x, ["cat", "/run/secrets/db-password"]) == (0, new.decode())
         await env.call("DELETE", "/v1/services/web")
