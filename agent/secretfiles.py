@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Sequence, Set, Tuple
 
 from swarmlet.shipped import secretrefs
 from swarmlet.shipped.exceptions import ConfigError

@@ -129,9 +129,10 @@ class SecretBook:
     # --- pinning versions in specs -------------------------------------------------------------
 
     def resolve(self, spec: ServiceSpec,
-                staged: Mapping[Tuple[str, str], SecretVersion] = {}) -> ServiceSpec:
+                staged: Optional[Mapping[Tuple[str, str], SecretVersion]] = None) -> ServiceSpec:
         """``spec`` with every version-0 reference pinned to the newest version (``staged``
         ones first); a missing name or version is a ``UsageError`` naming it."""
+        staged = staged or {}
         fields: Dict[str, Tuple[SecretRef, ...]] = {}
         for kind in KINDS:
             out = []
