@@ -28,6 +28,12 @@ plain hash (a SHA-256 of a short password is a brute-force target; an HMAC
 under a key nobody outside the master holds is not). Fingerprints are never
 shown either.
 
+For other parts (issue 18's certificates and ACME account key): the running master's vault is
+``Master.secretbook.vault``; seal with a purpose of your own (``vault.seal("cert", host, 1,
+pem)``) and store the result as a ``state.SecretVersion`` of that kind in ``Batch.secrets``:
+both stores, the HA migration and the watch already carry it, and ``SecretBook`` only lists,
+mounts and prunes the kinds ``secret`` and ``config``.
+
 ``MAX_SIZE`` (500 KiB, Swarm's limit): secrets are passwords, keys and
 certificates, and configs are small files; 500 KiB also keeps one value, base64
 in JSON, far inside a store transaction (etcd accepts 16 MiB, ``ha.etcdconf``)
