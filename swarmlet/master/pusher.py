@@ -170,6 +170,7 @@ class Pusher:
             self._tables[self.version] = routing
             self._tables.pop(self.version - KEEP_TABLES, None)
         bumped: List[NodeRecord] = []
+        routes_only: List[str] = []
         touched = m.tasks.take_touched()    # only their task sets can have changed
         for name, rec in m.nodes.items():
             prep = self._nodes.setdefault(name, _Prepared())
@@ -180,16 +181,19 @@ class Pusher:
                 prep.routing = routing if prep.legacy else ((), ())
                 bumped.append(replace(rec, assignment_version=rec.assignment_version + 1))
             elif not prep.legacy and prep.routes_acked != self.version and self._up(name):
-                self.push_routes(name)
-        if not bumped:
-            return
-        await m.write(Batch.of(nodes=bumped))
+                routes_only.append(name)
+        if bumped:
+            await m.write(Batch.of(nodes=bumped))
         for rec in bumped:
             m.nodes[rec.name] = rec
             if self._up(rec.name):
                 if not self._nodes[rec.name].legacy:
                     self.push_routes(rec.name)      # routes first: they may drain a stopping task
                 self.push(rec.name)
+        # New assignments (replacements of a dead node's replicas) go out before the route
+        # changes every other node gets: at 1,000 nodes those are 1,000 requests.
+        for name in routes_only:
+            self.push_routes(name)
 
     def push(self, name: str) -> None:
         """Send ``name`` its current assignment (once one was prepared); coalesces."""
