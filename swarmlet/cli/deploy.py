@@ -124,7 +124,10 @@ def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: flo
                          for w in stack.warnings],
             # the file's secrets and configs: the master makes a version only if one changed
             "secrets": [{"kind": v.kind, "name": v.name, "data": base64.b64encode(v.data).decode()}
-                        for v in stack.values]}
+                        for v in stack.values],
+            # tls: {cert, key} pairs, checked on loading; the master seals the keys
+            "certificates": [{"name": c.name, "cert": c.cert, "key": c.key}
+                             for c in stack.certificates]}
     plan = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": True})
     _refuse_port_clashes(path, stack, plan)
     for w in plan["warnings"]:

@@ -17,6 +17,7 @@ import click
 
 from .. import __version__
 from ..shipped.exceptions import SwarmletError
+from . import certs as cert_cmds
 from . import cluster as cluster_cmds
 from . import deploy as deploy_cmds
 from . import images as image_cmds
@@ -31,7 +32,7 @@ from .stubs import CONTRACT, GROUP_HELP, stub
 # Modules that build real commands. Each exposes COMMANDS: a list of click
 # commands or groups, named as in the contract ("node" groups hold "drain"...).
 _MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds,
-            key_cmds, secret_cmds]
+            key_cmds, secret_cmds, cert_cmds]
 
 
 class _Root(click.Group):

@@ -54,6 +54,11 @@ CONTRACT = {
     "config inspect": ("Show a config's metadata.", "swarmlet config inspect nginx.conf"),
     "config rm": ("Remove configs no service uses.", "swarmlet config rm nginx.conf"),
     "config rotate": ("New version of a config; rolls every service using it.", "swarmlet config rotate nginx.conf ./nginx.conf"),
+    "cert ls": ("List the edge's certificates: expiry, status (never a key).", "swarmlet cert ls -o json"),
+    "cert add": ("Store your certificate for tls: manual services.", "swarmlet cert add shop --cert shop.crt --key shop.key"),
+    "cert rm": ("Remove a certificate no service uses.", "swarmlet cert rm shop"),
+    "edge show": ("The edge's settings: ports, default service, ACME directory.", "swarmlet edge show"),
+    "edge config": ("Change the edge's settings.", "swarmlet edge config --acme-directory letsencrypt"),
 }
 
 GROUP_HELP = {
@@ -63,6 +68,8 @@ GROUP_HELP = {
     "key": "Manage cluster keys.",
     "secret": "Manage secrets: encrypted at rest, in memory on the nodes that need them.",
     "config": "Manage configs: mounted read-only into containers.",
+    "cert": "Certificates of the edge: issued by ACME, or your own.",
+    "edge": "The edge: ports 80/443 on every node, routing by host name.",
     "lab": "A local lab: 'bare servers' as containers, each with sshd and dockerd.",
 }
 

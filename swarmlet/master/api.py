@@ -145,10 +145,62 @@ async def post_stack(request: web.Request) -> web.Response:
         if not isinstance(v, dict) or v.get("kind") not in KINDS or not isinstance(v.get("name"), str):
             raise UsageError(f'secrets[{i}]: expected {{"kind": "secret"|"config", "name", "data"}}')
         values.append((v["kind"], v["name"], decode_data(v["kind"], v["name"], v.get("data"))))
+    certs = []
+    for i, c in enumerate(b.get("certificates") or ()):   # tls: {cert, key} pairs of the file
+        if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("name", "cert", "key")):
+            raise UsageError(f'certificates[{i}]: expected {{"name", "cert", "key"}} (PEM text)')
+        certs.append((c["name"], c["cert"], c["key"]))
     out = await _m(request).apply_stack(request.match_info["name"], specs, bool(b.get("prune")),
                                         bool(b.get("dry_run")), str(b.get("file") or ""),
-                                        tuple(warnings), tuple(values))
+                                        tuple(warnings), tuple(values), tuple(certs))
     return web.json_response(out)
+
+
+# --- the edge (certbook.py, edgepush.py, acme.py): certificates in, never a key out ---------------
+
+async def get_certs(request: web.Request) -> web.Response:
+    """Every stored certificate, and every ACME host with the state of its order."""
+    m = _m(request)
+    rows = m.certbook.rows()
+    states = m.acme.host_rows()
+    for r in rows:
+        if r["source"] == "acme" and r["name"] in states:
+            r.update(states.pop(r["name"]))
+        else:
+            r.setdefault("status", "valid" if r["days_left"] > 0 else "expired")
+    for host, st in sorted(states.items()):      # ordered, not issued yet
+        rows.append({"name": host, "source": "acme", "hosts": [host], "not_after": None,
+                     "days_left": None, "issuer": "", "services": m.certbook.users("acme", host),
+                     **st})
+    return web.json_response(rows)
+
+
+async def put_cert(request: web.Request) -> web.Response:
+    b = await _body(request)
+    if not isinstance(b, dict) or not isinstance(b.get("cert"), str) or not isinstance(b.get("key"), str):
+        raise UsageError('expected {"cert": PEM, "key": PEM}')
+    return web.json_response(await _m(request).certbook.put_manual(request.match_info["name"],
+                                                                    b["cert"], b["key"]))
+
+
+async def delete_cert(request: web.Request) -> web.Response:
+    await _m(request).certbook.remove(request.match_info["name"])
+    return web.json_response({"removed": request.match_info["name"]})
+
+
+async def get_edge(request: web.Request) -> web.Response:
+    m = _m(request)
+    u = m.edge.update
+    return web.json_response({**m.edge.settings.view(), "version": u.version if u else 0,
+                              "certs": [c.name for c in u.certs] if u else [],
+                              "error": m.edge.error})
+
+
+async def patch_edge(request: web.Request) -> web.Response:
+    b = await _body(request)
+    if not isinstance(b, dict):
+        raise UsageError("expected a mapping of edge settings")
+    return web.json_response(await _m(request).edge.set_settings(b))
 
 
 # --- secrets and configs (master/secrets.py): metadata out, values only in ---------------------
@@ -304,6 +356,9 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
         web.get("/metrics", get_metrics), web.get("/v1/overview", get_overview),
         web.get("/v1/dashboard", get_dashboard), web.get("/v1/history", get_history),
         web.get("/v1/ha", get_ha),
+        web.get("/v1/certs", get_certs), web.put("/v1/certs/{name}", put_cert),
+        web.delete("/v1/certs/{name}", delete_cert),
+        web.get("/v1/edge", get_edge), web.patch("/v1/edge", patch_edge),
     ])
     for kind in ("secrets", "configs"):
         app.add_routes([

@@ -144,6 +144,33 @@ class Commands:
         return {"name": name, "availability": availability,
                 "tasks": sum(1 for t in m.tasks.on(name) if t.desired == RUNNING)}
 
+    def _stage_certs(self, stack: str, specs: List[ServiceSpec],
+                     certs: Tuple[Tuple[str, str, str], ...], now: float) -> Dict[str, Any]:
+        """The stack's certificates judged and sealed (only those that changed), and every
+        ``tls: manual`` spec checked against them or the stored ones; ``UsageError`` if not."""
+        book = self.m.certbook
+        staged: Dict[str, Any] = {}
+        problems: List[str] = []
+        for name, cert, key in certs:
+            hosts = tuple(sorted({h for s in specs if s.edge.tls == "manual" and s.edge.cert == name
+                                  for h in s.edge.hosts}))
+            try:
+                c, _ = book.stage("manual", name, cert, key, hosts, now)
+            except UsageError as exc:
+                problems.append(str(exc))
+                continue
+            old = book.get("manual", name)
+            if old is None or old.fingerprint != c.fingerprint:
+                staged[name] = c
+        for s in specs:
+            try:
+                book.check_refs(s, staged)
+            except UsageError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise UsageError(f"stack {stack!r} not applied, nothing changed: " + "; ".join(problems))
+        return staged
+
     def _stage_put(self, spec: ServiceSpec, now: float, rollback_of: Optional[int] = None,
                    scale_reason: Optional[str] = None,
                    rollback_to: Optional[int] = None) -> Optional["_Staged"]:
@@ -214,6 +241,7 @@ class Commands:
             assert old is not None
             return {"name": spec.name, "revision": old.revision, "changed": False}
         current = {n: s.spec for n, s in m.services.items()}
+        m.certbook.check_refs(spec)     # a tls: manual certificate must be stored (400)
         check_ports([spec], current)    # 409: one line
         check_routes([spec], current)   # one host + path prefix per service, 409 likewise
         await m.write(Batch.of(services=[st.svc], events=st.events, now=now))
@@ -224,11 +252,15 @@ class Commands:
     async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
                           dry_run: bool = False, file: str = "",
                           warnings: Tuple[Any, ...] = (),
-                          values: Tuple[Any, ...] = ()) -> Dict[str, Any]:
+                          values: Tuple[Any, ...] = (),
+                          certs: Tuple[Tuple[str, str, str], ...] = ()) -> Dict[str, Any]:
         """A whole stack in one step: every spec judged, the plan made, and all of it stored in
         one transaction, or (any problem) nothing. ``dry_run``: the plan alone. ``values``:
         the stack file's secrets and configs, ``(kind, name, bytes)``: a changed one becomes a
-        new version (in the same transaction) and the specs that mount it pin that version."""
+        new version (in the same transaction) and the specs that mount it pin that version.
+        ``certs``: the stack file's ``tls: {cert, key}`` pairs, ``(name, cert PEM, key PEM)``:
+        judged (a mismatched pair is a 400, nothing applied) and stored with the stack, the key
+        sealed (``certbook.py``)."""
         m = self.m
         problems = [f"service {s.name!r}: {p}" for s in specs for p in validate_problems(s)]
         names = [s.name for s in specs]
@@ -257,6 +289,7 @@ class Commands:
                 raise UsageError(f"stack {stack!r} not applied, nothing changed: "
                                  + "; ".join(unresolved))
             specs = resolved
+            staged_certs = self._stage_certs(stack, specs, certs, now)
             current = {n: svc.spec for n, svc in m.services.items()}
             plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file),
                                prune)
@@ -271,12 +304,17 @@ class Commands:
                 out["text"] = (out.get("text") or "").rstrip("\n") + "\n" + "".join(
                     f"{sv.kind} {sv.name}: new version {sv.version}\n" for sv in new_values)
                 out["has_changes"] = True
+            if staged_certs:
+                out["text"] = (out.get("text") or "").rstrip("\n") + "\n" + "".join(
+                    f"certificate {c.name}: {', '.join(c.hosts)}, version {c.version}\n"
+                    for c in staged_certs.values())
+                out["has_changes"] = True
             if dry_run:
                 return {**out, "applied": []}
             if clashes:      # 409 as for one service, naming the stack that was not applied
                 raise APIError(f"stack {stack!r} not applied, nothing changed: "
                                f"{clashes[0].message}", status=409)
-            if not plan.has_changes and not new_values:
+            if not plan.has_changes and not new_values and not staged_certs:
                 return {**out, "applied": []}
             staged = [st for st in (self._stage_put(ch.new, now) for ch in plan.create + plan.update)
                       if st is not None]
@@ -289,12 +327,17 @@ class Commands:
                 events.append(Event("service", ch.name, f"removed (stack {stack} pruned)"))
             events += [Event(sv.kind, sv.name, f"version {sv.version} created (stack {stack})")
                        for sv in new_values]
+            events += [Event("cert", c.name, f"certificate {c.name} stored (stack {stack}): "
+                                             f"{', '.join(c.hosts)}") for c in staged_certs.values()]
             drop = [k for sv in new_values for k in book.prunable(sv.kind, sv.name, adding=1)]
             await m.commit_changes(Changes(update=stopped, events=events), now=now,
                                services=[st.svc for st in staged],
                                delete_services=[ch.name for ch in plan.remove],
-                               secrets=new_values, delete_secrets=drop)
+                               secrets=new_values, delete_secrets=drop,
+                               meta={c.meta_key: to_wire(c) for c in staged_certs.values()})
             book.applied(new_values, drop)
+            for c in staged_certs.values():
+                m.certbook.applied(c)
             for st in staged:
                 self._applied_put(st)
             for ch in plan.remove:

@@ -41,7 +41,11 @@ from ..shipped.routes import Route
 from ..shipped.tlsutil import Denylist
 from ..signer import Signer
 from . import views
+from .acme import AcmeManager
+from .acmeplan import Backoff as AcmeBackoff
 from .autoscale import AutoscalePolicy, Autoscaler
+from .certbook import CertBook
+from .edgepush import EdgePusher
 from .certs import CertKeeper
 from .backoff import Backoff
 from .commands import Commands
@@ -85,6 +89,14 @@ class MasterConfig:
     revocation_interval: float = 5.0    # how often the signer's denylist is re-read
     backoff: Backoff = Backoff()    # how a failed task's successor waits (backoff.py)
     history_interval: float = 10.0  # seconds between samples of the dashboard's last hour
+    # The edge (issue 18): where the master's own LBs serve hosts (None: the cluster's ports,
+    # edge_config), and the ACME manager's timings (acme.py, acmeplan.py).
+    edge_ports: Optional[Tuple[int, int]] = None
+    ingress_workers: int = 1        # the master's LB worker processes (0: one per core)
+    acme_backoff: AcmeBackoff = AcmeBackoff()
+    acme_interval: float = 60.0     # the longest the ACME manager sleeps between looks
+    acme_order_timeout: float = 90.0    # validation + issuance of one order
+    challenge_timeout: float = 5.0  # a node's ingress must take an ACME token within this
 
 
 class Master:
@@ -127,6 +139,12 @@ class Master:
         self.pusher = Pusher(self)
         self.poller = Poller(self)
         self.secretbook = SecretBook(self)      # secrets and configs (secrets.py)
+        # the edge (issue 18): web certificates (sealed by the same vault), the edge channel
+        # to the nodes, and the ACME manager that asks the CA (only a leader runs a Master)
+        self.certbook = CertBook(self)
+        self.edge = EdgePusher(self, config.challenge_timeout)
+        self.acme = AcmeManager(self, config.acme_backoff, config.acme_interval,
+                                config.acme_order_timeout)
         self.obs = MasterObs()                  # metrics, live-view wakeups (metrics.py)
         self.autoscaler = Autoscaler(self)      # autoscale.py
         # The admin host's joined nodes (nodes.json): a list, or a callable re-reading the file.
@@ -160,6 +178,11 @@ class Master:
             await self.write(Batch.of(meta={"cluster": self.cluster}))
         cluster_id = str(self.cluster.get("id") or (self.meta.get("cluster") or {}).get("id") or "")
         await self.secretbook.start(snap.secrets, self.vault_key, cluster_id)
+        self.certbook.load(self.meta)
+        self.edge.load(self.meta)
+        self.acme.load(self.meta)
+        self.edge.changed()
+        await self.edge.configure_own()   # the edge's ports before any route can bind one
         for name in self.nodes:
             self.live[name] = NodeLive()
         self.reconciler.recover_rollouts()
@@ -175,6 +198,7 @@ class Master:
         self._loops += [asyncio.create_task(lb_watch(self), name="master-lb-watch"),
                         asyncio.create_task(self.autoscaler.run(), name="master-autoscale"),
                         asyncio.create_task(self.certs.run(), name="master-certs"),
+                        asyncio.create_task(self.acme.run(), name="master-acme"),
                         asyncio.create_task(self.history.run(self), name="master-history")]
         self.kick()
 
@@ -196,6 +220,7 @@ class Master:
         if self.ingress is not None:
             await self.ingress.close()
         await self.certs.close()
+        self.acme.close()
         await self.client.close()
 
     def kick(self) -> None:
@@ -253,9 +278,10 @@ class Master:
     async def apply_stack(self, stack: str, specs: List[ServiceSpec], prune: bool = False,
                           dry_run: bool = False, file: str = "",
                           warnings: Tuple[Any, ...] = (),
-                          values: Tuple[Any, ...] = ()) -> Dict[str, Any]:
+                          values: Tuple[Any, ...] = (),
+                          certs: Tuple[Tuple[str, str, str], ...] = ()) -> Dict[str, Any]:
         return await self.commands.apply_stack(stack, specs, prune, dry_run, file, warnings,
-                                               values)
+                                               values, certs)
 
     async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
         return await self.commands.patch_service(name, changes)

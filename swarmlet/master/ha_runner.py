@@ -286,6 +286,9 @@ class HAMaster:
                                                                     "name": self.cluster.name})
             v.services, v.specs, v.nodes, v.meta = snap.services, snap.specs, snap.nodes, snap.meta
             v.secretbook.versions = dict(snap.secrets)     # metadata reads (sealed values)
+            v.certbook.load(snap.meta)                     # certificates (keys stay sealed)
+            v.edge.load(snap.meta)
+            v.acme.load(snap.meta)
             for t in snap.tasks.values():
                 v.tasks.put(t)
             self._view, self._view_rev = v, snap.revision

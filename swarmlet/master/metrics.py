@@ -150,8 +150,22 @@ def render(master: Any) -> str:
         t.family("swarmlet_master_autoscale_cpu_percent", "gauge",
                  "Average CPU of a service's replicas (percent of its target basis).",
                  [({"service": s}, v) for s, v in sorted(scaler.last_cpu.items())])
+    book = getattr(master, "certbook", None)
+    if book is not None:
+        now = master.clock()
+        t.family("swarmlet_edge_cert_expiry_days", "gauge",
+                 "Days until an edge certificate expires (negative: expired).",
+                 [({"name": c.name, "source": c.source}, (c.not_after - now) / 86400.0)
+                  for c in book.in_use()])
+        acme = master.acme
+        t.family("swarmlet_edge_acme_orders_total", "counter",
+                 "ACME orders by result since the master started.",
+                 [({"result": k}, float(v)) for k, v in sorted(acme.orders.items())])
+        t.family("swarmlet_edge_acme_failing_hosts", "gauge",
+                 "ACME hosts whose last order failed (waiting for the next attempt).",
+                 [({}, float(sum(1 for s in acme.states.values() if s.failures)))])
     text = "\n".join(t.lines) + "\n"
     ingress = getattr(master, "ingress", None)
-    if ingress is not None and getattr(ingress, "proxies", None):
+    if ingress is not None and (getattr(ingress, "proxies", None) or ingress.snapshot()):
         text += ingress.metrics_text()
     return text

@@ -146,6 +146,7 @@ class Poller:
             await self._observe(name, reported)
             # behind on its assignment, routes or secret values: resend
             m.pusher.poll_ok(name, version, bool(extra.get("secrets_missing")))
+            m.edge.observed(name, extra.get("edge"))
             self.update_status(name)
             if live.seq is None:   # an agent without long polls: poll it on a timer
                 await asyncio.sleep(m.cfg.poll_interval)

@@ -84,6 +84,8 @@ class Reconciler:
                 await m.commit_changes(ch, now=now)
             m.pusher.routes_dirty.set()   # before the push: the LB stops routing to stopped tasks first
             await m.pusher.sync()
+            m.edge.changed()              # certificates in use may have changed with the services
+            m.acme.kick()
             m.obs.reconciled(time.perf_counter() - t0)
             return sum(1 for e in ch.events if "rebalancing" in e.message)
 

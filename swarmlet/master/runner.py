@@ -26,7 +26,7 @@ from .dashboard.server import start_dashboard
 from .store import Store, open_store
 from .vault import load_key as load_vault_key
 from ..shipped.lb import sticky_key_from
-from ..shipped.lb.supervisor import IngressProcess
+from ..shipped.lb.workers import ingress_for
 
 
 log = logging.getLogger("swarmlet.master")
@@ -98,8 +98,10 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
     store = open_store(c.master_dir / "state.db")
     # the master's LBs run in a worker process too, for the same reason as the agents':
     # a flood on a published port must not stall the master's API and reconcile
-    ingress = IngressProcess(config.ingress_bind, sticky_key=sticky_key_from(c.gossip_keys()[0])) \
-        if config.ingress else None
+    edge = ({"http_port": config.edge_ports[0], "https_port": config.edge_ports[1]}
+            if config.edge_ports else {})
+    ingress = ingress_for(config.ingress_bind, sticky_key_from(c.gossip_keys()[0]),
+                          workers=config.ingress_workers, edge=edge) if config.ingress else None
     # The key that unwraps the cluster's data key (vault.py): beside the CA key in this home,
     # never in the store; made on first start for a cluster from before secrets.
     vault_key = await asyncio.to_thread(load_vault_key, c.home, True)

@@ -37,8 +37,11 @@ from ..shipped.exceptions import BundleError
 
 # What the shipped code imports from PyPI (the load balancer needs httptools). ``requirements()``
 # adds whatever else swarmlet's own metadata declares, minus the admin-only packages.
-REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6")
-ADMIN_ONLY = {"asyncssh", "click", "pyyaml", "etcd3gw"}   # etcd3gw: masters only
+# uvloop: the ingress workers run on it when it imports (about twice the proxy's throughput;
+# the workers fall back to asyncio's loop where no wheel fits the server).
+REQUIREMENTS = ("aiohttp>=3.9", "msgpack>=1.0", "docker>=7.0", "cryptography>=41", "httptools>=0.6",
+                'uvloop>=0.17; sys_platform == "linux"')
+ADMIN_ONLY = {"asyncssh", "click", "pyyaml", "etcd3gw", "acme"}   # etcd3gw, acme: masters only
 PIP_TIMEOUT = 600.0
 # Bumped when the way wheels are prepared changes (v2: extension modules stripped).
 CACHE_FORMAT = "v2"
@@ -54,7 +57,8 @@ class Bundle:
 
 
 # The HA master bundle (``master ha``): the agent's requirements plus the etcd client.
-MASTER_EXTRA = ("etcd3gw>=2.4", "PyYAML>=6.0")   # the master reads stack plans (swarmlet.stack)
+MASTER_EXTRA = ("etcd3gw>=2.4", "PyYAML>=6.0",  # the master reads stack plans (swarmlet.stack)
+                "acme>=2.0")      # the HA leader asks the ACME CA (master/acmeclient.py)
 AGENT, MASTER = "agent", "master"
 
 

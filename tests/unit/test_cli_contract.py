@@ -88,6 +88,14 @@ SENDS = {
     "config rm": (["config", "rm", "app.conf"], [("DELETE", "/v1/configs/app.conf", None)]),
     "config rotate": (["config", "rotate", "app.conf", "{value}", "--detach"],
                       [("POST", "/v1/configs/app.conf/rotate", {"data": "cHcK"})]),
+    "cert ls": (["cert", "ls", "-o", "json"], [("GET", "/v1/certs", None)]),
+    "cert add": (["cert", "add", "shop", "--cert", "{cert}", "--key", "{key}"],
+                 [("PUT", "/v1/certs/shop", {"key": "{key-pem}"})]),
+    "cert rm": (["cert", "rm", "shop"], [("DELETE", "/v1/certs/shop", None)]),
+    "edge show": (["edge", "show", "-o", "json"], [("GET", "/v1/edge", None)]),
+    "edge config": (["edge", "config", "--acme-directory", "letsencrypt-staging", "--https-port",
+                     "8443"], [("PATCH", "/v1/edge", {"acme_directory": "letsencrypt-staging",
+                                                       "https_port": 8443})]),
 }
 DRIVEN = {   # command -> the test file that runs it against real sshd, processes or agents
     "init": "tests/integration/provision/test_master_process.py",
@@ -151,7 +159,7 @@ def _answer(method: str, path: str):
 @pytest.mark.parametrize("name", sorted(SENDS))
 def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     from swarmlet import cluster as clusterlib
-    from swarmlet.cli import deploy, secrets, services, top
+    from swarmlet.cli import certs, deploy, secrets, services, top
     monkeypatch.setenv("SWARMLET_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir(mode=0o700)
     clusterlib.init(name="contract", home=tmp_path / "home")
@@ -160,15 +168,22 @@ def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     def fake_call(method, path, body=None):
         sent.append((method, path, body))
         return _answer(method, path)
-    for mod in (services, deploy, top, secrets):
+    for mod in (services, deploy, top, secrets, certs):
         monkeypatch.setattr(mod, "call", fake_call)
     stack = tmp_path / "stack.yml"
     stack.write_text("name: shop\nservices:\n  web:\n    image: img:1\n")
     value = tmp_path / "value.txt"
     value.write_bytes(b"pw\n")
+    from swarmlet.webcerts import self_signed
+    pem, key = self_signed(["shop.example.com"])
+    (tmp_path / "c.pem").write_bytes(pem)
+    (tmp_path / "k.pem").write_bytes(key)
     argv, want = SENDS[name]
     result = CliRunner().invoke(cli, [a.replace("{stack}", str(stack)).replace("{value}", str(value))
-                                      for a in argv])
+                                      .replace("{cert}", str(tmp_path / "c.pem"))
+                                      .replace("{key}", str(tmp_path / "k.pem")) for a in argv])
+    want = [(m, p, {k: (key.decode() if v == "{key-pem}" else v) for k, v in (b or {}).items()}
+             if b is not None else None) for m, p, b in want]
     assert result.exit_code == 0, (result.output, sent)
     for method, path, keys in want:
         hits = [b for m, p, b in sent if (m, p) == (method, path)]
