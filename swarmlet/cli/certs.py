@@ -88,6 +88,14 @@ def cert_rm(name: str) -> None:
     click.echo(f"certificate {name} removed")
 
 
+@cert_group.command("renew", epilog="Example: swarmlet cert renew shop.example.com")
+@click.argument("host")
+def cert_renew(host: str) -> None:
+    """Order a new ACME certificate for HOST now (e.g. after a node was stolen)."""
+    call("POST", f"/v1/certs/{host}/renew")
+    click.echo(f"{host}: renewal ordered; see: swarmlet cert ls")
+
+
 @click.group("edge", help="The edge: ports 80/443 on every node, routing by host name.")
 def edge_group() -> None:
     pass

@@ -57,6 +57,7 @@ CONTRACT = {
     "cert ls": ("List the edge's certificates: expiry, status (never a key).", "swarmlet cert ls -o json"),
     "cert add": ("Store your certificate for tls: manual services.", "swarmlet cert add shop --cert shop.crt --key shop.key"),
     "cert rm": ("Remove a certificate no service uses.", "swarmlet cert rm shop"),
+    "cert renew": ("Order a new ACME certificate for a host now.", "swarmlet cert renew shop.example.com"),
     "edge show": ("The edge's settings: ports, default service, ACME directory.", "swarmlet edge show"),
     "edge config": ("Change the edge's settings.", "swarmlet edge config --acme-directory letsencrypt"),
 }

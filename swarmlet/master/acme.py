@@ -59,6 +59,7 @@ class AcmeManager:
         self.states: Dict[str, acmeplan.HostState] = {}
         self.working: Optional[str] = None        # the host being ordered now
         self.orders = {"issued": 0, "renewed": 0, "failed": 0}
+        self.forced: set = set()                  # hosts to renew now (``cert renew``)
         self._wake = asyncio.Event()
         self._session: Any = None
         self._session_for: Tuple[str, str] = ("", "")
@@ -66,6 +67,15 @@ class AcmeManager:
     def load(self, meta: Dict[str, Any]) -> None:
         self.states = {k[len(STATE_PREFIX):]: acmeplan.from_meta(v) for k, v in meta.items()
                        if k.startswith(STATE_PREFIX) and v is not None}
+
+    def force(self, host: str) -> None:
+        """Renew ``host``'s certificate now, whatever its expiry or backoff (``cert renew``)."""
+        from ..shipped.exceptions import APIError
+        if host not in self.m.certbook.acme_hosts():
+            raise APIError(f"no service has tls: acme for {host!r}", status=404)
+        self.forced.add(host)
+        self.states.pop(host, None)
+        self.kick()
 
     def kick(self) -> None:
         self._wake.set()
@@ -106,8 +116,12 @@ class AcmeManager:
         m = self.m
         if not m.leading():
             return 0
-        todo = acmeplan.due(m.certbook.acme_hosts(), self._certs(), self.states, m.clock(),
+        hosts = m.certbook.acme_hosts()
+        todo = acmeplan.due(hosts, self._certs(), self.states, m.clock(),
                             m.edge.settings.renew_before_days)
+        todo += [(h, "renew") for h in sorted(self.forced) if h in hosts
+                 and h not in {t[0] for t in todo}]
+        self.forced.clear()
         for host, kind in todo:
             if not m.leading() or host not in m.certbook.acme_hosts():
                 break

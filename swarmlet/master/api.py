@@ -188,6 +188,11 @@ async def delete_cert(request: web.Request) -> web.Response:
     return web.json_response({"removed": request.match_info["name"]})
 
 
+async def post_cert_renew(request: web.Request) -> web.Response:
+    _m(request).acme.force(request.match_info["name"])
+    return web.json_response({"renewing": request.match_info["name"]})
+
+
 async def get_edge(request: web.Request) -> web.Response:
     m = _m(request)
     u = m.edge.update
@@ -358,6 +363,7 @@ def make_app(master: Any, middlewares: Any = ()) -> web.Application:
         web.get("/v1/ha", get_ha),
         web.get("/v1/certs", get_certs), web.put("/v1/certs/{name}", put_cert),
         web.delete("/v1/certs/{name}", delete_cert),
+        web.post("/v1/certs/{name}/renew", post_cert_renew),
         web.get("/v1/edge", get_edge), web.patch("/v1/edge", patch_edge),
     ])
     for kind in ("secrets", "configs"):

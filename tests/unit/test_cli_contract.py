@@ -92,6 +92,8 @@ SENDS = {
     "cert add": (["cert", "add", "shop", "--cert", "{cert}", "--key", "{key}"],
                  [("PUT", "/v1/certs/shop", {"key": "{key-pem}"})]),
     "cert rm": (["cert", "rm", "shop"], [("DELETE", "/v1/certs/shop", None)]),
+    "cert renew": (["cert", "renew", "shop.example.com"],
+                   [("POST", "/v1/certs/shop.example.com/renew", None)]),
     "edge show": (["edge", "show", "-o", "json"], [("GET", "/v1/edge", None)]),
     "edge config": (["edge", "config", "--acme-directory", "letsencrypt-staging", "--https-port",
                      "8443"], [("PATCH", "/v1/edge", {"acme_directory": "letsencrypt-staging",
