@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from typing import Dict, Optional
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a CLI the test stops with Ctrl-C (SIGINT).
+
+    A test run started in the background by a non-interactive shell inherits SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored, so the child would never see
+    the test's Ctrl-C. Give it the default disposition, as a terminal would.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class CLI:

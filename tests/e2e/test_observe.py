@@ -25,6 +25,7 @@ from typing import Callable, List
 import pytest
 
 from tests.conftest import free_port
+from tests.support import interruptible
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +73,8 @@ def _node_status(cluster, name: str) -> str:
 def test_logs_follow_across_a_replacement_and_events_show_the_death(obs):
     rows = _serving(obs)
     proc = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "logs", "-f", "obs"],
-                            env=obs.cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=obs.cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     seen: List[str] = []
     threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True).start()
     victim = rows[0]["node"]

@@ -30,7 +30,7 @@ from swarmlet.shipped.models import AutoscaleSpec, NodeStatus, PortSpec, Resourc
 from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture)
 from tests.integration.master.test_master_daemon import FAST, Env
 from tests.integration.observe.cdp import CHROMIUM, Browser
-from tests.support import CLI
+from tests.support import CLI, interruptible
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -141,7 +141,8 @@ async def test_logs_events_and_metrics(oenv, agent_image):
 
     # follow across a replacement: node a dies, its replica is replaced on b
     proc = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "logs", "-f", "--tail", "1",
-                             "chat"], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "chat"], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=interruptible)
     out = Reader(proc.stdout.fileno())
     try:
         await _until(lambda: all(f"{r['task']}@" in out.text() for r in rows), 30, "both replicas")
@@ -219,7 +220,8 @@ async def test_top_and_dashboard_show_a_node_death(oenv, agent_image):
     master_fd, slave_fd = pty.openpty()
     env = {**os.environ, "SWARMLET_HOME": str(oenv.c.home), "TERM": "xterm", "COLUMNS": "160"}
     top = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "top"], env=env,
-                           stdin=slave_fd, stdout=slave_fd, stderr=slave_fd, start_new_session=True)
+                           stdin=slave_fd, stdout=slave_fd, stderr=slave_fd, start_new_session=True,
+                           preexec_fn=interruptible)
     os.close(slave_fd)
     screen = Reader(master_fd)
 
