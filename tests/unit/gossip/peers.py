@@ -114,7 +114,12 @@ def opened(core: GossipCore, sends) -> List[List[object]]:
 
 def pair(encrypted: bool = True, rx: str = "rx", tx: str = "tx"):
     """(make_rx, tx): ``make_rx()`` builds a fresh receiver that knows ``tx`` (and the
-    reverse), so fuzz tests can feed ``tx``'s real packets to a clean core each time."""
+    reverse), so fuzz tests can feed ``tx``'s real packets to a clean core each time.
+
+    Both read one wall clock frozen when the pair is made: packets made at import are
+    replayed to receivers made minutes later (a long test session), and a live clock
+    would then drop every one of them as stale (``max_clock_skew``)."""
+    frozen = time.time()
     cfg = GossipConfig(allow_plaintext=not encrypted)
     ring = RING if encrypted else None
     addr_rx, addr_tx = ("10.0.0.1", 7946), ("10.0.0.2", 7946)
@@ -122,7 +127,7 @@ def pair(encrypted: bool = True, rx: str = "rx", tx: str = "tx"):
     def make(name: str, addr) -> GossipCore:
         return GossipCore(name, addr, keyring=ring, identity=identity(name) if encrypted else None,
                           trust=trust() if encrypted else None, config=cfg,
-                          rng=random.Random(1))
+                          rng=random.Random(1), wall=lambda: frozen)
 
     txc = make(tx, addr_tx)
     proto = make(rx, addr_rx)
