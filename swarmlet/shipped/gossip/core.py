@@ -135,7 +135,12 @@ class GossipCore(Detection, StateMachine, CertFlow, AntiEntropy):
         self.identity = identity if keyring is not None else None
         self.trust = trust if keyring is not None else None
         self._wall = wall or time.time
-        self.inc = 0
+        # A run starts its incarnation at the wall clock's seconds, as its metadata
+        # version: a restarted or re-joined member is at once newer than the Leave or
+        # Dead of an earlier run. That statement may be signed by a certificate revoked
+        # since (leave, then join again), which this run cannot verify, so it could
+        # never refute it and stayed "left" in every view.
+        self.inc = max(0, int(self._wall()))
         self.meta: Dict[str, Any] = _valid_local_meta(meta or {})
         self.mver = max(1, int(self._wall()))
         self.left = False

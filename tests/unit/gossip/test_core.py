@@ -13,7 +13,9 @@ from swarmlet.shipped.gossip import wire
 from swarmlet.shipped.gossip.core import GossipCore
 from swarmlet.shipped.gossip.members import EventKind, MemberState, suspicion_timeout
 
-from tests.unit.gossip.peers import ADDR, Peer, make_core, opened
+from swarmlet import pki
+from swarmlet.shipped.gossip.identity import Identity
+from tests.unit.gossip.peers import ADDR, CA, RING, Peer, make_core, opened, trust
 
 pytestmark = pytest.mark.unit
 
@@ -48,33 +50,49 @@ def test_claims_above_what_the_subject_signed_are_refused():
 
 def test_suspicion_about_self_is_refuted_with_the_next_incarnation():
     core, p = make_core(), Peer("n3")
-    p.send(core, wire.Suspect("n1", 0, "n3"), now=0.1)
-    assert core.inc == 1 and core.stats["refutes"] == 1 and core.awareness == 1
-    p.send(core, wire.Suspect("n1", 0, "n3"), now=0.2)     # older accusation: ignored
-    assert core.inc == 1
+    i0 = core.inc                                           # the wall clock's seconds
+    p.send(core, wire.Suspect("n1", i0, "n3"), now=0.1)
+    assert core.inc == i0 + 1 and core.stats["refutes"] == 1 and core.awareness == 1
+    p.send(core, wire.Suspect("n1", i0, "n3"), now=0.2)    # older accusation: ignored
+    assert core.inc == i0 + 1
     # Higher than we signed in this run: not believed, but our own signed word is asked for.
-    out = p.send(core, wire.Dead("n1", 9, "n3"), now=0.3)
-    assert core.inc == 1
+    out = p.send(core, wire.Dead("n1", i0 + 9, "n3"), now=0.3)
+    assert core.inc == i0 + 1
     assert any(isinstance(m, wire.Pull) and m.names == ["n1"]
                for msgs in opened(core, out.sends) for m in msgs)
     # The refutation rides on the next packet out, and carries no metadata.
     sent = core.tick(10.0).sends
     alive = [m for msgs in opened(core, sent) for m in msgs if isinstance(m, wire.Alive)]
-    assert alive and alive[0] == wire.Alive("n1", 1, alive[0].sig) and len(alive[0].sig) == 64
+    assert alive and alive[0] == wire.Alive("n1", i0 + 1, alive[0].sig) and len(alive[0].sig) == 64
 
 
 def test_a_restarted_member_gets_ahead_of_its_earlier_run():
     core = make_core()
     # Its earlier run had signed incarnation 6 (same key: the certificate survives restarts).
     old_run, p = make_core(), Peer("n3")
+    i0 = old_run.inc
     for _ in range(6):
         p.send(old_run, wire.Suspect("n1", old_run.inc, "n3"))
-    assert old_run.inc == 6
-    p.send(core, wire.Alive("n1", 6, old_run._own_live.sig), now=1.0)
-    assert core.inc == 7
-    # A forged "you are at 1000" is not signed by us, so it changes nothing.
-    p.send(core, wire.Alive("n1", 1000, b"\x01" * 64), now=1.1)
-    assert core.inc == 7 and core.stats["bad_signatures"] == 1
+    assert old_run.inc == i0 + 6 >= core.inc
+    p.send(core, wire.Alive("n1", i0 + 6, old_run._own_live.sig), now=1.0)
+    assert core.inc == i0 + 7
+    # A forged "you are 1000 ahead" is not signed by us, so it changes nothing.
+    p.send(core, wire.Alive("n1", i0 + 1000, b"\x01" * 64), now=1.1)
+    assert core.inc == i0 + 7 and core.stats["bad_signatures"] == 1
+
+
+def test_a_member_that_left_and_joined_again_with_a_new_certificate_is_alive():
+    # `leave` revokes the node's certificate; `join` issues a new one. The new run cannot
+    # verify (so cannot refute) its earlier run's Leave: it must simply be newer.
+    core, old = make_core(), Peer("n3")
+    old.send(core, old.leave(old.record().inc + 5), now=0.1)
+    assert core.state_of("n3") == MemberState.LEFT
+    kp = pki.issue(CA, "n3", "agent")
+    ident = Identity.from_pem(kp.cert_pem, kp.key_pem)
+    again = GossipCore("n3", ADDR["n3"], keyring=RING, identity=ident, trust=trust())
+    core.trust.add_verified(ident.cert)
+    Peer("n3", ident=ident).send(core, again.record, now=0.2)
+    assert core.state_of("n3") == MemberState.ALIVE
 
 
 def test_buddy_system_ping_to_a_suspect_carries_the_suspicion():
@@ -191,16 +209,16 @@ def test_a_keyring_needs_the_nodes_certificate():
 
 def test_metadata_has_its_own_version_and_updates_are_coalesced():
     core = make_core(meta_budget=1e9)                         # meta_min_interval = 2 s
-    v0 = core.mver
+    v0, i0 = core.mver, core.inc
     assert [e.kind for e in core.update_meta({"cpu": 1}, 10.0).events] == [EventKind.UPDATE]
-    assert core.inc == 0 and core.mver > v0                  # liveness untouched
+    assert core.inc == i0 and core.mver > v0                  # liveness untouched
     assert not core.update_meta({"cpu": 2}, 10.5).events      # held
     assert not core.update_meta({"cpu": 3}, 11.0).events      # replaces the held one
     assert core.meta == {"cpu": 1}
     v1 = core.mver
     out = core.tick(12.0)
     assert [e.member.meta for e in out.events if e.kind == EventKind.UPDATE] == [{"cpu": 3}]
-    assert core.mver > v1 and core.inc == 0
+    assert core.mver > v1 and core.inc == i0
     assert not core.update_meta({"cpu": 3}, 20.0).events      # unchanged: nothing to publish
 
 

@@ -76,12 +76,14 @@ def test_attack_1_max_incarnation_dead_cannot_keep_a_live_member_dead(inc):
     net = SimNetwork(seed=1, keyring=ring, config=config(dead_reap_time=3600.0))
     net.add_converged(6)
     net.run_for(3)
+    base = net.nodes["n1"].core.inc          # a run starts at its wall clock's seconds
+    inc = inc if inc > base else base + inc  # 1000: just above what n1 signed
     inject_everywhere(net, forge(ring, "intruder", [dead_msg("n1", inc, "n2")],
                                  clock=_now_clock(net)))
     net.run_for(30)
     # n1 is alive and well everywhere (on the old code: dead until the one-hour reap).
     assert net.all_see("n1", MemberState.ALIVE)
-    assert net.nodes["n1"].core.inc < 1000
+    assert net.nodes["n1"].core.inc < base + 1000
     healthy(net)
 
 
@@ -174,15 +176,16 @@ def _from_everywhere(net, sender, msgs, **kw):
 
 def test_a_compromised_node_cannot_kill_others_beyond_what_they_signed():
     net = _cluster()
+    base = net.nodes["n1"].core.inc
     _from_everywhere(net, "n5", [wire.Dead("n1", (1 << 53) - 2, "n5"),
-                                 wire.Dead("n2", 10 ** 9, "n5")])
+                                 wire.Dead("n2", net.nodes["n2"].core.inc + 10 ** 9, "n5")])
     net.run_for(30)
     assert net.all_see("n1", MemberState.ALIVE) and net.all_see("n2", MemberState.ALIVE)
     assert sum(n.core.stats["refused_claims"] for n in net.live()) >= 8
     # At what they did sign, an accusation is just a suspicion they refute at once.
     _from_everywhere(net, "n5", [wire.Dead("n1", net.nodes["n1"].core.inc, "n5")])
     t = net.run_until_true(lambda: net.all_see("n1", MemberState.ALIVE), 10)
-    assert t is not None and net.nodes["n1"].core.inc <= 3
+    assert t is not None and net.nodes["n1"].core.inc <= base + 3
     healthy(net)
 
 
