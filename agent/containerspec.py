@@ -10,20 +10,32 @@ here. To support a new container option (``user``, ``working_dir``,
 
 What the agent adds and a spec cannot override: the ``io.swarmlet.*``
 ownership labels, the ``SWARMLET_*`` environment, the deterministic name (a
-second create for the same task hits a name conflict, never a duplicate),
-``restart_policy: no`` (the agent restarts, with its own backoff) and the
-``extra_hosts`` of service names to VIPs. Secrets and configs are read-only binds of
-files on the agent's tmpfs (``secret_mounts``), never env or labels.
+second create for the same task hits a name conflict, never a duplicate) and
+``restart_policy: no`` (the agent restarts, with its own backoff). Secrets and configs
+are read-only binds of files on the agent's tmpfs (``secret_mounts``), never env or labels.
+
+``extra_hosts`` are, first match wins as in ``/etc/hosts``: the spec's own
+entries, then the short names of the services of the task's stack (``db`` ->
+the VIP of ``shop_db``, known only inside stack ``shop``, as Docker's
+per-stack network alias), then every service's full name -> its VIP.
+
+``TaskSpec.container`` (user, working_dir, hostname, capabilities, sysctls,
+ulimits, DNS, stop signal and grace period, init, read-only root, tty,
+logging) is passed to Docker as given; tmpfs mounts become ``Mounts`` of type
+tmpfs. A hostname may use Swarm's templates ``{{.Service.Name}}``,
+``{{.Task.Slot}}``, ``{{.Task.ID}}``, ``{{.Task.Name}}``, ``{{.Node.Hostname}}``
+and ``{{.Node.ID}}``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from swarmlet.shipped import secretrefs
-from swarmlet.shipped.models import TaskSpec
+from swarmlet.shipped.models import STACK_LABEL, TaskSpec
 
 from . import reconcile as rc
 
@@ -78,6 +90,16 @@ def mounts(task: TaskSpec) -> list:
         if v.kind in ("volume", "bind"):
             out.append({"Target": v.target, "Source": v.source, "Type": v.kind,
                         "ReadOnly": bool(v.read_only)})
+        elif v.kind == "tmpfs":
+            opts: Dict[str, int] = {}
+            if v.size is not None:
+                opts["SizeBytes"] = v.size
+            if v.mode is not None:
+                opts["Mode"] = v.mode
+            m: Dict[str, Any] = {"Target": v.target, "Type": "tmpfs", "ReadOnly": bool(v.read_only)}
+            if opts:
+                m["TmpfsOptions"] = opts
+            out.append(m)
     return out
 
 
@@ -95,9 +117,67 @@ def secret_mounts(task: TaskSpec, root: str) -> list:
             for i, (kind, ref) in enumerate(secretrefs.refs(task))]
 
 
+def hosts(task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = None,
+          aliases: Optional[Mapping[str, Mapping[str, str]]] = None) -> List[str]:
+    """``/etc/hosts`` entries as "name:ip", the first for a name winning (see the docstring)."""
+    out = list(task.container.extra_hosts)
+    named = {entry.split(":", 1)[0] for entry in out}
+    stack = task.labels.get(STACK_LABEL)
+    for table in ((aliases or {}).get(stack or "", {}) if stack else {}), (extra_hosts or {}):
+        for name in sorted(table):
+            if name not in named:
+                named.add(name)
+                out.append(f"{name}:{table[name]}")
+    return out
+
+
+_TEMPLATE = re.compile(r"\{\{\s*\.(Service\.Name|Service\.ID|Task\.Slot|Task\.ID|Task\.Name|"
+                       r"Node\.Hostname|Node\.ID)\s*\}\}")
+
+
+def hostname(node: str, task: TaskSpec) -> Optional[str]:
+    """The container's hostname, Swarm's templates filled in."""
+    text = task.container.hostname
+    if not text:
+        return None
+    values = {"Service.Name": task.service, "Service.ID": task.service, "Task.Slot": str(task.slot),
+              "Task.ID": task.task_id, "Task.Name": f"{task.service}.{task.slot}.{task.task_id}",
+              "Node.Hostname": node, "Node.ID": node}
+    return _TEMPLATE.sub(lambda m: values[m.group(1)], text)[:253]
+
+
+def _container_options(node: str, task: TaskSpec, create: Dict[str, Any], host: Dict[str, Any]) -> None:
+    c = task.container
+    for key, value in (("user", c.user), ("working_dir", c.working_dir),
+                       ("hostname", hostname(node, task)), ("stop_signal", c.stop_signal)):
+        if value:
+            create[key] = value
+    if c.stop_grace_period is not None:
+        create["stop_timeout"] = int(math.ceil(c.stop_grace_period))
+    if c.tty:
+        create["tty"] = True
+    if c.stdin_open:
+        create["stdin_open"] = True
+    for key, value in (("cap_add", list(c.cap_add)), ("cap_drop", list(c.cap_drop)),
+                       ("sysctls", dict(c.sysctls)), ("dns", list(c.dns)),
+                       ("dns_search", list(c.dns_search)), ("dns_opt", list(c.dns_options))):
+        if value:
+            host[key] = value
+    if c.ulimits:
+        host["ulimits"] = [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in c.ulimits]
+    if c.init is not None:
+        host["init"] = c.init
+    if c.read_only:
+        host["read_only"] = True
+    if c.logging is not None:
+        host["log_config"] = {"type": c.logging.driver, "config": dict(c.logging.options)}
+
+
 def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = None,
+          aliases: Optional[Mapping[str, Mapping[str, str]]] = None,
           secrets_dir: str = "/run/swarmlet/secrets") -> ContainerSpec:
     """The container for ``task`` on ``node``; ``extra_hosts``: service name -> VIP;
+    ``aliases``: stack -> {short name -> VIP} (see ``swarmlet.shipped.discovery.aliases_for``);
     ``secrets_dir``: the agent's tmpfs folder of secret and config files."""
     bindings = {f"{p.target}/{p.protocol}": p.host_port for p in task.ports}
     ms = mounts(task) + secret_mounts(task, secrets_dir)
@@ -105,7 +185,7 @@ def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = 
         "port_bindings": bindings or None,
         "mounts": ms or None,
         "restart_policy": {"Name": "no"},
-        "extra_hosts": dict(extra_hosts or {}) or None,
+        "extra_hosts": hosts(task, extra_hosts, aliases) or None,
     }
     if task.limits.cpus:
         host["nano_cpus"] = int(task.limits.cpus * NANO)
@@ -122,4 +202,5 @@ def build(node: str, task: TaskSpec, extra_hosts: Optional[Mapping[str, str]] = 
         create["command"] = list(task.command)
     if task.entrypoint is not None:
         create["entrypoint"] = list(task.entrypoint)
+    _container_options(node, task, create, host)
     return ContainerSpec(container_name(node, task), create, host)

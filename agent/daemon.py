@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import swarmlet
 from swarmlet.shipped.exceptions import DockerError
-from swarmlet.shipped.discovery import hosts_for
+from swarmlet.shipped.discovery import aliases_for, hosts_for
 from swarmlet.shipped.models import (Assignment, ChallengesUpdate, EdgeUpdate, Health, RoutesUpdate,
                                     TaskSpec)
 from swarmlet.shipped.tlsutil import Denylist
@@ -67,6 +67,7 @@ class Agent:
         self.config = config
         self.clock = clock
         self.runtime = runtime or DockerRuntime(config.name, config.docker_url)
+        self.log_drivers: Optional[List[str]] = None   # Docker's logging drivers here (unknown: None)
         self.store = AssignmentStore(config.state_dir)
         self.routes = RoutesStore(config.state_dir)     # the routing table, on its own channel
         self.edge = EdgeStore(config.state_dir)         # edge settings and certificates
@@ -147,6 +148,10 @@ class Agent:
         except (OSError, ValueError):
             self.cert_not_after = None   # the API's TLS setup says why
         self._set_hosts()
+        try:
+            self.log_drivers = await self.runtime.log_drivers()
+        except DockerError as exc:   # Docker not up yet: reported as unknown
+            log.warning("cannot list Docker's logging drivers: %s", exc)
         loop = asyncio.get_running_loop()
         self.runtime.watch_events(loop, self._on_event, self._wake.set)
         for coro, name in ((self._reconcile_loop(), "reconcile"), (self._health_loop(), "health"),
@@ -291,6 +296,7 @@ class Agent:
     def _set_hosts(self) -> None:
         """Containers created from now on resolve service names to their VIPs."""
         self.runtime.extra_hosts = hosts_for(self.routes.current.routes)
+        self.runtime.aliases = aliases_for(self.routes.current.routes)
 
     async def _ingress_loop(self) -> None:
         """Keep the ingress proxies and discovery on the routing table (one change at a time)."""
@@ -485,4 +491,4 @@ class Agent:
         c = self.config
         return {"name": c.name, "address": c.address, "version": swarmlet.__version__,
                 "cluster_id": c.cluster_id, "api_port": self.api_port, "gossip_port": c.gossip_port,
-                "labels": dict(c.labels)}
+                "labels": dict(c.labels), "log_drivers": self.log_drivers}

@@ -74,6 +74,7 @@ class DockerRuntime:
         self.node = node
         self.extra_hosts: Dict[str, str] = {}   # service name -> VIP, for new containers
         self.secrets_dir = "/run/swarmlet/secrets"   # the agent's tmpfs of secret files
+        self.aliases: Dict[str, Dict[str, str]] = {}   # stack -> {short name -> VIP}
         self._url = url
         self._timeout = timeout
         self._client: Optional[docker.DockerClient] = None
@@ -110,6 +111,11 @@ class DockerRuntime:
 
     async def ping(self) -> None:
         await self._call("ping", lambda: self.api.ping())
+
+    async def log_drivers(self) -> List[str]:
+        """The logging drivers this Docker has (``docker info``'s Plugins.Log)."""
+        info = await self._call("info", lambda: self.api.info())
+        return sorted(str(d) for d in ((info.get("Plugins") or {}).get("Log") or []))
 
     def close(self) -> None:
         self._events_stop.set()
@@ -192,7 +198,8 @@ class DockerRuntime:
         await self._call("volumes", run)
 
     async def create(self, task: TaskSpec) -> str:
-        spec = containerspec.build(self.node, task, self.extra_hosts, secrets_dir=self.secrets_dir)
+        spec = containerspec.build(self.node, task, self.extra_hosts, self.aliases,
+                                   secrets_dir=self.secrets_dir)
         name = spec.name
 
         def run() -> str:
@@ -210,10 +217,11 @@ class DockerRuntime:
                 raise DockerError(f"container name {name} is taken by a foreign container") from exc
         return await self._call(f"create {task.task_id}", run)
 
-    def _check_ours(self, container_id: str) -> None:
+    def _check_ours(self, container_id: str) -> Dict[str, Any]:
         info = self.api.inspect_container(container_id)
         if not rc.is_ours(info["Config"].get("Labels") or {}, self.node):
             raise DockerError(f"refusing to touch foreign container {container_id[:12]}")
+        return info
 
     async def start(self, container_id: str) -> None:
         def run() -> None:
@@ -223,10 +231,13 @@ class DockerRuntime:
         await self._call(f"start {container_id[:12]}", run)
 
     async def remove(self, container_id: str, timeout: int = 10) -> None:
+        """Stop within ``timeout`` seconds, or the container's own stop_grace_period
+        (its StopTimeout, set from the spec), then remove it."""
         def run() -> None:
             try:
-                self._check_ours(container_id)
-                self.api.stop(container_id, timeout=timeout)
+                info = self._check_ours(container_id)
+                own = (info.get("Config") or {}).get("StopTimeout")
+                self.api.stop(container_id, timeout=own if isinstance(own, int) and own >= 0 else timeout)
                 self.api.remove_container(container_id, force=True)  # named volumes are kept
             except docker.errors.NotFound:
                 pass

@@ -1,17 +1,22 @@
 """CLI for changing services over time: deploy (stack files), update, rollback, history.
 
 ``deploy`` validates the whole stack file first (an invalid file changes
-nothing), asks the master for the plan (``POST /v1/stacks/NAME`` with
-``dry_run``), shows it, then sends the whole stack again to be applied in one
-transaction (a stack the master refuses changes nothing either) and, unless
-``--detach``, follows every rollout it started until the new revision serves
-everywhere or has rolled back. ``update`` and ``rollback`` follow the same
+nothing; every problem is listed), builds the images of ``build:`` services
+whose content changed, asks the master for the plan (``POST /v1/stacks/NAME``
+with ``dry_run``), shows it (its warnings once), pushes the images the nodes
+lack, then sends the whole stack again to be applied in one transaction (a
+stack the master refuses changes nothing either) and, unless ``--detach``,
+follows every rollout it started until the new revision serves everywhere or
+has rolled back. ``--dry-run`` needs no master: it then plans against an empty
+cluster, shows every service as "create" and says so. ``update`` and ``rollback`` follow the same
 way. Exit codes: 0 done, 1 an update failed and was rolled back or paused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import os
 import sys
 import time
@@ -20,15 +25,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ..shipped.exceptions import StackFileError
+from .. import images as imagelib
+from .. import nodeinfo
+from ..builder import build_all, resolve_builds
+from ..shipped.exceptions import ConfigError, StackFileError, SwarmletError, Unreachable
 from ..shipped.models import ServiceSpec, from_wire, to_wire
 from ..shipped.validate import port_clashes, route_clashes
-from ..stack import load_stack
+from ..stack import Stack, StackWarning, load_stack, plan_deploy, render_plan
+from ..stack.checks import log_driver_warnings
 from ..stack.locate import edge_location, port_location
 from .offer_push import offer_push
 from .secretflags import refs_after
 from .output import emit, emit_json, err, output_option
-from .services import call, parse_env, parse_port
+from .services import call, parse_env, parse_port, resolve
 
 _DONE = ("completed", "rolled_back", "paused")
 
@@ -104,44 +113,98 @@ def _finish(failures: List[str]) -> None:
         sys.exit(1)
 
 
+def _node_warnings(stack: Stack) -> List[StackWarning]:
+    """Warnings only the nodes can give (a logging driver a node lacks); none if unknown."""
+    if not any(s.container.logging for s in stack.services):
+        return []
+    try:
+        nodes = asyncio.run(imagelib.list_nodes())
+        answers = asyncio.run(nodeinfo.infos(nodes))
+    except SwarmletError:
+        return []
+    return log_driver_warnings(stack, {n: nodeinfo.log_drivers(i) for n, i in answers.items()})
+
+
+def _build_progress(service: str, line: str) -> None:
+    click.echo(f"{service}: {line}")
+
+
 @click.command("deploy", epilog="Example: swarmlet deploy -f examples/hello/stack.yml --dry-run")
 @click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False),
               help="A Compose stack file.")
+@click.option("--name", "-n", "stack_name", help="The stack's name (default: the file's 'name:' "
+              "or its folder), which prefixes its services: <stack>_<service>.")
+@click.option("--profile", "profiles", multiple=True,
+              help="Deploy the services of this profile too (repeatable; default: $COMPOSE_PROFILES).")
 @click.option("--prune", is_flag=True, help="Remove this stack's services that the file no longer has.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing (works with no master).")
 @click.option("--detach", "-d", is_flag=True, help="Do not wait for the rollout.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the rollout.")
 @click.option("--push/--no-push", default=None,
-              help="Push images the nodes lack (default: ask on a terminal, else warn).")
-def deploy_cmd(path: str, prune: bool, dry_run: bool, detach: bool, timeout: float,
-               push: Optional[bool]) -> None:
-    """Create or update services from a Compose stack file, as 'docker stack deploy' does."""
-    stack = load_stack(path, dict(os.environ))      # invalid -> StackFileError, nothing applied
+              help="Push images the nodes lack (default: built images are pushed; others: ask on "
+                   "a terminal, else warn).")
+def deploy_cmd(path: str, stack_name: Optional[str], profiles: Tuple[str, ...], prune: bool,
+               dry_run: bool, detach: bool, timeout: float, push: Optional[bool]) -> None:
+    """Create or update services from a Compose stack file, as 'docker stack deploy' does.
+
+    Services are named <stack>_<service> and reach each other by their short
+    names inside the stack. Services with 'build:' are built on this host's
+    Docker and pushed to the nodes (no registry); an unchanged build context is
+    neither rebuilt nor pushed again.
+    """
+    env = dict(os.environ)
+    stack = load_stack(path, env, name=stack_name, profiles=list(profiles) or None)
+    stack = resolve_builds(stack)                   # content tags: reads the contexts, no Docker
+    warnings = list(stack.warnings) + _node_warnings(stack)
     # The master plans and applies the whole stack in one transaction (POST /v1/stacks/NAME):
     # the same request with dry_run asks for the plan alone.
     body = {"services": [to_wire(s) for s in stack.services], "prune": prune, "file": stack.file,
-            "warnings": [{"location": w.location, "message": w.message, "key": w.key}
-                         for w in stack.warnings],
+            "warnings": [{"location": w.location, "message": w.message, "key": w.key} for w in warnings],
+            "skipped": [[name, list(p)] for name, p in stack.skipped],
             # the file's secrets and configs: the master makes a version only if one changed
             "secrets": [{"kind": v.kind, "name": v.name, "data": base64.b64encode(v.data).decode()}
                         for v in stack.values],
             # tls: {cert, key} pairs, checked on loading; the master seals the keys
             "certificates": [{"name": c.name, "cert": c.cert, "key": c.key}
                              for c in stack.certificates]}
-    plan = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": True})
+    try:
+        plan = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": True})
+    except (Unreachable, ConfigError) as exc:
+        if not dry_run:
+            raise
+        _offline_plan(stack, exc)
+        return
     _refuse_port_clashes(path, stack, plan)
-    for w in plan["warnings"]:
-        err(f"warning: {w}")
-    click.echo(plan["text"])
+    click.echo(plan["text"])                        # the warnings are in it, printed once
     if dry_run or not plan["has_changes"]:
         return
-    offer_push([c["image"] for c in plan["create"] + plan["update"] if c["image"]], push)
+    changing = {c["image"] for c in plan["create"] + plan["update"] if c["image"]}
+    todo = _builds_for(stack, changing)
+    built = {s.image for s in todo.services}
+    if built:                                       # a failed build raises: nothing applied
+        asyncio.run(build_all(todo, _build_progress))
+        offer_push(sorted(built), True if push is None else push)
+    offer_push(sorted(changing - built), push)
     out = call("POST", f"/v1/stacks/{stack.name}", {**body, "dry_run": False})
     for a in out["applied"]:
         click.echo(f"{a['name']}: removed" if a["action"] == "remove"
                    else f"{a['name']}: {a['action']}d, revision {a['revision']}")
     if not detach:
         _finish(follow([a["name"] for a in out["applied"] if a["action"] != "remove"], timeout))
+
+
+def _offline_plan(stack: Stack, why: Exception) -> None:
+    """``--dry-run`` with no master: the plan against an empty cluster, saying so."""
+    note = f"no master reachable ({str(why).splitlines()[0]}): every service is shown as create"
+    plan = dataclasses.replace(plan_deploy({}, stack), note=note)
+    click.echo(render_plan(plan))
+
+
+def _builds_for(stack: Stack, images: set) -> Stack:
+    """The part of the stack to build: its build services whose image the plan changes."""
+    keep = tuple(s for s in stack.services if s.name in stack.builds and s.image in images)
+    return dataclasses.replace(stack, services=keep,
+                               builds={s.name: stack.builds[s.name] for s in keep})
 
 
 @click.command("update", epilog="Example: swarmlet update web --image swarmlet-hello:2")
@@ -173,6 +236,7 @@ def update_cmd(service: str, image: Optional[str], env_add: Tuple[str, ...], env
                monitor: Optional[float], failure_action: Optional[str], detach: bool,
                timeout: float, push: Optional[bool]) -> None:
     """Rolling-update a service: health-gated, start-first, rolled back on failure."""
+    service = resolve(service)
     spec = call("GET", f"/v1/services/{service}")["spec"]
     changes: Dict[str, Any] = {}
     if image:
@@ -233,6 +297,7 @@ def _ports_after(ports: List[Dict[str, Any]], add: Tuple[str, ...], rm: Tuple[st
 @click.option("--timeout", default=300.0, show_default=True)
 def rollback_cmd(service: str, to: Optional[int], detach: bool, timeout: float) -> None:
     """Return a service to an earlier revision's spec (rolled out health-gated, as a new revision)."""
+    service = resolve(service)
     out = call("POST", f"/v1/services/{service}/rollback", {"to": to} if to is not None else {})
     click.echo(f"{service}: rolling back to revision {out['to']}'s spec as revision {out['revision']}")
     if not detach and out.get("changed", True):
@@ -245,6 +310,7 @@ def rollback_cmd(service: str, to: Optional[int], detach: bool, timeout: float) 
 @output_option
 def history_cmd(service: str, output: str) -> None:
     """List a service's revisions, newest first."""
+    service = resolve(service)
     revs = call("GET", f"/v1/services/{service}/revisions")
     rows = []
     for r in sorted(revs, key=lambda r: -r["revision"]):

@@ -39,6 +39,7 @@ from .. import cluster as clusterlib
 from ..client import Client, agent_peer, call_master
 from ..shipped import rfc3339
 from ..shipped.exceptions import APIError, Unreachable, UsageError
+from .services import resolve
 
 # --- pure: timestamps, prefixes, merging -------------------------------------------
 
@@ -300,7 +301,10 @@ def _echo(line: str) -> None:
 @click.option("--no-color", is_flag=True, help="No colors even on a terminal.")
 def logs_cmd(service: str, follow: bool, since: Optional[str], tail: Optional[int],
              timestamps: bool, no_color: bool) -> None:
-    """Merged logs of every replica of SERVICE, in time order, as task@node | line."""
+    """Merged logs of every replica of SERVICE, in time order, as task@node | line.
+
+    SERVICE is the full name or, where unambiguous, a stack member's short name."""
+    service = resolve(service)
     c = clusterlib.load()
     master = _master_caller(c)
     lf = LogFollower(service, master, Client.for_cluster(c), _echo, follow=follow, tail=tail,

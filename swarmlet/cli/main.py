@@ -26,13 +26,14 @@ from . import lab as lab_cmds
 from . import logs as logs_cmds
 from . import secrets as secret_cmds
 from . import services as services_cmds
+from . import stack as stack_cmds
 from . import top as top_cmds
 from .stubs import CONTRACT, GROUP_HELP, stub
 
 # Modules that build real commands. Each exposes COMMANDS: a list of click
 # commands or groups, named as in the contract ("node" groups hold "drain"...).
 _MODULES = [lab_cmds, cluster_cmds, services_cmds, image_cmds, deploy_cmds, logs_cmds, top_cmds,
-            key_cmds, secret_cmds, cert_cmds]
+            key_cmds, secret_cmds, cert_cmds, stack_cmds]
 
 
 class _Root(click.Group):
@@ -40,7 +41,8 @@ class _Root(click.Group):
         try:
             return super().invoke(ctx)
         except SwarmletError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines() or [""]:   # a stack file: one line per problem
+                click.echo(f"error: {line}", err=True)
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)
             request = getattr(exc, "request", None)

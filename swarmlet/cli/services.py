@@ -24,6 +24,7 @@ from ..shipped.exceptions import UsageError
 from ..shipped.models import EdgeSpec, HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
 from ..shipped.validate import validate_spec
 from ..webcerts import check_pair
+from .names import pick, stack_of
 from .offer_push import offer_push
 from .secretflags import parse_ref
 from .output import emit, emit_json, output_option
@@ -128,6 +129,11 @@ def call(method: str, path: str, body: Any = None) -> Any:
     return asyncio.run(call_master(clusterlib.load(), method, path, body, timeout=15.0))
 
 
+def resolve(name: str) -> str:
+    """The full service name ``name`` means (a stack member's short name where unambiguous)."""
+    return pick(name, call("GET", "/v1/services"))
+
+
 # --- commands --------------------------------------------------------------------
 
 @click.command("run", epilog="Example: swarmlet run web --image swarmlet-hello:1 --replicas 3 -p 8080:8080")
@@ -195,17 +201,28 @@ def run_cmd(name: str, image: str, replicas: int, ports: Tuple[str, ...], env: T
     click.echo(f"service {name} created (revision {out.get('revision')}); see: swarmlet ps {name}")
 
 
-_SERVICE_COLUMNS = [("NAME", "name"), ("REVISION", "revision"), ("IMAGE", "image"),
+_SERVICE_COLUMNS = [("NAME", "name"), ("STACK", lambda r: stack_of(r) or "-"),
+                    ("REVISION", "revision"), ("IMAGE", "image"),
                     ("REPLICAS", lambda r: f"{r['running']}/{r['replicas']}" if r["mode"] != "global"
                      else f"{r['running']} (global)"),
                     ("PENDING", "pending"), ("PORTS", "ports")]
 
 
-@click.command("services", epilog="Example: swarmlet services -o json")
+@click.command("services", epilog="Example: swarmlet services --stack shop   (or: swarmlet services db)")
+@click.argument("name", required=False)
+@click.option("--stack", help="Only this stack's services.")
 @output_option
-def services_cmd(output: str) -> None:
-    """List services with their healthy/desired replicas."""
-    emit(output, call("GET", "/v1/services"), _SERVICE_COLUMNS)
+def services_cmd(name: Optional[str], stack: Optional[str], output: str) -> None:
+    """List services with their healthy/desired replicas (NAME: one service, full or short name)."""
+    rows = call("GET", "/v1/services")
+    if name:
+        full = pick(name, rows)
+        rows = [r for r in rows if r["name"] == full]
+        if not rows:
+            raise UsageError(f"no service {name!r}", hint="see 'swarmlet services'")
+    if stack:
+        rows = [r for r in rows if stack_of(r) == stack]
+    emit(output, rows, _SERVICE_COLUMNS)
 
 
 _PS_COLUMNS = [("SERVICE", "service"), ("TASK", "task"), ("NODE", lambda r: r["node"] or "-"),
@@ -220,7 +237,7 @@ def ps_cmd(service: Optional[str], all_: bool, output: str) -> None:
     """List tasks (replicas), and why any is pending."""
     q = []
     if service:
-        q.append(f"service={service}")
+        q.append(f"service={resolve(service)}")
     if all_:
         q.append("all=1")
     rows = call("GET", "/v1/tasks" + ("?" + "&".join(q) if q else ""))
@@ -232,6 +249,7 @@ def ps_cmd(service: Optional[str], all_: bool, output: str) -> None:
 def scale_cmd(pairs: Tuple[str, ...]) -> None:
     """Set the replica count of services."""
     for name, n in parse_scale(pairs):
+        name = resolve(name)
         out = call("PATCH", f"/v1/services/{name}", {"replicas": n})
         click.echo(f"{name} scaled to {n}" + ("" if out.get("changed") else " (unchanged)"))
 
@@ -241,6 +259,7 @@ def scale_cmd(pairs: Tuple[str, ...]) -> None:
 def rm_cmd(services: Tuple[str, ...]) -> None:
     """Remove services (their tasks are stopped)."""
     for name in services:
+        name = resolve(name)
         out = call("DELETE", f"/v1/services/{name}")
         click.echo(f"{name} removed ({out.get('stopping', 0)} tasks stopping)")
 
@@ -309,6 +328,7 @@ def rebalance_cmd(auto: Optional[str]) -> None:
 @click.option("--off", is_flag=True, help="Stop autoscaling (the replica count stays).")
 def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: float, off: bool) -> None:
     """Scale SERVICE between --min and --max replicas to hold its average CPU near --cpu %."""
+    service = resolve(service)
     if off:
         call("PATCH", f"/v1/services/{service}", {"autoscale": None})
         click.echo(f"{service}: autoscaling off")

@@ -36,6 +36,9 @@ CONTRACT = {
     "top": ("Live view of nodes and services.", "swarmlet top"),
     "dashboard": ("Print the web dashboard's address and token.", "swarmlet dashboard"),
     "autoscale": ("Scale a service by CPU utilization.", "swarmlet autoscale web --min 2 --max 6 --cpu 70"),
+    "stack config": ("Validate a stack file and print it normalized (no cluster needed).", "swarmlet stack config -f stack.yml"),
+    "stack ls": ("List stacks.", "swarmlet stack ls"),
+    "stack rm": ("Remove a stack's services, and only those.", "swarmlet stack rm shop"),
     "image push": ("Stream a local image to the nodes that lack it.", "swarmlet image push swarmlet-hello:1"),
     "master start": ("Start the master process.", "swarmlet master start"),
     "master stop": ("Stop the master process.", "swarmlet master stop"),
@@ -65,6 +68,7 @@ CONTRACT = {
 GROUP_HELP = {
     "node": "Manage nodes: drain, activate, rm.",
     "image": "Move images to nodes without a registry.",
+    "stack": "Stacks as a whole: config (offline check), ls, rm.",
     "master": "Manage the master process.",
     "key": "Manage cluster keys.",
     "secret": "Manage secrets: encrypted at rest, in memory on the nodes that need them.",

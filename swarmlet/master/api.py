@@ -150,9 +150,14 @@ async def post_stack(request: web.Request) -> web.Response:
         if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("name", "cert", "key")):
             raise UsageError(f'certificates[{i}]: expected {{"name", "cert", "key"}} (PEM text)')
         certs.append((c["name"], c["cert"], c["key"]))
+    skipped = []
+    for item in b.get("skipped") or ():  # [name, [profile, ...]]: services whose profiles are off
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], list):
+            skipped.append((str(item[0]), tuple(str(p) for p in item[1])))
     out = await _m(request).apply_stack(request.match_info["name"], specs, bool(b.get("prune")),
                                         bool(b.get("dry_run")), str(b.get("file") or ""),
-                                        tuple(warnings), tuple(values), tuple(certs))
+                                        tuple(warnings), tuple(values), tuple(certs),
+                                        tuple(skipped))
     return web.json_response(out)
 
 

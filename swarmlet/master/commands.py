@@ -253,14 +253,16 @@ class Commands:
                           dry_run: bool = False, file: str = "",
                           warnings: Tuple[Any, ...] = (),
                           values: Tuple[Any, ...] = (),
-                          certs: Tuple[Tuple[str, str, str], ...] = ()) -> Dict[str, Any]:
+                          certs: Tuple[Tuple[str, str, str], ...] = (),
+                          skipped: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()) -> Dict[str, Any]:
         """A whole stack in one step: every spec judged, the plan made, and all of it stored in
         one transaction, or (any problem) nothing. ``dry_run``: the plan alone. ``values``:
         the stack file's secrets and configs, ``(kind, name, bytes)``: a changed one becomes a
         new version (in the same transaction) and the specs that mount it pin that version.
         ``certs``: the stack file's ``tls: {cert, key}`` pairs, ``(name, cert PEM, key PEM)``:
         judged (a mismatched pair is a 400, nothing applied) and stored with the stack, the key
-        sealed (``certbook.py``)."""
+        sealed (``certbook.py``). ``warnings`` and ``skipped`` (services whose profiles are
+        off) are the loader's, shown in the plan."""
         m = self.m
         problems = [f"service {s.name!r}: {p}" for s in specs for p in validate_problems(s)]
         names = [s.name for s in specs]
@@ -291,8 +293,8 @@ class Commands:
             specs = resolved
             staged_certs = self._stage_certs(stack, specs, certs, now)
             current = {n: svc.spec for n, svc in m.services.items()}
-            plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file),
-                               prune)
+            plan = plan_deploy(current, Stack(stack, tuple(specs), warnings=warnings, file=file,
+                                              skipped=tuple(skipped)), prune)
             removing = [c.name for c in plan.remove]
             clashes = port_clashes(specs, current, removing) + route_clashes(specs, current,
                                                                              removing)

@@ -279,9 +279,10 @@ class Master:
                           dry_run: bool = False, file: str = "",
                           warnings: Tuple[Any, ...] = (),
                           values: Tuple[Any, ...] = (),
-                          certs: Tuple[Tuple[str, str, str], ...] = ()) -> Dict[str, Any]:
+                          certs: Tuple[Tuple[str, str, str], ...] = (),
+                          skipped: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()) -> Dict[str, Any]:
         return await self.commands.apply_stack(stack, specs, prune, dry_run, file, warnings,
-                                               values, certs)
+                                               values, certs, skipped)
 
     async def patch_service(self, name: str, changes: Mapping[str, Any]) -> Dict[str, Any]:
         return await self.commands.patch_service(name, changes)

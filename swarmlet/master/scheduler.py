@@ -17,6 +17,11 @@ Strategies (``ServiceSpec.placement``):
   compared in 5 % steps), then the fewest tasks, then the name.
 - ``binpack``: fill the most utilized node that fits first.
 
+Spread preferences (``ServiceSpec.preferences``, Swarm's ``placement.preferences:
+[{spread: node.labels.zone}]``) come before all of these: replicas are spread
+evenly over the values of each label in turn (nodes without the label form one
+group of their own), then over nodes as above.
+
 Speed (``bench/scheduler``): nodes passing the static filters are cached per
 constraint set; spread keeps one lazy min-heap per service. Every sort key
 only grows as tasks are placed, so a popped entry whose key is stale is
@@ -218,19 +223,33 @@ class Scheduler:
 
     def _spread(self, reqs: List[Request], need: _Need, candidates: List[_Node],
                 counts: Dict[str, int]) -> List[Optional[str]]:
-        heap = [(counts.get(n.name, 0), n.bucket(), n.tasks, n.name, n) for n in candidates]
+        prefs = _preference_labels(reqs[0].spec.preferences)
+        # Replicas of this service per value of each preference label (all nodes count).
+        groups: List[Dict[str, int]] = [{} for _ in prefs]
+        for node_name, k in counts.items():
+            node = self._nodes.get(node_name)
+            if node is not None:
+                for i, label in enumerate(prefs):
+                    value = node.labels.get(label, "")
+                    groups[i][value] = groups[i].get(value, 0) + k
+
+        def key(n: _Node) -> tuple:
+            g = tuple(groups[i].get(n.labels.get(label, ""), 0) for i, label in enumerate(prefs))
+            return (g, counts.get(n.name, 0), n.bucket(), n.tasks, n.name)
+
+        heap = [key(n) + (n,) for n in candidates]
         heapq.heapify(heap)
         out: List[Optional[str]] = []
         for _ in reqs:
             chosen = None
             while heap:
-                cnt, b, t, name, n = heap[0]
-                cur = counts.get(name, 0)
-                nb = n.bucket()
-                if cur != cnt or nb != b or n.tasks != t:
-                    heapq.heapreplace(heap, (cur, nb, n.tasks, name, n))
+                top = heap[0]
+                n = top[-1]
+                fresh = key(n)
+                if fresh != top[:-1]:
+                    heapq.heapreplace(heap, fresh + (n,))
                     continue
-                if not need.fits(n, cur):
+                if not need.fits(n, fresh[1]):
                     heapq.heappop(heap)   # only gets fuller within this plan
                     continue
                 chosen = n
@@ -239,8 +258,10 @@ class Scheduler:
                 out.append(None)
                 continue
             self._take(chosen, need, counts)
-            heapq.heapreplace(heap, (counts[chosen.name], chosen.bucket(), chosen.tasks,
-                                     chosen.name, chosen))
+            for i, label in enumerate(prefs):
+                value = chosen.labels.get(label, "")
+                groups[i][value] = groups[i].get(value, 0) + 1
+            heapq.heapreplace(heap, key(chosen) + (chosen,))
             out.append(chosen.name)
         return out
 
@@ -319,6 +340,16 @@ class Scheduler:
         if not parts:
             return "no node can take it"
         return "; ".join(parts)
+
+
+def _preference_labels(prefs: Sequence[str]) -> List[str]:
+    """``node.labels.zone`` -> the node label ``zone`` (``engine.labels.*`` read the same labels)."""
+    out = []
+    for p in prefs:
+        for head in ("node.labels.", "engine.labels."):
+            if p.startswith(head):
+                out.append(p[len(head):])
+    return out
 
 
 def _shortage(everyone: bool, what: str, free: List[Tuple[float, str, str]]) -> str:

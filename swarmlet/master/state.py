@@ -142,14 +142,23 @@ def replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
 
 
+def task_labels(spec: ServiceSpec) -> Dict[str, str]:
+    """A task's container labels: the service's container labels (``labels:`` in a stack
+    file) and swarmlet's own ``io.swarmlet.*`` service labels (its stack), not the
+    other service labels (``deploy.labels``), which Docker keeps on the service only."""
+    out = dict(spec.container.labels)
+    out.update({k: v for k, v in spec.labels.items() if k.startswith("io.swarmlet.")})
+    return out
+
+
 def task_spec(task: Task, spec: ServiceSpec) -> TaskSpec:
     """What an agent needs to run ``task`` of ``spec`` (the task's own revision)."""
     return TaskSpec(
         task_id=task.task_id, service=task.service, revision=task.revision, slot=task.slot,
         image=spec.image, command=spec.command, entrypoint=spec.entrypoint, env=dict(spec.env),
         ports=spec.ports, volumes=spec.volumes, health=spec.health, limits=spec.limits,
-        restart=spec.restart, labels=dict(spec.labels), secrets=spec.secrets,
-        configs=spec.configs)
+        restart=spec.restart, labels=task_labels(spec), secrets=spec.secrets,
+        configs=spec.configs, container=dataclasses.replace(spec.container, labels={}))
 
 
 def assignment_tasks(node: str, tasks: Iterable[Task],

@@ -10,7 +10,10 @@ agent:
 - listens on ``VIP:port`` for every port the service declares, and forwards
   each connection (plain TCP, any protocol) to a healthy replica anywhere in
   the cluster, trying the next one if a connect fails;
-- gives every container it creates ``extra_hosts`` entries ``name -> VIP``.
+- gives every container it creates ``extra_hosts`` entries ``name -> VIP``,
+  and, for a member of a stack, the short names of that stack's services
+  (``db`` -> the VIP of ``shop_db`` inside stack ``shop`` only: Docker's
+  per-stack network alias), so one name means each stack's own service.
 
 So ``http://store:8080`` works in any container on any node, and it survives
 the loss of any one node: the proxy is node-local and its backends span the
@@ -68,6 +71,15 @@ def assign_vips(names_oldest_first: Sequence[str], current: Optional[Mapping[str
 def hosts_for(routes: Iterable[Route]) -> Dict[str, str]:
     """``extra_hosts`` for containers: service name -> VIP."""
     return {r.service: r.vip for r in routes if r.vip}
+
+
+def aliases_for(routes: Iterable[Route]) -> Dict[str, Dict[str, str]]:
+    """Short names inside each stack: stack -> {short name -> VIP}."""
+    out: Dict[str, Dict[str, str]] = {}
+    for r in routes:
+        if r.vip and r.stack and r.alias:
+            out.setdefault(r.stack, {})[r.alias] = r.vip
+    return out
 
 
 class _Forwarder:

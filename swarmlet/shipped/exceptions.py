@@ -75,11 +75,28 @@ class ConfigError(SwarmletError):
 
 
 class StackFileError(SwarmletError):
-    """A stack file is invalid; ``location`` is ``file:line:col``."""
+    """A stack file is invalid; ``location`` is ``file:line:col`` of the first problem.
 
-    def __init__(self, location: str, message: str) -> None:
-        super().__init__(f"{location}: {message}")
+    ``problems`` holds every ``(location, message)`` found in the file, in
+    reading order; the text is one ``file:line:col: expected …`` line each.
+    """
+
+    def __init__(self, location: str, message: str,
+                 problems: "tuple[tuple[str, str], ...] | None" = None) -> None:
+        self.problems = tuple(problems) if problems else ((location, message),)
+        super().__init__("\n".join(f"{loc}: {msg}" for loc, msg in self.problems))
         self.location = location
+        self.reason = message
+
+    @classmethod
+    def combine(cls, errors: "list[StackFileError]") -> "StackFileError":
+        """One error carrying every problem of ``errors`` (each once, order kept)."""
+        seen: "dict[tuple[str, str], None]" = {}
+        for e in errors:
+            for p in e.problems:
+                seen.setdefault(p, None)
+        problems = tuple(seen)
+        return cls(problems[0][0], problems[0][1], problems)
 
 
 class DockerError(SwarmletError):

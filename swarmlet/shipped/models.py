@@ -22,6 +22,11 @@ from .exceptions import ProtocolError
 
 T = TypeVar("T")
 
+# Labels a stack puts on its services (and their tasks): the stack's name and
+# the service's short name in the file (the full name is ``<stack>_<short>``).
+STACK_LABEL = "io.swarmlet.stack"
+STACK_SERVICE_LABEL = "io.swarmlet.stack.service"
+
 
 class TaskState(enum.IntEnum):
     """Observed task states, ordered; a transition never goes backwards."""
@@ -97,10 +102,53 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class VolumeMount:
-    source: str                       # volume name (or host path for binds)
+    source: str                       # volume name (or host path for binds; "" for tmpfs)
     target: str
-    kind: str = "volume"              # volume | bind (binds only when asked for)
+    kind: str = "volume"              # volume | bind (binds only when asked for) | tmpfs
     read_only: bool = False
+    size: Optional[int] = None        # tmpfs: bytes (None: Docker's default, half the RAM)
+    mode: Optional[int] = None        # tmpfs: file mode of the mount point, e.g. 0o1777
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str                         # nofile, nproc, core, …
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    driver: str                       # json-file, local, journald, syslog, …
+    options: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """Settings of each replica's container, applied by Docker as given: the keys
+    ``docker stack deploy`` puts in a service's ContainerSpec. Empty values mean
+    Docker's (or the image's) defaults. ``labels`` are container labels (a
+    service's ``labels:``), kept apart from ``ServiceSpec.labels`` (``deploy.labels``)."""
+
+    labels: Dict[str, str] = field(default_factory=dict)
+    user: Optional[str] = None
+    working_dir: Optional[str] = None
+    hostname: Optional[str] = None    # may use {{.Service.Name}}, {{.Task.Slot}}, {{.Node.Hostname}}…
+    cap_add: Tuple[str, ...] = ()
+    cap_drop: Tuple[str, ...] = ()
+    sysctls: Dict[str, str] = field(default_factory=dict)
+    ulimits: Tuple[Ulimit, ...] = ()
+    extra_hosts: Tuple[str, ...] = ()          # "host:ip", in file order
+    dns: Tuple[str, ...] = ()
+    dns_search: Tuple[str, ...] = ()
+    dns_options: Tuple[str, ...] = ()
+    stop_grace_period: Optional[float] = None  # seconds; None: the agent's stop_timeout
+    stop_signal: Optional[str] = None
+    init: Optional[bool] = None
+    read_only: bool = False
+    tty: bool = False
+    stdin_open: bool = False
+    logging: Optional[LogConfig] = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +256,9 @@ class ServiceSpec:
     secrets: Tuple[SecretRef, ...] = ()   # mounted at /run/secrets/<target>
     configs: Tuple[SecretRef, ...] = ()   # mounted at their target
     edge: EdgeSpec = EdgeSpec()       # host/path routing and TLS on the edge ports
+    preferences: Tuple[str, ...] = ()  # spread over these, e.g. "node.labels.zone" (Swarm's)
+    endpoint_mode: str = "vip"        # vip | dnsrr (served through the VIP proxy as well)
+    container: ContainerConfig = ContainerConfig()
 
 
 @dataclass(frozen=True)
@@ -227,9 +278,10 @@ class TaskSpec:
     health: HealthCheck = HealthCheck()
     limits: Resources = Resources()
     restart: RestartPolicy = RestartPolicy()
-    labels: Dict[str, str] = field(default_factory=dict)
+    labels: Dict[str, str] = field(default_factory=dict)   # the container's labels
     secrets: Tuple[SecretRef, ...] = ()
     configs: Tuple[SecretRef, ...] = ()
+    container: ContainerConfig = ContainerConfig()         # its labels are in ``labels``
 
 
 @dataclass(frozen=True)
@@ -256,6 +308,8 @@ class Route:
     tls: str = "off"                     # off | acme | manual (see ``EdgeSpec``)
     redirect: bool = True
     hsts: int = 0
+    stack: Optional[str] = None          # the stack the service belongs to, if any
+    alias: Optional[str] = None          # its short name, known inside that stack only
 
 
 @dataclass(frozen=True)

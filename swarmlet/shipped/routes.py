@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .models import Health, Route, RouteBackend, ServiceSpec, TaskState
+from .models import STACK_LABEL, STACK_SERVICE_LABEL, Health, Route, RouteBackend, ServiceSpec, TaskState
 from .validate import edge_port
 
 __all__ = ["Route", "RouteBackend", "ReplicaView", "build_routes", "by_port", "edge_routes", "health_path", "serving"]
@@ -70,8 +70,10 @@ def build_routes(specs: Iterable[ServiceSpec], replicas: Iterable[ReplicaView],
             edge = {} if not e.hosts or p.target != edge_port(spec) else {
                 "hosts": e.hosts, "path": e.path, "tls": e.tls, "redirect": e.redirect,
                 "hsts": e.hsts}
+            stack = spec.labels.get(STACK_LABEL) or None
+            alias = (spec.labels.get(STACK_SERVICE_LABEL) or spec.name) if stack else None
             routes.append(Route(spec.name, published, p.target, health_path(spec), spec.lb, backends,
-                                (vips or {}).get(spec.name), **edge))
+                                (vips or {}).get(spec.name), stack=stack, alias=alias, **edge))
     return tuple(routes)
 
 

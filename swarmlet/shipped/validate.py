@@ -45,6 +45,8 @@ SERVICE_NAME_WHAT = ("a service name of lower-case letters, digits, '_', '.' or 
 MODES = ("replicated", "global")
 TLS_MODES = ("off", "acme", "manual")
 CERT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+ENDPOINT_MODES = ("vip", "dnsrr")
+PREFERENCE = re.compile(r"(node|engine)\.labels\.[A-Za-z0-9_.\-/]+|node\.(id|hostname)")
 PLACEMENTS = ("spread", "binpack")     # the scheduler's strategies (a unit test keeps them equal)
 
 
@@ -101,6 +103,12 @@ def problems(spec: ServiceSpec) -> List[Problem]:
                                         f"{key[0]}/{key[1]} twice"))
         elif key is not None:
             seen.add(key[:2])
+    if spec.endpoint_mode not in ENDPOINT_MODES:
+        out.append(Problem("endpoint_mode", f"expected one of {', '.join(ENDPOINT_MODES)}, "
+                                            f"got {spec.endpoint_mode!r}"))
+    for pref in spec.preferences:
+        if not PREFERENCE.fullmatch(pref):
+            out.append(Problem("preferences", f"expected a spread over node.labels.KEY, got {pref!r}"))
     for field, message in secretrefs.problems(spec):
         out.append(Problem(field, message))
     out += edge_problems(spec)

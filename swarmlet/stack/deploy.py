@@ -1,17 +1,20 @@
 """A service's ``deploy:`` section -> the ServiceSpec fields it sets.
 
 Owns: replicas and mode, resources (limits, reservations), placement
-(constraints, max replicas per node), update_config, rollback_config and
-restart_policy. Swarm's defaults are not copied where ours differ on purpose
+(constraints, spread preferences, max replicas per node), update_config,
+rollback_config, restart_policy, endpoint_mode and labels (the service's own
+labels, not its containers'). Swarm's defaults are not copied where ours differ on purpose
 (start-first order, automatic rollback: see ``swarmlet.shipped.models.UpdateConfig``).
 Docker's ``max_attempts: 0`` means "no limit", which is ``None`` here.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Dict
 
 from ..shipped import validate
+from ..shipped.constraints import parse as parse_constraint
 from ..shipped.models import Resources, RestartPolicy, UpdateConfig
 from .loader import Node
 from .values import (Context, as_bytes, as_choice, as_duration, as_float, as_int, as_map,
@@ -22,29 +25,47 @@ CONSTRAINT_WHAT = 'a constraint like "node.labels.zone==a" or "node.hostname!=no
 
 def parse_deploy(node: Node, ctx: Context) -> Dict[str, object]:
     keys = check_keys(node, ("replicas", "mode", "resources", "placement", "update_config",
-                             "rollback_config", "restart_policy", "labels"), ctx,
-                      ignored={"endpoint_mode": "services are reached through the load balancer"})
+                             "rollback_config", "restart_policy", "labels", "endpoint_mode"), ctx)
     out: Dict[str, object] = {}
-    mode = as_choice(keys["mode"], ("replicated", "global")) if "mode" in keys else "replicated"
+    mode = "replicated"
+    if "mode" in keys:
+        with ctx.guard():
+            mode = as_choice(keys["mode"], ("replicated", "global"))
     out["mode"] = mode
     if "replicas" in keys:
-        if mode == "global":
-            fail(keys["replicas"], "no 'replicas' with mode global (one replica per node)")
-        out["replicas"] = as_int(keys["replicas"], 0)
+        with ctx.guard():
+            if mode == "global":
+                fail(keys["replicas"], "no 'replicas' with mode global (one replica per node)")
+            out["replicas"] = as_int(keys["replicas"], 0)
     if "resources" in keys:
-        out.update(_resources(keys["resources"], ctx))
+        with ctx.guard():
+            out.update(_resources(keys["resources"], ctx))
     if "placement" in keys:
-        out.update(_placement(keys["placement"], ctx))
+        with ctx.guard():
+            out.update(_placement(keys["placement"], ctx))
     if "update_config" in keys:
-        out["update"] = _update(keys["update_config"], ctx, UpdateConfig(),
-                                ("rollback", "pause", "continue"))
+        with ctx.guard():
+            out["update"] = _update(keys["update_config"], ctx, UpdateConfig(),
+                                    ("rollback", "pause", "continue"))
     if "rollback_config" in keys:
-        out["rollback"] = _update(keys["rollback_config"], ctx,
-                                  UpdateConfig(failure_action="pause"), ("pause", "continue"))
+        with ctx.guard():
+            out["rollback"] = _update(keys["rollback_config"], ctx,
+                                      UpdateConfig(failure_action="pause"), ("pause", "continue"))
     if "restart_policy" in keys:
-        out["restart"] = _restart(keys["restart_policy"], ctx)
+        with ctx.guard():
+            out["restart"] = _restart(keys["restart_policy"], ctx)
     if "labels" in keys:
-        out["deploy_labels"] = parse_labels(keys["labels"])
+        with ctx.guard():
+            out["deploy_labels"] = parse_labels(keys["labels"])
+    if "endpoint_mode" in keys:
+        with ctx.guard():
+            em = keys["endpoint_mode"]
+            out["endpoint_mode"] = as_choice(em, ("vip", "dnsrr"))
+            ctx.remember(em)
+            if out["endpoint_mode"] == "dnsrr":
+                ctx.warn(em.mark, "endpoint_mode dnsrr is served as vip: replicas on other nodes "
+                                  "are reached through the service's VIP, not one DNS entry each",
+                         "endpoint_mode")
     return out
 
 
@@ -84,20 +105,44 @@ def _resource(node: Node, ctx: Context, ignored: Dict[str, str]) -> Resources:
     return Resources(cpus=cpus, memory=memory)
 
 
+_SPREAD = re.compile(r"\s*(node\.labels\.[\w.\-]+|engine\.labels\.[\w.\-]+|node\.(id|hostname))\s*")
+SPREAD_WHAT = 'a preference like {spread: node.labels.zone}'
+
+
 def _placement(node: Node, ctx: Context) -> Dict[str, object]:
-    keys = check_keys(node, ("constraints", "max_replicas_per_node"), ctx, ignored={
-        "preferences": "the scheduler spreads replicas over nodes by itself"})
+    keys = check_keys(node, ("constraints", "max_replicas_per_node", "preferences"), ctx)
     out: Dict[str, object] = {}
     if "constraints" in keys:
         constraints = []
         for item in as_seq(keys["constraints"]):
-            text = as_str(item, CONSTRAINT_WHAT)
-            if validate.constraint_problem(text):      # the master's own grammar
-                fail(item, CONSTRAINT_WHAT)
-            constraints.append(text.strip())
+            with ctx.guard():
+                text = as_str(item, CONSTRAINT_WHAT)
+                if validate.constraint_problem(text):      # the master's own grammar
+                    fail(item, CONSTRAINT_WHAT)
+                constraints.append(text.strip())
+                if not parse_constraint(text).matches("", {}) and \
+                        parse_constraint(text).field == "role":
+                    ctx.warn(item.mark, f"constraint {text.strip()!r} matches no node: every "
+                                        "swarmlet node is a worker (the master runs no replicas), "
+                                        "so these replicas stay pending; use a node label instead")
         out["constraints"] = tuple(constraints)
     if "max_replicas_per_node" in keys:
-        out["max_per_node"] = as_int(keys["max_replicas_per_node"], 1)
+        with ctx.guard():
+            out["max_per_node"] = as_int(keys["max_replicas_per_node"], 1)
+    if "preferences" in keys:
+        prefs = []
+        for item in as_seq(keys["preferences"]):
+            with ctx.guard():
+                if not item.is_map:
+                    fail(item, SPREAD_WHAT)
+                pk = check_keys(item, ("spread",), ctx)
+                if "spread" not in pk:
+                    fail(item, SPREAD_WHAT)
+                text = as_str(pk["spread"], "a node label like node.labels.zone")
+                if not _SPREAD.fullmatch(text):
+                    fail(pk["spread"], "a node label like node.labels.zone")
+                prefs.append(text.strip())
+        out["preferences"] = tuple(prefs)
     return out
 
 

@@ -12,9 +12,13 @@ service has none (``kind="none"``), as our images declare no HEALTHCHECK.
       lb: {algorithm: least_conn, sticky: true, connect_timeout: 5s, timeout: 60s}
       autoscale: {min: 2, max: 6, cpu: 70}
 
-An HTTP check takes its interval, timeout, retries and start period from
-``healthcheck:`` when given; when ``healthcheck.test`` is given too, the HTTP
-check wins and the test is reported as ignored.
+Timings a ``healthcheck:`` omits take Docker's defaults (interval 30 s, timeout
+30 s, 3 retries, start period 0), so an app that is slow to answer behaves as
+under Docker. An ``x-swarmlet.health`` HTTP check is swarmlet's own and keeps
+the load balancer's faster defaults (``HealthCheck()``: every 2 s, 1 s timeout,
+3 retries); it takes the timings ``healthcheck:`` gives explicitly. When
+``healthcheck.test`` is given too, the HTTP check wins and the test is
+reported as ignored.
 """
 
 from __future__ import annotations
@@ -29,28 +33,33 @@ from .values import (Context, as_bool, as_choice, as_duration, as_float, as_int,
                      as_str, check_keys, fail)
 
 TEST_WHAT = 'a test like ["CMD", "prog", "arg"], ["CMD-SHELL", "cmd"], ["NONE"] or a string'
+# Docker's defaults for a HEALTHCHECK that leaves a timing out (docker run --health-*).
+DOCKER_DEFAULTS = HealthCheck(interval=30.0, timeout=30.0, retries=3, start_period=0.0)
 
 
-def parse_healthcheck(node: Node, ctx: Context) -> Tuple[HealthCheck, Optional[Node]]:
-    """The check (intervals applied) and the ``test`` node, if there was one."""
+def parse_healthcheck(node: Node, ctx: Context) -> Tuple[HealthCheck, Optional[Node], Dict[str, object]]:
+    """The check (Docker's defaults for omitted timings), the ``test`` node if
+    there was one, and the timings the file gives explicitly."""
     keys = check_keys(node, ("test", "interval", "timeout", "retries", "start_period", "disable"),
                       ctx, ignored={"start_interval": "checks run at 'interval' from the start"})
     timing: Dict[str, object] = {}
     for name in ("interval", "timeout", "start_period"):
         if name in keys:
-            timing[name] = as_duration(keys[name])
-    for name in ("interval", "timeout"):
-        if name in timing and timing[name] <= 0:
-            fail(keys[name], "a duration above zero")
+            with ctx.guard():
+                timing[name] = as_duration(keys[name])
+                if name != "start_period" and timing[name] <= 0:
+                    del timing[name]
+                    fail(keys[name], "a duration above zero")
     if "retries" in keys:
-        timing["retries"] = as_int(keys["retries"], 1)
-    check = dataclasses.replace(HealthCheck(), **timing)
+        with ctx.guard():
+            timing["retries"] = as_int(keys["retries"], 1)
+    check = dataclasses.replace(DOCKER_DEFAULTS, **timing)
     if "disable" in keys and as_bool(keys["disable"]):
-        return dataclasses.replace(check, kind="none"), None
+        return dataclasses.replace(check, kind="none"), None, timing
     if "test" not in keys:
-        return check, None
+        return check, None, timing
     test = keys["test"]
-    return dataclasses.replace(check, **_test(test)), test
+    return dataclasses.replace(check, **_test(test)), test, timing
 
 
 def _test(node: Node) -> Dict[str, object]:
@@ -71,22 +80,29 @@ def _test(node: Node) -> Dict[str, object]:
     fail(node, TEST_WHAT)
 
 
-def apply_extras(node: Node, health: HealthCheck, test: Optional[Node],
+def apply_extras(node: Node, timing: Dict[str, object], test: Optional[Node],
                  ports: Tuple[PortSpec, ...], ctx: Context) -> Dict[str, object]:
-    """ServiceSpec fields from ``x-swarmlet`` (health, lb, autoscale, max_per_node)."""
+    """ServiceSpec fields from ``x-swarmlet`` (health, lb, autoscale, max_per_node).
+
+    ``timing``: what ``healthcheck:`` set explicitly, applied over the LB's defaults."""
     keys = check_keys(node, ("health", "lb", "autoscale", "max_per_node") + EDGE_KEYS, ctx)
     out: Dict[str, object] = {}
     if "health" in keys:
-        out["health"] = _http_health(keys["health"], health, ports)
-        if test is not None:
-            ctx.warn(test.mark, "healthcheck.test ignored: x-swarmlet.health sets an HTTP check",
-                     "test")
+        with ctx.guard():
+            out["health"] = _http_health(keys["health"], dataclasses.replace(HealthCheck(), **timing),
+                                         ports)
+            if test is not None:
+                ctx.warn(test.mark, "healthcheck.test ignored: x-swarmlet.health sets an HTTP check",
+                         "test")
     if "lb" in keys:
-        out["lb"] = _lb(keys["lb"], ctx)
+        with ctx.guard():
+            out["lb"] = _lb(keys["lb"], ctx)
     if "autoscale" in keys:
-        out["autoscale"] = _autoscale(keys["autoscale"], ctx)
+        with ctx.guard():
+            out["autoscale"] = _autoscale(keys["autoscale"], ctx)
     if "max_per_node" in keys:
-        out["max_per_node"] = as_int(keys["max_per_node"], 1)
+        with ctx.guard():
+            out["max_per_node"] = as_int(keys["max_per_node"], 1)
     return out
 
 

@@ -12,7 +12,7 @@ falls back to the service's key, then to the file name.
 from __future__ import annotations
 
 import posixpath
-from typing import Mapping
+from typing import Mapping, Optional
 
 from ..shipped.exceptions import StackFileError
 from .loader import Node, parse_yaml
@@ -24,8 +24,20 @@ def _none(path: str) -> str:
     raise FileNotFoundError(2, "No such file or directory", path)
 
 
+def _key(services: Optional[Node], service: str) -> Optional[str]:
+    """The file's key for ``service``: itself, or for a full name (``<stack>_<service>``) the
+    longest key it ends with."""
+    if services is None or not services.is_map:
+        return None
+    if service in services.value:
+        return service
+    keys = [k for k in services.value if service.endswith(f"_{k}")]
+    return max(keys, key=len) if keys else None
+
+
 def port_location(text: str, filename: str, env: Mapping[str, str], service: str, index: int) -> str:
-    """``file:line:col`` of the entry behind ``ports[index]`` of ``service`` (its name in the file)."""
+    """``file:line:col`` of the entry behind ``ports[index]`` of ``service`` (its name in the
+    file, or its full name ``<stack>_<name>``)."""
     ctx = Context(filename=filename, base_dir=posixpath.dirname(filename) or ".", env=dict(env),
                   read_text=_none)
     try:
@@ -33,7 +45,8 @@ def port_location(text: str, filename: str, env: Mapping[str, str], service: str
     except StackFileError:
         return filename
     services = root.value.get("services") if root is not None and root.is_map else None
-    if services is None or not services.is_map or service not in services.value:
+    service = _key(services, service)
+    if service is None:
         return filename
     snode = services.value[service]
     here = str(services.key_marks.get(service, snode.mark))
@@ -62,7 +75,8 @@ def edge_location(text: str, filename: str, env: Mapping[str, str], service: str
     except StackFileError:
         return filename
     services = root.value.get("services") if root is not None and root.is_map else None
-    if services is None or not services.is_map or service not in services.value:
+    service = _key(services, service)
+    if service is None:
         return filename
     snode = services.value[service]
     here = str(services.key_marks.get(service, snode.mark))

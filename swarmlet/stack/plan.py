@@ -5,7 +5,17 @@ services a stack owns is told by the ``io.swarmlet.stack`` label: a service
 dropped from the file is removed with ``prune`` (else listed as kept), while
 services of other stacks or made by ``swarmlet run`` are never touched, like
 ``docker stack deploy --prune`` which only prunes its own namespace. A service
-in the file that exists outside the stack is taken over, with a warning.
+in the file whose full name exists outside the stack is taken over, with a
+warning. (A port this stack publishes that another service already publishes
+is refused by ``deploy`` with ``shipped.validate.port_clashes``, as the master
+refuses it.)
+
+Services deployed by swarmlet before stacks were namespaced are named by
+their short name (``web``, labelled ``io.swarmlet.stack=hello``). Such a
+*legacy* service keeps its name: the stack's ``web`` updates it in place
+instead of creating ``hello_web`` beside it (which would run the app twice and
+fight over its published ports). The plan says so; ``swarmlet stack rm hello``
+and a new deploy move it to the namespaced name.
 
 An update whose changes are all in ``SETTINGS_ONLY`` (replicas, update and
 rollback configs, lb, autoscale, max_per_node, edge) needs no new containers:
@@ -22,9 +32,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..shipped.models import PortSpec, ServiceSpec, VolumeMount
+from ..shipped.models import STACK_LABEL, STACK_SERVICE_LABEL, PortSpec, ServiceSpec, VolumeMount
 from .compose import Stack
-from .service import STACK_LABEL
 from .values import StackWarning
 
 SETTINGS_ONLY = ("replicas", "update", "rollback", "lb", "autoscale", "max_per_node", "edge")
@@ -93,6 +102,8 @@ class DeployPlan:
     unchanged: Tuple[ServiceChange, ...] = ()
     kept: Tuple[ServiceChange, ...] = ()     # dropped from the file, kept without --prune
     warnings: Tuple[StackWarning, ...] = ()
+    skipped: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()   # services whose profiles are off
+    note: str = ""                           # e.g. why every service shows as "create"
 
     @property
     def has_changes(self) -> bool:
@@ -104,12 +115,43 @@ class DeployPlan:
         return self.create + self.update + self.remove
 
 
+def short_name(spec: ServiceSpec) -> str:
+    """The service's name inside its stack (its full name outside any stack)."""
+    return spec.labels.get(STACK_SERVICE_LABEL) or spec.name
+
+
+def is_legacy(name: str, spec: ServiceSpec, stack: str) -> bool:
+    """A service of ``stack`` deployed before namespaces: named by its short name alone."""
+    return spec.labels.get(STACK_LABEL) == stack and spec.name == name \
+        and spec.labels.get(STACK_SERVICE_LABEL, name) == name
+
+
+def wanted_specs(current: Mapping[str, ServiceSpec], stack: Stack) -> Tuple[Dict[str, ServiceSpec],
+                                                                           List[StackWarning]]:
+    """The stack's specs by the name each is deployed under (legacy services keep theirs)."""
+    wanted: Dict[str, ServiceSpec] = {}
+    notes: List[StackWarning] = []
+    for spec in stack.services:
+        short = short_name(spec)
+        old = current.get(short)
+        if spec.name not in current and old is not None and is_legacy(short, old, stack.name):
+            spec = dataclasses.replace(spec, name=short)
+            notes.append(StackWarning(stack.where(short), f"service {short!r} was deployed before "
+                                      f"stacks were namespaced and keeps its name (not "
+                                      f"{stack.name}_{short}); `swarmlet stack rm {stack.name}` "
+                                      "and a new deploy rename it", short))
+        wanted[spec.name] = spec
+    return wanted, notes
+
+
 def plan_deploy(current: Mapping[str, ServiceSpec], stack: Stack, prune: bool = False) -> DeployPlan:
+    """The plan (published-port clashes with other services are ``validate.port_clashes``)."""
     create: List[ServiceChange] = []
     update: List[ServiceChange] = []
     unchanged: List[ServiceChange] = []
     warnings: List[StackWarning] = list(stack.warnings)
-    wanted = {spec.name: spec for spec in stack.services}
+    wanted, notes = wanted_specs(current, stack)
+    warnings.extend(notes)
     for name in sorted(wanted):
         new = wanted[name]
         old = current.get(name)
@@ -118,10 +160,10 @@ def plan_deploy(current: Mapping[str, ServiceSpec], stack: Stack, prune: bool = 
             continue
         owner = old.labels.get(STACK_LABEL)
         if owner != stack.name:
-            where = f"stack {owner!r}" if owner else "outside any stack"
-            warnings.append(StackWarning(stack.file, f"service {name!r} exists {where}; "
-                                                     f"this deploy takes it into stack {stack.name!r}",
-                                         name))
+            where = f"to stack {owner!r}" if owner else "to no stack (made by swarmlet run)"
+            warnings.append(StackWarning(stack.where(short_name(new)),
+                                         f"service {name!r} belongs {where}; this deploy takes "
+                                         f"it into stack {stack.name!r}", name))
         changes = diff_specs(old, new)
         if changes:
             update.append(ServiceChange(name, "update", old, new, changes))
@@ -136,7 +178,7 @@ def plan_deploy(current: Mapping[str, ServiceSpec], stack: Stack, prune: bool = 
         (remove if prune else kept).append(ServiceChange(name, "remove" if prune else "keep", old))
     return DeployPlan(stack=stack.name, file=stack.file, create=tuple(create), update=tuple(update),
                       remove=tuple(remove), unchanged=tuple(unchanged), kept=tuple(kept),
-                      warnings=tuple(warnings))
+                      warnings=tuple(warnings), skipped=stack.skipped)
 
 
 def diff_specs(old: ServiceSpec, new: ServiceSpec) -> Tuple[FieldChange, ...]:

@@ -4,6 +4,12 @@ A published port goes on the load balancer (Swarm's ingress mode), which is
 ``PortSpec.published``. Long syntax ``mode: host`` binds the port on the node
 itself instead, which is ``PortSpec.host_port``. A host IP cannot be honoured
 by the load balancer, so it is a warning rather than silently dropped.
+
+Ports are told apart by number *and* protocol: ``5000:5000`` and
+``5000:5000/udp`` are two ports, as in Docker. The load balancer and service
+discovery speak TCP, so a UDP port published in ingress mode is a warning
+(use ``mode: host`` to bind it on each node). ``expose:`` declares ports
+that are reached by name only (never published), like a bare ``"80"``.
 """
 
 from __future__ import annotations
@@ -27,14 +33,45 @@ def parse_ports(node: Node, ctx: Context) -> Tuple[PortSpec, ...]:
         fail(node, "a list of ports")
     out: List[PortSpec] = []
     for item in node.value:
-        specs = _long(item, ctx) if item.is_map else _short(item, ctx)
-        for spec in specs:
-            for seen in out:
-                if spec.published is not None and spec.published == seen.published:
-                    fail(item, f"a published port not used twice (port {spec.published})")
-                if spec.host_port is not None and spec.host_port == seen.host_port:
-                    fail(item, f"a host port not used twice (port {spec.host_port})")
-            out.append(spec)
+        with ctx.guard():
+            specs = _long(item, ctx) if item.is_map else _short(item, ctx)
+            for spec in specs:
+                _check_unique(spec, out, item)
+                if spec.published is not None and spec.protocol == "udp":
+                    ctx.warn(item.mark, f"UDP port {spec.published} is not load-balanced (the load "
+                                        "balancer serves TCP); use mode: host to bind it on each node")
+                out.append(spec)
+    return tuple(out)
+
+
+def _check_unique(spec: PortSpec, seen: List[PortSpec], item: Node) -> None:
+    for other in seen:
+        if other.protocol != spec.protocol:
+            continue
+        if spec.published is not None and spec.published == other.published:
+            fail(item, f"a published port not used twice (port {spec.published}/{spec.protocol})")
+        if spec.host_port is not None and spec.host_port == other.host_port:
+            fail(item, f"a host port not used twice (port {spec.host_port}/{spec.protocol})")
+
+
+def parse_expose(node: Node, ports: Tuple[PortSpec, ...], ctx: Context) -> Tuple[PortSpec, ...]:
+    """``expose: ["80", "9000-9001/udp"]``: ports reached by name, added where not declared yet."""
+    if not node.is_seq:
+        fail(node, "a list of ports")
+    out = list(ports)
+    for item in node.value:
+        with ctx.guard():
+            v = item.value
+            text = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            if not isinstance(text, str):
+                fail(item, 'a port like "80" or "9000-9001/udp"')
+            m = re.fullmatch(r"([0-9]+(?:-[0-9]+)?)(?:/(tcp|udp))?", text.strip())
+            if not m:
+                fail(item, 'a port like "80" or "9000-9001/udp"')
+            proto = m.group(2) or "tcp"
+            for t in _port_range(m.group(1), item):
+                if not any(p.target == t and p.protocol == proto for p in out):
+                    out.append(PortSpec(target=t, protocol=proto))
     return tuple(out)
 
 

@@ -2,8 +2,9 @@
 
 Owns only formatting: what to create (with a one-line summary), what to update
 (each changed field, old -> new, an env value only as changed, and whether tasks
-roll or only rescale), what
-to remove, what is unchanged or kept, then the warnings and a count line.
+roll or only rescale), what to remove, what is unchanged, kept or skipped
+(profiles), then the warnings (printed here only, so each appears once) and a
+count line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from .plan import DeployPlan, ServiceChange, change_text, summary
 
 
 def render_plan(plan: DeployPlan) -> str:
-    lines: List[str] = [f"Stack {plan.stack!r}" + (f" from {plan.file}" if plan.file else ""), ""]
+    lines: List[str] = [f"Stack {plan.stack!r}" + (f" from {plan.file}" if plan.file else "")]
+    if plan.note:
+        lines.append(f"({plan.note})")
+    lines.append("")
     for change in plan.create:
         lines.append(f"  + create     {change.name}: " + "; ".join(summary(change.new).values()))
     for change in plan.update:
@@ -27,7 +31,10 @@ def render_plan(plan: DeployPlan) -> str:
         lines.append(f"  = unchanged  {change.name}")
     for change in plan.kept:
         lines.append(f"  ! keep       {change.name} (not in the file; deploy with --prune to remove)")
-    if not (plan.create or plan.update or plan.remove or plan.unchanged or plan.kept):
+    for name, profiles in plan.skipped:
+        lines.append(f"  . skip       {name} (profile {', '.join(profiles)} not active; "
+                     f"--profile {profiles[0]} deploys it)")
+    if not (plan.create or plan.update or plan.remove or plan.unchanged or plan.kept or plan.skipped):
         lines.append("  (no services)")
     if plan.warnings:
         lines += ["", f"Warnings ({len(plan.warnings)}):"]

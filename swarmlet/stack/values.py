@@ -7,10 +7,11 @@ wording, and the ``Context`` that collects warnings while a file is read.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
 from ..shipped.exceptions import StackFileError
 from .loader import Mark, Node
@@ -28,23 +29,62 @@ class StackWarning:
         return f"{self.location}: {self.message}"
 
 
+MAX_ERRORS = 100   # a file this broken says enough with its first hundred problems
+
+
 @dataclass
 class Context:
-    """What reading one stack file needs: where it is, the variables, the warnings."""
+    """What reading one stack file needs: where it is, the variables, the warnings,
+    and the errors collected so far (every one is reported, not just the first).
+
+    ``home`` expands ``~`` in bind-mount sources, as ``docker stack deploy`` does
+    with the client's HOME; ``marks`` records where some values were written
+    (``services.web.logging.driver`` -> ``file:line:col``) for checks made after
+    loading, such as a logging driver a node lacks.
+    """
 
     filename: str
     base_dir: str
     env: Mapping[str, str]
     read_text: Callable[[str], str]
+    home: Optional[str] = None
     warnings: List[StackWarning] = field(default_factory=list)
     certificates: List[Any] = field(default_factory=list)   # edge.CertFiles read for tls: {cert, key}
     # (path, at most N bytes) -> bytes: secret and config files (stack/secrets.py)
     read_bytes: Callable[[str, int], bytes] = field(default=lambda path, limit: _no_bytes(path))
+    errors: List[StackFileError] = field(default_factory=list)
+    marks: Dict[str, str] = field(default_factory=dict)
 
     def warn(self, mark: Mark, message: str, key: str = "") -> None:
         warning = StackWarning(str(mark), message, key)
         if warning not in self.warnings:   # an alias used twice says it once
             self.warnings.append(warning)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run a block; a ``StackFileError`` in it is recorded and reading goes on after it."""
+        try:
+            yield
+        except StackFileError as exc:
+            if len(self.errors) >= MAX_ERRORS:
+                raise self.combined() from exc
+            self.errors.append(exc)
+
+    def combined(self) -> StackFileError:
+        return StackFileError.combine(sorted(self.errors, key=lambda e: _location_key(e.location)))
+
+    def remember(self, node: Node) -> None:
+        """Keep where ``node`` was written, under its path (``services.web.logging.driver``)."""
+        self.marks[node.path] = str(node.mark)
+
+
+def _location_key(location: str) -> tuple:
+    """``file:line:col`` sorts by file, then line and column as numbers."""
+    file, _, col = location.rpartition(":")
+    file2, _, line = file.rpartition(":")
+    if line.isdigit() and col.isdigit():
+        return (file2, int(line), int(col))
+    return (location, 0, 0)
 
 
 def _no_bytes(path: str) -> bytes:

@@ -27,7 +27,7 @@ from tests.tools.loadgen import LoadResult, run_load
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "artifacts" / "chaos-report.json"
-SERVICE = "web"
+SERVICE = "hello_web"   # the hello stack's web (stacks prefix their services)
 REPLICAS = 3
 
 

@@ -207,7 +207,7 @@ def test_6_rolling_update_during_a_node_kill(chaos):
     c = chaos
     steady(c.docker, c.nodes, c.master)
     victim = c.nodes[0]
-    before_image = next(s["image"] for s in c.cli.json("services") if s["name"] == "web")
+    before_image = next(s["image"] for s in c.cli.json("services") if s["name"] == "hello_web")
     image = {"swarmlet-hello:1": "swarmlet-hello:2"}.get(before_image, "swarmlet-hello:1")
     with Load([lb_url(c)], [c.subnet]) as load:
         time.sleep(1.0)
@@ -240,7 +240,7 @@ def test_6_rolling_update_during_a_node_kill(chaos):
            leftovers_after_return=after, update_stderr=err.strip()[-300:])
     assert outcome in ("completed", "rolled back"), out + err
     # definite: every replica ends on one revision, the one the outcome names
-    final = {s["name"]: s for s in c.cli.json("services")}["web"]["image"]
+    final = {s["name"]: s for s in c.cli.json("services")}["hello_web"]["image"]
     assert final == (image if outcome == "completed" else before_image), (outcome, final)
     assert load.failed == 0, load.summary()
     assert left["over_replicated"] == 0 and after["extra_containers"] == 0, (left, after)
@@ -292,7 +292,7 @@ services:
       - sh
       - -c
       - |
-        case "$$SWARMLET_TASK" in slow.1.*) d=30;; *) d=0;; esac
+        case "$$SWARMLET_TASK" in slow_slow.1.*) d=30;; *) d=0;; esac
         mkdir -p /w/cgi-bin
         printf '#!/bin/sh\\nsleep %s\\nprintf "Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nok\\\\n"\\n' $$d > /w/cgi-bin/one
         printf '#!/bin/sh\\nsleep 30\\nprintf "Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nok\\\\n"\\n' > /w/cgi-bin/all
@@ -315,7 +315,7 @@ def test_8_slow_backend_times_out_with_504_and_is_ejected(chaos, tmp_path):
     stack.write_text(SLOW_STACK.format(port=port, timeout=timeout))
     c.cli("deploy", "-f", str(stack), check=True, timeout=300)
     try:
-        wait_until("2 healthy slow replicas", lambda: len(healthy(c.master.tasks("slow"))) == 2,
+        wait_until("2 healthy slow replicas", lambda: len(healthy(c.master.tasks("slow_slow"))) == 2,
                    timeout=90)
         base = f"http://127.0.0.1:{port}/cgi-bin/"
         # one replica slow: its requests time out, are retried on the other, and it is ejected
@@ -325,7 +325,7 @@ def test_8_slow_backend_times_out_with_504_and_is_ejected(chaos, tmp_path):
         with Load([base + "all"], [], max_seconds=6, concurrency=2, timeout=30) as every:
             every.join()
         ejections = sum(float(line.rsplit(" ", 1)[1]) for line in _master_text(c, "/metrics").splitlines()
-                        if line.startswith("swarmlet_lb_backend_ejections_total") and 'name="slow.' in line)
+                        if line.startswith("swarmlet_lb_backend_ejections_total") and 'name="slow_slow.' in line)
     finally:
         c.cli("rm", "slow", timeout=120)
     worst_one = max(r.p(1.0) for r in one.results)

@@ -103,7 +103,7 @@ def versions(res) -> set:
 
 
 def containers_on(node: dict) -> List[str]:
-    r = ssh(node, "docker ps -q --filter label=io.swarmlet.service=web")
+    r = ssh(node, "docker ps -q --filter label=io.swarmlet.service=hello_web")
     assert r.returncode == 0, r.stderr
     return r.stdout.split()
 
@@ -156,22 +156,22 @@ def test_a_stack_the_master_refuses_changes_nothing(svc, port, tmp_path):
                      "  extra:\n    image: swarmlet-hello:1\n"
                      f"  clash:\n    image: swarmlet-hello:1\n    ports:\n      - \"{port}:8080\"\n")
     loaded = load_stack(str(stack), {})          # valid for the loader
-    assert sorted(s.name for s in loaded.services) == ["clash", "extra"]
+    assert sorted(s.name for s in loaded.services) == ["other_clash", "other_extra"]
     c = clusterlib.load(Path(svc.cli.env["SWARMLET_HOME"]))
     body = {"services": [to_wire(s) for s in loaded.services], "prune": False}
     with pytest.raises(APIError) as exc:
         asyncio.run(call_master(c, "POST", "/v1/stacks/other", {**body, "dry_run": False}))
     assert exc.value.status == 409, exc.value
     assert (f"stack 'other' not applied, nothing changed: port {port}/tcp is published by "
-            "service 'web'") in str(exc.value)
+            "service 'hello_web'") in str(exc.value)
     assert svc.cli.json("services") == before
     r = svc.cli("deploy", "-f", str(stack))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     line = r.stderr.strip().splitlines()[0]
-    assert line.startswith(f"error: {stack}:8:") and f"port {port}/tcp is published by service 'web'" \
-        in line, line
+    assert line.startswith(f"error: {stack}:8:") and \
+        f"port {port}/tcp is published by service 'hello_web'" in line, line
     assert svc.cli.json("services") == before
-    assert not [t for t in svc.cli.json("ps", "--all") if t["service"] in ("extra", "clash")]
+    assert not [t for t in svc.cli.json("ps", "--all") if t["service"] in ("other_extra", "other_clash")]
 
 
 def test_update_under_load_fails_no_request(svc, port):
@@ -199,12 +199,12 @@ def test_broken_update_rolls_back_by_itself_under_load(svc, port):
     assert res.failed == 0, res.summary()
     assert versions(res) == {"2"}             # the broken replicas were never routed
     svcs = {s["name"]: s for s in svc.cli.json("services")}
-    assert svcs["web"]["image"] == "swarmlet-hello:2"
+    assert svcs["hello_web"]["image"] == "swarmlet-hello:2"
     # the rollback kept the replicas of revision 2 as they were: same tasks on the same nodes
     # (issue 20, item 3), and says which revision's spec it restored
     live = {r["task"]: r["node"] for r in ps(svc) if r["desired"] == "running"}
     assert live == old, (live, old)
-    rev = svcs["web"]["revision"]
+    rev = svcs["hello_web"]["revision"]
     events = [e["message"] for e in svc.cli.json("events", "--limit", "200")]
     assert f"revision {rev}: rolling back to revision {rev - 2}" in events, events
 

@@ -15,6 +15,7 @@ FIXED_NAMES = [
     "init", "join", "leave", "nodes", "node drain", "node activate", "node rm",
     "run", "deploy", "services", "ps", "scale", "update", "rollback", "logs", "rm",
     "status", "lab up", "lab ls", "lab down", "lab load", "image push", "key rotate",
+    "stack config", "stack ls", "stack rm",
 ]
 READ_COMMANDS = ["nodes", "services", "ps", "lab ls"]
 
@@ -98,6 +99,7 @@ SENDS = {
     "edge config": (["edge", "config", "--acme-directory", "letsencrypt-staging", "--https-port",
                      "8443"], [("PATCH", "/v1/edge", {"acme_directory": "letsencrypt-staging",
                                                        "https_port": 8443})]),
+    "stack ls": (["stack", "ls", "-o", "json"], [("GET", "/v1/services", None)]),
 }
 DRIVEN = {   # command -> the test file that runs it against real sshd, processes or agents
     "init": "tests/integration/provision/test_master_process.py",
@@ -110,6 +112,8 @@ DRIVEN = {   # command -> the test file that runs it against real sshd, processe
     "master status": "tests/integration/provision/test_master_process.py",
     "master logs": "tests/integration/provision/test_master_process.py",
     "master ha": "tests/chaos/test_ha.py", "master single": "tests/chaos/test_ha.py",
+    "stack config": "tests/unit/stack/test_stack_cli.py",     # offline: no master to fake
+    "stack rm": "tests/e2e/test_stacks.py",
 }
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent.parent
 
@@ -161,7 +165,7 @@ def _answer(method: str, path: str):
 @pytest.mark.parametrize("name", sorted(SENDS))
 def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     from swarmlet import cluster as clusterlib
-    from swarmlet.cli import certs, deploy, secrets, services, top
+    from swarmlet.cli import certs, deploy, secrets, services, stack as stack_cli, top
     monkeypatch.setenv("SWARMLET_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir(mode=0o700)
     clusterlib.init(name="contract", home=tmp_path / "home")
@@ -170,7 +174,7 @@ def test_master_commands_send_what_they_say(name, monkeypatch, tmp_path):
     def fake_call(method, path, body=None):
         sent.append((method, path, body))
         return _answer(method, path)
-    for mod in (services, deploy, top, secrets, certs):
+    for mod in (services, deploy, top, secrets, certs, stack_cli):
         monkeypatch.setattr(mod, "call", fake_call)
     stack = tmp_path / "stack.yml"
     stack.write_text("name: shop\nservices:\n  web:\n    image: img:1\n")

@@ -57,7 +57,7 @@ def test_a_service_named_Web_is_refused_everywhere():
 
 @pytest.mark.parametrize("expr,ok", [
     ("node.labels.zone==a", True), ("node.hostname != node-3", True), ("node.name==n1", True),
-    ("node.role==manager", False), ("node.platform.os==linux", False), ("zone=a", False),
+    ("node.role==manager", True), ("node.platform.os==linux", False), ("zone=a", False),
 ])
 def test_constraints_are_judged_by_one_grammar(expr, ok):
     text = _stack("web", f'    deploy:\n      placement:\n        constraints: ["{expr}"]\n')
@@ -86,3 +86,11 @@ def test_loader_cli_and_master_agree_on_every_name(name):
     master = _master_accepts(ServiceSpec(name, "img:1"))
     assert _cli_accepts(name) is master
     assert _loader_accepts(_stack(name)) is master
+
+
+def test_stack_fields_are_judged_too():
+    import dataclasses
+    ok = ServiceSpec("web", "img:1", endpoint_mode="dnsrr", preferences=("node.labels.zone",))
+    assert validate.problems(ok) == []
+    bad = dataclasses.replace(ok, endpoint_mode="rr", preferences=("zone",))
+    assert [p.field for p in validate.problems(bad)] == ["endpoint_mode", "preferences"]

@@ -213,3 +213,27 @@ def test_scheduler_accounts_across_calls():
     assert len(s.place(reqs(spec, 1)).placements) == 1
     assert len(s.place(reqs(spec, 1)).placements) == 1
     assert s.place(reqs(spec, 1)).unplaced
+
+
+def test_spread_preference_evens_out_over_label_values_first():
+    """Swarm's placement.preferences: 3 nodes in zone a and 1 in zone b, 4 replicas -> 2 and 2."""
+    nodes = [node("a1", labels={"zone": "a"}), node("a2", labels={"zone": "a"}),
+             node("a3", labels={"zone": "a"}), node("b1", labels={"zone": "b"})]
+    spec = ServiceSpec("web", "img", preferences=("node.labels.zone",))
+    plan = schedule(nodes, reqs(spec, 4))
+    got = per_node(plan)
+    assert got["b1"] == 2 and sum(got.values()) == 4 and max(got.get(n, 0) for n in ("a1", "a2", "a3")) == 1
+    # Without the preference the same nodes get one replica each.
+    assert per_node(schedule(nodes, reqs(ServiceSpec("web", "img"), 4))) == \
+        {"a1": 1, "a2": 1, "a3": 1, "b1": 1}
+
+
+def test_spread_preference_counts_replicas_already_placed_and_unlabelled_nodes_as_a_group():
+    nodes = [node("a1", labels={"zone": "a"}), node("b1", labels={"zone": "b"}), node("x1"), node("x2")]
+    spec = ServiceSpec("web", "img", preferences=("node.labels.zone",))
+    existing = [placed(spec, "a1"), placed(spec, "a1")]
+    plan = Scheduler(nodes, existing).place(reqs(spec, 4))
+    got = per_node(plan)
+    # zone a has 2 already: b and the unlabelled group catch up first.
+    assert got.get("a1", 0) == 0
+    assert got["b1"] == 2 and got.get("x1", 0) + got.get("x2", 0) == 2

@@ -40,7 +40,7 @@ def test_deploy_plan_shows_that_env_changed_never_the_value(parse):
     stack = parse(STACK)
     (new,) = stack.services
     old = dataclasses.replace(new, env={"DB_PASSWORD": OLD, "TOKEN": GONE, "MODE": "prod"})
-    plan = plan_deploy({"web": old}, stack, prune=False)
+    plan = plan_deploy({old.name: old}, stack, prune=False)
     text = render_plan(plan)
     _clean(text)
     assert "env.DB_PASSWORD: (changed)" in text
@@ -57,7 +57,7 @@ def test_other_fields_still_show_old_and_new(parse):
     (new,) = parse(STACK).services
     old = dataclasses.replace(new, image="swarmlet-hello:0")
     assert "image: 'swarmlet-hello:0' -> 'swarmlet-hello:1'" in render_plan(
-        plan_deploy({"web": old}, parse(STACK), prune=False))
+        plan_deploy({old.name: old}, parse(STACK), prune=False))
 
 
 def test_specs_and_actions_print_without_their_env():

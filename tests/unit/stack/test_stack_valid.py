@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet.shipped.models import (AutoscaleSpec, HealthCheck, LBOptions, PortSpec, Resources,
-                             RestartPolicy, UpdateConfig, VolumeMount)
+from swarmlet.shipped.models import (AutoscaleSpec, ContainerConfig, HealthCheck, LBOptions, PortSpec,
+                             Resources, RestartPolicy, UpdateConfig, VolumeMount)
 from swarmlet.stack import load_stack
 
 pytestmark = pytest.mark.unit
@@ -18,11 +18,12 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 def test_minimal_service_takes_model_defaults(parse):
     stack = parse("services:\n  web:\n    image: swarmlet-hello:1\n")
     (web,) = stack.services
-    assert web.name == "web" and web.image == "swarmlet-hello:1"
+    assert web.name == "demo_web" and web.image == "swarmlet-hello:1"
     assert web.replicas == 1 and web.mode == "replicated"
     assert web.update == UpdateConfig()            # start-first, rollback
     assert web.health == HealthCheck()             # none
-    assert web.labels == {"io.swarmlet.stack": "demo"}
+    assert web.labels == {"io.swarmlet.stack": "demo", "io.swarmlet.stack.service": "web"}
+    assert web.container == ContainerConfig()
     assert stack.warnings == ()
 
 
@@ -80,7 +81,10 @@ volumes:
     assert api.command == ("serve", "--port", "8080", "two words")
     assert api.entrypoint == ("/bin/tini", "--")
     assert api.env == {"MODE": "prod", "EMPTY": "", "FROM_HOST": "yes"}
-    assert api.labels == {"team": "core", "tier": "back", "owner": "me", "io.swarmlet.stack": "demo"}
+    # Docker keeps them apart: `labels` on the containers, `deploy.labels` on the service.
+    assert api.container.labels == {"team": "core", "tier": "back"}
+    assert api.labels == {"owner": "me", "io.swarmlet.stack": "demo",
+                          "io.swarmlet.stack.service": "api"}
     assert api.ports == (PortSpec(80, published=8080), PortSpec(9000), PortSpec(443, published=8443),
                          PortSpec(53, host_port=5353, protocol="udp"))
     assert api.volumes == (VolumeMount("demo_data", "/var/lib/api"),
@@ -112,10 +116,14 @@ services:
     assert stack.services[0].env == {"N": "3", "F": "1.5", "B": "true", "S": "yes", "FROM_HOST": "h"}
 
 
+DOCKER = dict(interval=30.0, timeout=30.0, retries=3, start_period=0.0)   # Docker's defaults
+
+
 @pytest.mark.parametrize("test, expected", [
-    ('"wget -q localhost"', HealthCheck(kind="cmd", command=("/bin/sh", "-c", "wget -q localhost"))),
-    ('["CMD-SHELL", "exit 0"]', HealthCheck(kind="cmd", command=("/bin/sh", "-c", "exit 0"))),
-    ('["NONE"]', HealthCheck(kind="none")),
+    ('"wget -q localhost"', HealthCheck(kind="cmd", command=("/bin/sh", "-c", "wget -q localhost"),
+                                        **DOCKER)),
+    ('["CMD-SHELL", "exit 0"]', HealthCheck(kind="cmd", command=("/bin/sh", "-c", "exit 0"), **DOCKER)),
+    ('["NONE"]', HealthCheck(kind="none", **DOCKER)),
 ])
 def test_healthcheck_test_forms(parse, test, expected):
     stack = parse(f"services:\n  w:\n    image: a\n    healthcheck:\n      test: {test}\n")
@@ -228,7 +236,7 @@ def test_examples_load_cleanly():
     assert hello.warnings == ()
     multi = load_stack(str(EXAMPLES / "multi" / "stack.yml"), {})
     names = {s.name: s for s in multi.services}
-    assert set(names) == {"web", "store"}
-    assert names["store"].volumes == (VolumeMount("multi_store-data", "/data"),)
+    assert set(names) == {"multi_web", "multi_store"}
+    assert names["multi_store"].volumes == (VolumeMount("multi_store-data", "/data"),)
     assert all(s.image.startswith("swarmlet-hello:") for s in multi.services)
     assert multi.warnings == ()

@@ -31,17 +31,20 @@ services:
 x-anchors: {a: 1}
 """)
     got = [(w.location, w.key) for w in stack.warnings]
-    assert got == [("stack.yml:2:1", "networks"), ("stack.yml:7:5", "build"),
+    # build, endpoint_mode and placement.preferences are honoured now: no warning.
+    assert got == [("stack.yml:2:1", "networks"),
                    ("stack.yml:8:5", "depends_on"), ("stack.yml:9:5", "imgae"),
-                   ("stack.yml:13:7", "endpoint_mode"), ("stack.yml:15:18", "pids"),
-                   ("stack.yml:17:9", "preferences"), ("stack.yml:18:24", "window"),
+                   ("stack.yml:15:18", "pids"),
+                   ("stack.yml:18:24", "window"),
                    ("stack.yml:19:19", "start_interval")]
     messages = {w.key: w.message for w in stack.warnings}
     assert messages["imgae"] == "unknown key 'imgae' (services.web.imgae) ignored; did you mean 'image'?"
-    assert messages["build"].startswith("unsupported key 'build' (services.web.build) ignored: ")
+    assert messages["depends_on"].startswith("unsupported key 'depends_on' (services.web.depends_on) ignored: ")
     assert str(stack.warnings[0]).startswith("stack.yml:2:1: unsupported key 'networks'")
     # What is supported still applies.
-    assert stack.services[0].replicas == 2
+    web = stack.services[0]
+    assert web.replicas == 2 and web.preferences == ("node.labels.zone",)
+    assert stack.builds[web.name].context == "/srv/app"
 
 
 def test_ignored_value_level_features_warn(parse):
@@ -61,9 +64,9 @@ services:
       restart_policy: {condition: any}
 """)
     locs = [w.location for w in stack.warnings]
-    assert locs == ["stack.yml:5:9", "stack.yml:6:15", "stack.yml:8:9", "stack.yml:10:46",
-                    "stack.yml:11:14"]
-    assert stack.services[0].volumes[0].target == "/c"
+    assert locs == ["stack.yml:5:9", "stack.yml:8:9", "stack.yml:10:46", "stack.yml:11:14"]
+    tmp, bind = stack.services[0].volumes
+    assert (tmp.kind, tmp.target, bind.target) == ("tmpfs", "/tmp", "/c")
     assert "restart ignored" in stack.warnings[-1].message
 
 
