@@ -84,11 +84,12 @@ def parse_defs(node: Node, kind: str, stack: str, ctx: Context
         defs[key] = SecretDef(key, name, kind, external)
         if external:
             continue
-        data = _value(kind, key, sources[0], keys[sources[0]], ctx)
-        if len(data) > MAX_SIZE:
-            fail_at(keys[sources[0]].mark, f"expected {kind} {key!r} of at most "
-                                           f"{MAX_SIZE // 1024} KiB, got {len(data) / 1024:.1f} KiB")
-        values.append(StackValue(kind, name, data))
+        with ctx.guard():   # an unreadable value is one error; the services using it are fine
+            data = _value(kind, key, sources[0], keys[sources[0]], ctx)
+            if len(data) > MAX_SIZE:
+                fail_at(keys[sources[0]].mark, f"expected {kind} {key!r} of at most "
+                                               f"{MAX_SIZE // 1024} KiB, got {len(data) / 1024:.1f} KiB")
+            values.append(StackValue(kind, name, data))
     return defs, values
 
 

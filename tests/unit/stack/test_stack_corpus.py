@@ -82,6 +82,7 @@ def test_what_the_corpus_exercises():
     assert specs["traefik-whoami_whoami"].labels["traefik.enable"] == "true"
     assert "traefik.enable" not in specs["traefik-whoami_whoami"].container.labels
     assert specs["compose-resources_worker"].replicas == 3
-    # secrets and configs stay warnings (issue 17 builds them)
-    keys = {w.key for st in stacks.values() for w in st.warnings}
-    assert {"secrets", "configs"} <= keys
+    # secrets and configs (issue 17): read from their files, namespaced, mounted by reference
+    assert [r.target for r in specs["nginx-flask-mysql_db"].secrets] == ["db-password"]
+    assert {v.name for v in stacks["nginx-flask-mysql"].values} == {"nginx-flask-mysql_db-password"}
+    assert [r.target for r in specs["caddy_caddy"].configs] == ["/etc/caddy/Caddyfile"]
