@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 LINE = "host shop.example.com path / is routed to service 'shop'"
 
 STACK = """\
+name: edge
 services:
   web:
     image: swarmlet-hello:2
@@ -77,13 +78,13 @@ async def test_hosts_and_certificates_through_the_cli(tmp_path, docker_client):
         stack.write_text(STACK)
         before = await sw("services", "-o", "json")
         p = await sw("deploy", "-f", str(stack), "--no-push", "-d", code=1)
-        assert p.stderr.strip() == f"error: {stack}:14:11: {LINE}", p.stderr
+        assert p.stderr.strip() == f"error: {stack}:15:11: {LINE}", p.stderr
         assert (await sw("services", "-o", "json")).stdout == before.stdout   # nothing applied
 
         # a mismatched key: at its line, before anything is sent
         stack.write_text(STACK.replace("key: www.key", "key: bad.key"))
         p = await sw("deploy", "-f", str(stack), "--no-push", "-d", code=1)
-        assert f"{stack}:7:12: service 'web': the private key does not match" in p.stderr
+        assert f"{stack}:8:12: service 'web': the private key does not match" in p.stderr
         p = await sw("run", "secure", "--image", "swarmlet-hello:2", "-p", "8080", "--host",
                      "www.example.com", "--tls-cert", str(tmp_path / "www.crt"), "--tls-key",
                      str(tmp_path / "bad.key"), "--no-push", code=2)     # a usage error
@@ -96,12 +97,12 @@ async def test_hosts_and_certificates_through_the_cli(tmp_path, docker_client):
         p = await sw("deploy", "-f", str(stack), "--no-push", "-d")
         assert "certificate web" in p.stdout, p.stdout
         rows = {r["name"]: r for r in json.loads((await sw("cert", "ls", "-o", "json")).stdout)}
-        assert rows["web"]["hosts"] == ["www.example.com"] and rows["web"]["services"] == ["web"]
+        assert rows["web"]["hosts"] == ["www.example.com"] and rows["web"]["services"] == ["edge_web"]
         assert rows["web"]["source"] == "manual"
         p = await sw("cert", "ls")
         assert "www.example.com" in p.stdout and "PRIVATE" not in p.stdout
         p = await sw("cert", "rm", "web", code=1)
-        assert "used by web" in p.stderr
+        assert "used by edge_web" in p.stderr
         db = sqlite3.connect(str(env.c.home / "master" / "state.db"))
         dump = "\n".join(str(r) for r in db.execute("SELECT value FROM meta"))
         db.close()

@@ -191,22 +191,22 @@ async def test_stack_file_secrets_make_versions_only_when_changed(tmp_path, dock
         assert "secret shop_pw: new version 1" in plan["text"]
         assert await env.call("GET", "/v1/secrets") == []             # a dry run stores nothing
         out = await env.call("POST", "/v1/stacks/shop", body(False))
-        assert out["applied"] == [{"name": "web", "action": "create", "revision": 1}]
-        svc = await env.call("GET", "/v1/services/web")
+        assert out["applied"] == [{"name": "shop_web", "action": "create", "revision": 1}]
+        svc = await env.call("GET", "/v1/services/shop_web")
         assert svc["spec"]["secrets"][0]["source"] == "shop_pw" and svc["spec"]["secrets"][0]["version"] == 1
         again = await env.call("POST", "/v1/stacks/shop", body(False))
         assert again["applied"] == [] and again["secrets"] == [] and not again["has_changes"]
         pw.write_text(second)
         plan = await env.call("POST", "/v1/stacks/shop", body(True))
-        assert [c["name"] for c in plan["update"]] == ["web"] and plan["update"][0]["rollout"]
+        assert [c["name"] for c in plan["update"]] == ["shop_web"] and plan["update"][0]["rollout"]
         assert [(c["path"], c["old"], c["new"]) for c in plan["update"][0]["changes"]] == [
             ("secrets[0].version", "1", "2")]
         out = await env.call("POST", "/v1/stacks/shop", body(False))
-        assert out["applied"] == [{"name": "web", "action": "update", "revision": 2}]
+        assert out["applied"] == [{"name": "shop_web", "action": "update", "revision": 2}]
         row = await env.call("GET", "/v1/secrets/shop_pw")
-        assert row["version"] == 2 and row["services"] == ["web"] and len(row["versions"]) == 2
-        out = await env.call("POST", "/v1/services/web/rollback", {})
-        svc = await env.call("GET", "/v1/services/web")
+        assert row["version"] == 2 and row["services"] == ["shop_web"] and len(row["versions"]) == 2
+        out = await env.call("POST", "/v1/services/shop_web/rollback", {})
+        svc = await env.call("GET", "/v1/services/shop_web")
         assert svc["spec"]["secrets"][0]["version"] == 1
         shown = json.dumps([plan, out, row, await env.call("GET", "/v1/events?limit=1000")])
         assert first not in shown and second not in shown
@@ -216,7 +216,7 @@ async def test_stack_file_secrets_make_versions_only_when_changed(tmp_path, dock
         with pytest.raises(APIError) as exc:
             await env.call("POST", "/v1/stacks/shop", body(False))
         assert "nothing changed" in str(exc.value) and "secret 'gone' does not exist" in str(exc.value)
-        assert (await env.call("GET", "/v1/services/web"))["revision"] == 3
+        assert (await env.call("GET", "/v1/services/shop_web"))["revision"] == 3
     finally:
         await env.close()
 
