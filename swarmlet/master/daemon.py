@@ -55,7 +55,7 @@ from .liveness import LivenessConfig
 from .metrics import MasterObs, lb_watch
 from .poller import NodeLive, Poller
 from .pusher import Pusher
-from .reconcile import Changes
+from .reconcile import Changes, in_chunks
 from .reconciler import Reconciler
 from .secrets import SecretBook
 from .state import NodeRecord, Service, Task
@@ -64,6 +64,7 @@ from .taskindex import TaskIndex
 from . import rollout as ro
 
 log = logging.getLogger("swarmlet.master")
+COMMIT_CHUNK = 2000   # tasks per store batch (etcd: 16,384 operations, 16 MiB per transaction)
 
 
 @dataclass(frozen=True)
@@ -243,16 +244,19 @@ class Master:
 
     async def commit_changes(self, changes: Changes, **more: Any) -> None:
         """Store task changes (with the events they imply, and ``more`` of the batch), then
-        apply them to the task index."""
-        events = changes.events + task_events(self.tasks, changes.create + changes.update)
-        await self.write(Batch.of(tasks=changes.create + changes.update,
-                                  delete_tasks=changes.delete, events=events, **more))
-        for t in changes.create + changes.update:
-            self.tasks.put(t)
-        for tid in changes.delete:
-            self.tasks.drop(tid)
-        for e in events:
-            log.info("%s %s: %s", e.kind, e.subject, e.message)
+        apply them to the task index, in batches of at most ``COMMIT_CHUNK`` tasks
+        (``reconcile.in_chunks``: etcd bounds a transaction, and a scale to 10,000
+        replicas was refused whole at every pass, so none ever ran)."""
+        for n, part in enumerate(in_chunks(changes, COMMIT_CHUNK)):
+            events = part.events + task_events(self.tasks, part.create + part.update)
+            await self.write(Batch.of(tasks=part.create + part.update, delete_tasks=part.delete,
+                                      events=events, **(more if n == 0 else {})))
+            for t in part.create + part.update:
+                self.tasks.put(t)
+            for tid in part.delete:
+                self.tasks.drop(tid)
+            for e in events:
+                log.info("%s %s: %s", e.kind, e.subject, e.message)
         self.obs.touch()
 
     # --- the API's commands (commands.py) ----------------------------------------

@@ -68,6 +68,22 @@ class Changes:
         return not (self.create or self.update or self.delete)
 
 
+def in_chunks(changes: Changes, size: int) -> List[Changes]:
+    """``changes`` as parts of at most ``size`` tasks (created, updated or deleted), each
+    one a store batch. Each part leaves a state the reconciler can go on from (fewer tasks
+    than desired, never a task twice); the pass's own events ride with the first part."""
+    items = ([("create", t) for t in changes.create] + [("update", t) for t in changes.update]
+             + [("delete", tid) for tid in changes.delete])
+    parts: List[Changes] = []
+    for i in range(0, max(1, len(items)), size):
+        part = Changes(events=list(changes.events) if not parts else [],
+                       wake_at=changes.wake_at if not parts else None)
+        for kind, x in items[i:i + size]:
+            getattr(part, kind).append(x)
+        parts.append(part)
+    return parts
+
+
 class _Work:
     """The tasks as this pass changes them; remembers what changed."""
 

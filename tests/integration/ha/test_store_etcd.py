@@ -141,3 +141,25 @@ def test_a_full_etcd_member_refuses_in_one_line_and_loses_nothing(tmp_path):
     finally:
         st.close()
         c.stop()
+
+
+def test_a_reconcile_pass_of_10000_tasks_is_stored_in_chunks_etcd_takes(etcd1):
+    """A scale to 10,000 replicas: one batch of every task and its event is more than etcd
+    takes in one transaction (the master refused it at every pass, so nothing ever ran);
+    the master's chunks (``in_chunks`` at ``COMMIT_CHUNK``) are each stored."""
+    from swarmlet.master.daemon import COMMIT_CHUNK
+    from swarmlet.master.reconcile import Changes, in_chunks
+    from swarmlet.shipped.exceptions import StoreError
+    st = _store(etcd1, f"/swarmlet/{uuid.uuid4().hex[:8]}")
+    tasks = [_task(f"big.{i}.x", node=f"n{i % 100}") for i in range(10_000)]
+    events = [Event("task", t.task_id, f"big slot {i}: placed on {t.node}") for i, t in enumerate(tasks)]
+    with pytest.raises(StoreError, match="too many operations"):
+        st.commit(Batch.of(tasks=tasks, events=events))
+    assert st.load().tasks == {}                       # all or nothing: nothing
+    parts = in_chunks(Changes(create=tasks), COMMIT_CHUNK)
+    assert len(parts) == 5
+    by_id = {e.subject: e for e in events}
+    for part in parts:
+        st.commit(Batch.of(tasks=part.create, events=[by_id[t.task_id] for t in part.create]))
+    assert len(st.load().tasks) == 10_000
+    st.close()
