@@ -7,12 +7,19 @@ the loops until SIGTERM or SIGINT. Logs go to stderr (``swarmlet master
 start`` sends them to ``master/master.log``). ``--foreground`` is accepted for
 symmetry with ``swarmlet init --foreground``; the process never daemonizes
 itself (``swarmlet.master_process`` does that).
+
+``SWARMLET_MASTER_CONFIG`` (JSON) may set some of ``MasterConfig``'s edge timings for
+tests and labs: ``edge_ports`` ([http, https] of the master's own LBs), ``acme_interval``,
+``acme_order_timeout``, ``challenge_timeout``, ``acme_backoff`` ({base, cap}).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
+import os
 import logging
 import signal
 import sys
@@ -21,9 +28,32 @@ from typing import List, Optional
 
 from .. import __version__
 from ..shipped.exceptions import SwarmletError
+from .acmeplan import Backoff
 from .daemon import MasterConfig
 from ..ha import config as haconfig
 from .runner import run_master
+
+
+def config_from_env(text: Optional[str]) -> MasterConfig:
+    """``MasterConfig`` with what ``SWARMLET_MASTER_CONFIG`` sets (see the docstring)."""
+    cfg = MasterConfig()
+    if not text:
+        return cfg
+    try:
+        data = json.loads(text)
+        over: dict = {}
+        if "edge_ports" in data:
+            http, https = (int(p) for p in data["edge_ports"])
+            over["edge_ports"] = (http, https)
+        for k in ("acme_interval", "acme_order_timeout", "challenge_timeout"):
+            if k in data:
+                over[k] = float(data[k])
+        if "acme_backoff" in data:
+            b = data["acme_backoff"]
+            over["acme_backoff"] = Backoff(base=float(b.get("base", 60)), cap=float(b.get("cap", 86400)))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SwarmletError(f"SWARMLET_MASTER_CONFIG: {exc}") from exc
+    return dataclasses.replace(cfg, **over)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -40,6 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log = logging.getLogger("swarmlet.master")
 
     async def go() -> None:
+        config = config_from_env(os.environ.get("SWARMLET_MASTER_CONFIG"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -47,10 +78,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if haconfig.exists(Path(args.home)):     # one of the HA masters (swarmlet master ha)
             # Imported here: etcd3gw is needed (and installed) only where masters are HA.
             from .ha_runner import run_ha_master
-            running = await run_ha_master(Path(args.home), config=MasterConfig())
+            running = await run_ha_master(Path(args.home), config=config)
         else:
             running = await run_master(Path(args.home), bind=args.bind, port=args.port,
-                                       config=MasterConfig())
+                                       config=config)
         log.info("swarmlet master %s listening on %s", __version__, running.url)
         try:
             await stop.wait()
