@@ -237,3 +237,106 @@ async def test_handshakes_past_the_cap_wait_and_slow_ones_give_way(edge):
     assert server.stats()["handshake_failures"].get("shed", 0) >= 1
     for h in holders:
         h.close()
+
+
+async def test_a_mixed_flood_on_443_is_cut_and_counted_while_clients_are_served(edge):
+    """Handshake floods, garbage before the ClientHello and slow handshakes all at once: each is
+    cut (at once, at the timeout or shed at the cap) and counted, handshakes in progress never
+    pass the cap, a client kept alive from before is served throughout and new clients still
+    get through. (Other clients' p99 under each flood, beside nginx and HAProxy, is a figure:
+    ``bench/lb/tlsflood``.)"""
+    port = edge.https_port
+    server = edge.https.tls_server
+    ctx = client_ctx(edge.pems["shop"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                   server_hostname="shop.example.com")
+    until = time.monotonic() + 2.5
+    got = {"handshakes": 0, "garbage_cut": 0, "slow_cut": 0}
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(200))
+
+    async def handshaker() -> None:
+        while time.monotonic() < until:
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection(
+                    "127.0.0.1", port, ssl=client_ctx(), server_hostname="flood.test"), 5)
+                got["handshakes"] += 1
+                w.close()
+            except (OSError, ssl.SSLError, asyncio.TimeoutError):
+                pass                                # shed at the cap: what the cap is for
+
+    async def garbage(junk: bytes) -> None:
+        while time.monotonic() < until:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(junk)
+            try:
+                assert await asyncio.wait_for(r.read(), 5) == b""     # closed, no answer
+            except ConnectionResetError:
+                pass
+            got["garbage_cut"] += 1
+            w.close()
+
+    async def slow() -> None:
+        while time.monotonic() < until:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for b in hello:                     # a byte every 0.1 s: never finishes
+                    w.write(bytes([b]))
+                    try:
+                        if await asyncio.wait_for(r.read(1), 0.1) == b"":
+                            break
+                    except asyncio.TimeoutError:
+                        continue
+                else:
+                    raise AssertionError("a slow handshake was never cut")
+            except ConnectionResetError:
+                pass
+            got["slow_cut"] += 1
+            w.close()
+
+    peak = [0]
+
+    async def kept_alive() -> int:
+        ok = 0
+        while time.monotonic() < until:
+            writer.write(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status, headers, _ = parse(head)
+            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+            assert (status, body) == (200, b"b0")
+            ok += 1
+            peak[0] = max(peak[0], len(server.pending))
+            await asyncio.sleep(0.01)
+        return ok
+
+    async def newcomers() -> int:
+        n = 0
+        while time.monotonic() < until:
+            for attempt in range(3):                # a slot frees within shed_after (0.3 s)
+                try:
+                    assert (await https(port, "shop.example.com", ctx=ctx))[0] == 200
+                    break
+                except (OSError, ssl.SSLError, asyncio.TimeoutError):
+                    if attempt == 2:
+                        raise
+            n += 1
+            await asyncio.sleep(0.2)
+        return n
+
+    floods = ([handshaker() for _ in range(4)]
+              + [garbage(j) for j in (b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+                                      b"\x00" * 64, b"\x16\x03\x01\x00\x05hello",
+                                      b"SSH-2.0-OpenSSH_9.2\r\n")]
+              + [slow() for _ in range(12)])
+    results = await asyncio.wait_for(asyncio.gather(kept_alive(), newcomers(), *floods), 30)
+    ok, fresh = results[0], results[1]
+    assert ok >= 20 and fresh >= 3, (ok, fresh)   # newcomers wait for a shed slot
+    assert got["handshakes"] >= 1 and got["garbage_cut"] >= 8 and got["slow_cut"] >= 12, got
+    assert peak[0] <= 4
+    stats = server.stats()
+    fails = stats["handshake_failures"]
+    assert fails.get("garbage", 0) + fails.get("error", 0) >= got["garbage_cut"] - 4, stats
+    assert fails.get("timeout", 0) + fails.get("shed", 0) >= got["slow_cut"] - 12, stats
+    await asyncio.sleep(0.7)                        # past the handshake timeout: nothing left
+    assert server.stats()["in_progress"] == 0
+    assert len(edge.https.clients) == 1             # only the client kept alive
+    writer.close()
