@@ -128,6 +128,10 @@ def _after(r: Request) -> str:
 
 
 class Downstream(asyncio.Protocol):
+    # TLS (the edge's 443): a transport's writelines makes one TLS record per piece, so
+    # pieces are joined first (one record, one AEAD seal per answer of a read)
+    join_writes = False
+
     def __init__(self, lb: "LoadBalancer") -> None:
         self.lb = lb                        # the listener: connection caps, clients, proto
         self.loop = lb.loop
@@ -752,6 +756,8 @@ class Downstream(asyncio.Protocol):
                 return
             if len(buf) == 1:
                 self.transport.write(buf[0])
+            elif self.join_writes:
+                self.transport.write(b"".join(buf))
             else:
                 self.transport.writelines(buf)
             self.wbuf = []

@@ -32,6 +32,8 @@ from .sites import ANSWER, REDIRECT, SITE, UNKNOWN, EdgeTable
 from .tls import CertStore
 from .tlsaccept import TLSServer
 
+READ_BUFFER = 64 * 1024          # decrypted bytes per read of a TLS connection (at most)
+
 
 class EdgeRequest(Request):
     __slots__ = ("answer", "hsts")
@@ -107,6 +109,23 @@ class EdgeDownstream(Downstream):
         super()._start(r)
 
 
+class EdgeTLSDownstream(EdgeDownstream, asyncio.BufferedProtocol):
+    """``EdgeDownstream`` behind TLS. As a buffered protocol, the TLS layer (uvloop's or
+    asyncio's ``sslproto``) decrypts each read into the listener's one buffer; as a plain
+    protocol it would ask ``SSLObject.read`` for 256 KiB per read, a fresh allocation each
+    time, which cost more than the rest of a small request (27 us against 3 us per read,
+    measured with memory BIOs). The buffer is shared: it is filled and copied out within
+    one call, on one loop."""
+
+    join_writes = True
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.lb.read_buffer              # type: ignore[attr-defined, no-any-return]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.lb.read_buffer[:nbytes]))   # type: ignore[attr-defined]
+
+
 class EdgeListener:
     """One edge port; the face ``Downstream`` expects of its listener."""
 
@@ -130,6 +149,7 @@ class EdgeListener:
         self.loop: Any = None
         self.stopping = False
         self.tls_server: Optional[TLSServer] = None
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))   # EdgeTLSDownstream's
         self._server: Optional[asyncio.AbstractServer] = None
         self._sweeper: Optional["asyncio.Task[None]"] = None
 
@@ -149,7 +169,7 @@ class EdgeListener:
         try:
             if self.certs is not None:
                 self.tls_server = TLSServer(self.listen_host, self.listen_port,
-                                            lambda: EdgeDownstream(self), self.certs.main,
+                                            lambda: EdgeTLSDownstream(self), self.certs.main,
                                             reuse_port=self.reuse_port, **self.handshake)  # type: ignore[arg-type]
                 self.tls_server.start()
             else:
@@ -204,4 +224,4 @@ class EdgeListener:
         return out
 
 
-__all__ = ["EdgeDownstream", "EdgeListener", "EdgeRequest"]
+__all__ = ["EdgeDownstream", "EdgeListener", "EdgeRequest", "EdgeTLSDownstream"]

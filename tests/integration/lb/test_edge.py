@@ -194,6 +194,25 @@ async def test_a_certificate_that_does_not_load_is_reported_and_the_others_serve
     assert (await https(edge.https_port, "shop.example.com", ctx=ctx))[0] == 200
 
 
+
+async def test_large_bodies_and_pipelined_requests_cross_tls_whole(edge):
+    """Reads past the TLS read buffer (64 KiB) and several requests in one TLS record."""
+    import json
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", edge.https_port, ssl=client_ctx(edge.pems["shop"]),
+        server_hostname="shop.example.com")
+    body = bytes(range(256)) * 4096                 # 1 MiB
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: %d\r\n\r\n"
+                 % len(body) + body + b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n" * 3)
+    answers = []
+    for _ in range(4):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, headers, _ = parse(head)
+        answers.append((status, await reader.readexactly(int(headers["content-length"]))))
+    writer.close()
+    assert answers[0][0] == 200 and json.loads(answers[0][1])["bytes"] == len(body)
+    assert answers[1:] == [(200, b"b0")] * 3
+
 def _raw(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(5)
