@@ -64,6 +64,7 @@ window.SwarmletCharts = (function () {
     const step = [10, 30, 60, 120, 300, 600, 900, 1800, 3600].find(s => (now - x0) / s <= 6) || 3600;
     for (let t = Math.ceil(x0 / step) * step; t <= now; t += step) {
       svg("line", {x1: X(t), x2: X(t), y1: pad.t, y2: H - pad.b, class: "grid v"}, root);
+      if (X(t) > W - pad.r - 24) continue;   // no half label at the right edge
       svg("text", {x: X(t), y: H - 5, class: "tick", "text-anchor": "middle"}, root).textContent =
         clock(t, step < 60);
     }
