@@ -129,7 +129,7 @@ class HA:
         wait_until("every node ready", lambda: _all_ready(self), timeout, every=0.5)
         wait_until("6 healthy replicas", lambda: self.healthy_on(names), timeout, every=0.5)
         wait_until("exactly 6 containers", lambda: sum(
-            len(v) for v in containers(self.docker, self.nodes).values()) == REPLICAS, timeout)
+            len(v) for v in containers(self.docker, self.nodes, "web").values()) == REPLICAS, timeout)
 
 
 async def _one(c: clusterlib.Cluster, peer, path: str):
@@ -322,7 +322,7 @@ def test_5_a_partitioned_leader_stops_within_its_ttl(ha):
         net.connect(ct)
     t_heal = time.monotonic()
     time.sleep(max(0.0, 30.0 - (time.monotonic() - t_heal)))
-    per_node = containers(ha.docker, ha.nodes)
+    per_node = containers(ha.docker, ha.nodes, "web")
     total = sum(len(v) for v in per_node.values())
     running = [t for t in ha.tasks() or [] if t["state"] == "running"]
     record("ha 5 leader partition", new_leader_s=round(elected, 2),
