@@ -54,6 +54,7 @@ VIA = "X-Swarmlet-Via"
 RETRY = "X-Swarmlet-Retry"      # on a 503: nothing was done, another master (or a moment) will serve
 STALE = "X-Swarmlet-Stale"
 LEADER = "X-Swarmlet-Leader"
+PROBE_EVERY = 1.0      # seconds between background probes of the etcd members (/v1/ha)
 APART_EVERY = 3.0      # seconds between looks at where etcd's raft leader is (ha/apart.py)
 _HOP = ("Content-Type", "Accept", "Cache-Control")
 
@@ -110,6 +111,10 @@ class HAMaster:
         self._session: Optional[aiohttp.ClientSession] = None
         self._view: Optional[Master] = None
         self._view_rev = -1
+        # How many etcd members answer, probed in the background: /v1/ha must not wait on a
+        # dead member's probe timeout (clients poll it to find the leader during a failover).
+        self._reachable: Optional[int] = None
+        self._prober: Optional["asyncio.Task[None]"] = None
         self.transitions = 0
 
     # --- life cycle ------------------------------------------------------------------
@@ -144,6 +149,12 @@ class HAMaster:
         self._thread = threading.Thread(target=self.elector.run, name="elector", daemon=True)
         self._thread.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="ha-supervisor")
+        self._prober = asyncio.create_task(self._probe(), name="ha-probe")
+
+    async def _probe(self) -> None:
+        while True:
+            self._reachable = await asyncio.to_thread(self.etcd.reachable)
+            await asyncio.sleep(PROBE_EVERY)
 
     async def close(self) -> None:
         if self._joining is not None:
@@ -151,9 +162,10 @@ class HAMaster:
             await asyncio.gather(self._joining, return_exceptions=True)
         if self.elector is not None:
             self.elector.stop()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for task in (self._supervisor, self._prober):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._demote()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10)
@@ -271,7 +283,9 @@ class HAMaster:
 
     async def ha_view(self) -> dict:
         st = self.elector.state if self.elector else Leadership(False)
-        reachable = await asyncio.to_thread(self.etcd.reachable)
+        reachable = self._reachable
+        if reachable is None:
+            reachable = await asyncio.to_thread(self.etcd.reachable)
         return {"name": self.hacfg.name, "leading": self.leading(), "term": st.term,
                 "leader": (st.holder or {}).get("name"), "reason": st.reason,
                 "masters": self.hacfg.masters, "etcd_reachable": reachable,

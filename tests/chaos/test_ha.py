@@ -225,27 +225,29 @@ def test_3_leader_and_a_worker_killed_at_once(ha):
     survivors = [n for n in ha.masters if n != old]
     # A request to a replica on a killed node waits for the LB's connect timeout and is then
     # retried on another: slow, not failed (timeout 15 s, as a patient client's).
-    with Load(ha.ingress(survivors), [ha.subnet], timeout=15.0) as load:
-        time.sleep(2.0)
-        t0 = time.monotonic()
-        ha.kill(old)
-        ha.kill(worker)
-        wait_until("a new leader", lambda: ha.leader(survivors) is not None, 10, every=0.1)
-        elected = time.monotonic() - t0
-        wait_until("6 healthy replicas on the survivors", lambda: ha.healthy_on(survivors), 60,
-                   every=0.25)
-        healed = time.monotonic() - t0
-        time.sleep(2.0)
-    new = ha.leader(survivors)
-    record("ha 3 leader + worker killed", load, new_leader_s=round(elected, 2),
-           healed_s=round(healed, 1), outcome="ok" if load.failed == 0 else "failed requests")
-    assert ha.term_of(new) > old_term
-    assert elected <= 5.0, elected
-    assert healed <= 15.0, healed
-    assert load.failed == 0, load.summary()
-    for n in (old, worker):
-        ha.start(n)
-    ha.settle()
+    try:
+        with Load(ha.ingress(survivors), [ha.subnet], timeout=15.0) as load:
+            time.sleep(2.0)
+            t0 = time.monotonic()
+            ha.kill(old)
+            ha.kill(worker)
+            wait_until("a new leader", lambda: ha.leader(survivors) is not None, 10, every=0.1)
+            elected = time.monotonic() - t0
+            wait_until("6 healthy replicas on the survivors", lambda: ha.healthy_on(survivors), 60,
+                       every=0.25)
+            healed = time.monotonic() - t0
+            time.sleep(2.0)
+        new = ha.leader(survivors)
+        record("ha 3 leader + worker killed", load, new_leader_s=round(elected, 2),
+               healed_s=round(healed, 1), outcome="ok" if load.failed == 0 else "failed requests")
+        assert ha.term_of(new) > old_term
+        assert elected <= 5.0, elected
+        assert healed <= 15.0, healed
+        assert load.failed == 0, load.summary()
+    finally:      # the next scenarios start from the whole cluster, whatever happened here
+        for n in (old, worker):
+            ha.start(n)
+        ha.settle()
 
 
 def test_4_quorum_loss_fails_writes_at_once_and_serving_goes_on(ha):

@@ -72,8 +72,16 @@ async def ha(tmp_path):
     h = HAMasters(tmp_path, 3)
     h.start()
     ctl = Ctl(h)
+    async def every_master_answers() -> bool:
+        for n in h.names:
+            try:
+                await ctl.raw(h.urls[n], "GET", "/v1/ha")
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                return False
+        return True
     try:
         await until("a leader", ctl.leader, 30)
+        await until("every master listening", every_master_answers, 30)
     except AssertionError:
         raise AssertionError("\n".join(h.log_tail(n) for n in h.names))
     yield ctl
