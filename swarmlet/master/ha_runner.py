@@ -34,7 +34,6 @@ import aiohttp
 from aiohttp import web
 
 from .. import cluster as clusterlib
-from ..ha import apart
 from ..ha import config as haconfig
 from ..ha import etcd as E
 from ..ha.election import Elector, Leadership
@@ -55,7 +54,6 @@ RETRY = "X-Swarmlet-Retry"      # on a 503: nothing was done, another master (or
 STALE = "X-Swarmlet-Stale"
 LEADER = "X-Swarmlet-Leader"
 PROBE_EVERY = 1.0      # seconds between background probes of the etcd members (/v1/ha)
-APART_EVERY = 3.0      # seconds between looks at where etcd's raft leader is (ha/apart.py)
 _HOP = ("Content-Type", "Accept", "Cache-Control")
 
 
@@ -219,16 +217,6 @@ class HAMaster:
         port = self.hacfg.port + 1 if self.hacfg.port else 0
         host = self.hacfg.url.split("//", 1)[-1].rsplit(":", 1)[0].strip("[]")
         self.dashboard = await start_dashboard(m, self.cluster, self.hacfg.bind, port, host)
-        m.spawn(self._keep_apart(m))
-
-    async def _keep_apart(self, m: Master) -> None:
-        """While ``m`` leads: etcd's raft leader elsewhere (``ha/apart.py``)."""
-        while self.current.master is m:
-            try:
-                await asyncio.to_thread(apart.step, self.etcd, self.hacfg.name)
-            except StoreError as exc:
-                log.debug("raft leader check: %s", exc)
-            await asyncio.sleep(APART_EVERY)
 
     def _agent_client(self, timeout: float) -> Client:
         c = self.cluster
