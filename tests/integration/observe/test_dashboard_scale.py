@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -35,7 +34,7 @@ from swarmlet.master.daemon import MasterConfig
 from swarmlet.master.runner import run_master
 from swarmlet.shipped.models import (AutoscaleSpec, HealthCheck, PortSpec, ServiceSpec, UpdateConfig,
                                      to_wire)
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_pair
 from tests.integration.observe.cdp import Browser
 from tests.tools.simagents import FleetProcs, roster
 
@@ -48,20 +47,6 @@ HEALTH = HealthCheck(kind="http", path="/health", interval=1.0)
 CONFIG = MasterConfig(history_interval=1.0, stats_interval=2.0,
                       autoscale=AutoscalePolicy(interval=0.5, up_window=2.0, down_window=300.0,
                                                 up_cooldown=2.0, down_cooldown=300.0, stale_after=10.0))
-
-
-def _free_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", p + 1))
-                return p
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
 
 
 T0 = [time.monotonic()]
@@ -105,7 +90,7 @@ async def test_dashboard_at_1000_nodes_with_a_rollout_in_progress(tmp_path: Path
     T0[0] = time.monotonic()
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
-    c = clusterlib.init(name="thousand", home=home, master_port=_free_pair())
+    c = clusterlib.init(name="thousand", home=home, master_port=free_port_pair())
     agent_port, front_port = free_port(), free_port()
     nodes = roster(NODES, prefix="rack", base="127.103")
     fleet = FleetProcs(home, nodes, agent_port, parts=2, run_delay=0.3, cluster_id=c.id,

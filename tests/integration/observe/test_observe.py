@@ -13,7 +13,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
+from tests.conftest import free_port_pair
 
 from swarmlet import cluster as clusterlib
 from swarmlet.master.autoscale import AutoscalePolicy
@@ -39,25 +40,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 CHAT = ("sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
 
 
-def _free_pair() -> int:
-    """A free port whose successor (the dashboard's) is free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", p + 1))
-                return p
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
-
-
 async def _env(tmp_path, docker_client, config=FAST) -> Env:
     env = Env(tmp_path / "home", docker_client)
     data = json.loads(env.c.path("cluster.json").read_text())
-    data["master_port"] = _free_pair()
+    data["master_port"] = free_port_pair()
     env.c.path("cluster.json").write_text(json.dumps(data))
     env.c = clusterlib.load(env.c.home)
     env.config = config
