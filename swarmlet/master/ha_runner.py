@@ -54,6 +54,7 @@ RETRY = "X-Swarmlet-Retry"      # on a 503: nothing was done, another master (or
 STALE = "X-Swarmlet-Stale"
 LEADER = "X-Swarmlet-Leader"
 PROBE_EVERY = 1.0      # seconds between background probes of the etcd members (/v1/ha)
+PROMOTE_RETRY = 0.3    # seconds before a failed takeover is tried again while the lease holds
 _HOP = ("Content-Type", "Accept", "Cache-Control")
 
 
@@ -194,9 +195,19 @@ class HAMaster:
             except StoreError as exc:     # fenced out or quorum lost while taking over
                 log.warning("taking over as term %d failed: %s", st.term, exc)
                 await self._demote()
+                self._retry_soon(st)
             except Exception:   # never let the supervisor die: the next change retries
                 log.exception("leadership change failed")
                 await self._demote()
+                self._retry_soon(st)
+
+    def _retry_soon(self, st: Leadership) -> None:
+        """A takeover failed (etcd busy electing its own raft leader, a timeout) while the
+        lease still holds: no leadership change will come to wake the supervisor, so it
+        would hold the lease and lead nothing until the process restarts. Look again soon;
+        if the lease lapses meanwhile, the elector steps down and the look does nothing."""
+        if st.leader:
+            asyncio.get_running_loop().call_later(PROMOTE_RETRY, self._changed.set)
 
     async def _promote(self, term: int) -> None:
         assert self.store is not None and self.elector is not None
@@ -209,7 +220,11 @@ class HAMaster:
         m.fence = Fence(LEADER_FENCE, term)
         m.term = term      # Master.start adds the cluster's term floor (see daemon.Master.start)
         m.leading = self.elector.is_leader
-        await m.start()
+        try:
+            await m.start()
+        except BaseException:     # half started (a watch, loops): undo before the retry
+            await m.close()
+            raise
         self.current.master = m
         self.transitions += 1
         log.info("leading as term %d (%d services, %d tasks, %d nodes)", term, len(m.services),
