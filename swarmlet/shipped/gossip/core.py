@@ -38,8 +38,8 @@ Security (a cluster with a keyring; ``allow_plaintext`` clusters trust every cla
   sender is authenticated; its stamp must be fresh and unseen (``replay``).
 - What a member says about itself (record, alive, leave) is signed by it
   (``statements``) and checked against its certificate from the cluster CA; a member
-  exists only with such a certificate. Certificates come once, in a hello or on
-  request, and are cached by name (``identity.Trust``).
+  exists only with such a certificate. Certificates come in a hello, beside a
+  member's join news, or on request, and are cached by name (``identity.Trust``).
 - Claims about others (suspect, dead, digests) are refused above the incarnation the
   subject itself signed; claims about ourselves above our own incarnation need our
   own signature (we restarted), which we fetch. So a refutation always fits.

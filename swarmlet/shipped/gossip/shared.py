@@ -34,3 +34,8 @@ class _From:
 def _rkey(name: str) -> str:
     # Broadcast-queue key of a member's record (its liveness news is keyed by its name).
     return name + "\x00"
+
+
+def _ckey(name: str) -> str:
+    # Broadcast-queue key of a member's certificate (sent beside its join news).
+    return name + "\x01"

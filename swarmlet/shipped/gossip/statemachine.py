@@ -9,9 +9,9 @@ from typing import Any, Optional, Tuple
 
 from . import statements, wire
 from .members import EventKind, MemberEvent, Node, Suspicion
-from .shared import _T_REAP, _T_SUSPICION, _From, _rkey
-from .wire import (INC_MAX, ST_ALIVE, ST_DEAD, ST_LEFT, ST_SUSPECT, Alive, Dead, Leave, Record,
-                   Suspect)
+from .shared import _T_REAP, _T_SUSPICION, _ckey, _From, _rkey
+from .wire import (INC_MAX, ST_ALIVE, ST_DEAD, ST_LEFT, ST_SUSPECT, Alive, Cert, Dead, Leave,
+                   Record, Suspect)
 
 
 class StateMachine:
@@ -30,6 +30,7 @@ class StateMachine:
             if self._admissible(m):
                 node = self._add_node(m)
                 self._broadcast(_rkey(m.name), node.record)
+                self._spread_cert(node)
                 self.stats["joins"] += 1
                 self._event(EventKind.JOIN, node)
             return
@@ -98,6 +99,7 @@ class StateMachine:
         if old >= ST_DEAD:
             self.stats["joins"] += 1
             self._event(EventKind.JOIN, node)
+            self._spread_cert(node)
         elif old == ST_SUSPECT:
             self._event(EventKind.ALIVE, node)
         return True
@@ -247,6 +249,16 @@ class StateMachine:
         pos = self._probe_idx + self.rng.randint(0, max(0, rest))
         self._probe_list.insert(pos, r.name)
         return node
+
+    def _spread_cert(self, node: Node) -> None:
+        """A member (re)joined: its certificate rides beside its news. Without it every
+        member that hears the news parks it and asks the relay for the certificate, and at
+        10 % loss one in five of those round trips is lost and waits for the next relay or
+        push-pull: the join took 50 s to reach 99.99 % of 100 members. Known certificates
+        cost a receiver one hash (``Trust.add``); only joins pay the bytes."""
+        pc = node.cert if self.trust is not None else None
+        if pc is not None:
+            self._broadcast(_ckey(node.name), wire.item(Cert(pc.der)))
 
     def _set_state(self, node: Node, state: int) -> None:
         self._live += (state <= ST_SUSPECT) - (node.state <= ST_SUSPECT)
