@@ -201,6 +201,11 @@ class Commands:
         m.specs[(st.svc.name, st.svc.revision)] = st.svc.spec
         if st.rollout is not None:
             m.rollouts[st.svc.name] = st.rollout
+        if (st.old is not None and st.svc.spec.replicas < st.old.spec.replicas
+                and m.auto_rebalance):
+            # A scale-down stops the highest slots wherever they run, which can leave a
+            # node with none while another keeps two: spread this service out again.
+            m.rebalance_services[st.svc.name] = m.clock() + m.cfg.rebalance_window
 
     def _stage_delete(self, name: str, now: float) -> List[Task]:
         m = self.m

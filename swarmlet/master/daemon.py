@@ -128,6 +128,7 @@ class Master:
         self.rollouts: Dict[str, ro.Rollout] = {}
         self.auto_rebalance = True
         self.rebalance_until = 0.0
+        self.rebalance_services: Dict[str, float] = {}   # service -> until (after a scale-down)
         self.started_at = clock()
         self.running = False
         self.lock = asyncio.Lock()              # one change of the working state at a time

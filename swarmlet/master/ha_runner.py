@@ -299,7 +299,11 @@ class HAMaster:
     async def _no_leader_reason(self, st: Leadership) -> str:
         if st.reason.startswith("no quorum"):
             return st.reason
-        n = await asyncio.to_thread(self.etcd.reachable)
+        # The background probe's count: probing here would wait a dead member's probe
+        # timeout on every refused write, and "no quorum" must come at once.
+        n = self._reachable
+        if n is None:
+            n = await asyncio.to_thread(self.etcd.reachable)
         total = len(self.hacfg.endpoints)
         if n <= total // 2:
             return f"no quorum: {n} of {total} masters reachable"

@@ -20,8 +20,8 @@ Rules, per replicated service (slots 1..replicas):
   successor cannot be placed, the old one keeps running: capacity never drops;
 - slots above ``replicas`` are shut down (scale down); a slot holding two
   live tasks keeps the newest good one once it serves;
-- rebalance (on request, or automatically when a node joins or recovers)
-  moves replicas of settled services from the fullest eligible nodes to the
+- rebalance (on request, or automatically when a node joins or recovers, and
+  for one service after it scaled down) moves replicas of settled services from the fullest eligible nodes to the
   emptiest until no two differ by more than one, through start-first moves.
 Global services get one task per eligible node. Terminal tasks that are
 shut down are forgotten after ``gc_after`` seconds.
@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import (AbstractSet, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
 
 from ..shipped.models import NodeInfo, NodeStatus, ServiceSpec, TaskState
 from . import backoff as bo
@@ -129,12 +130,13 @@ class _Work:
 
 
 def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Sequence[NodeInfo],
-              now: float, new_id: Callable[[str, int], str], *, rebalance: bool = False,
+              now: float, new_id: Callable[[str, int], str], *,
+              rebalance: Union[bool, AbstractSet[str]] = False,
               gc_after: float = 60.0,
               specs: Optional[Mapping[Tuple[str, int], ServiceSpec]] = None,
               backoff: bo.Backoff = bo.Backoff()) -> Changes:
     """``specs``: every stored revision's spec, to tell which older tasks run the current one;
-    ``backoff``: how failed tasks' successors wait."""
+    ``backoff``: how failed tasks' successors wait; ``rebalance``: every service, or these."""
     w = _Work(tasks, now)
     status: Dict[str, NodeStatus] = {n.name: n.status for n in nodes}
     sched_nodes = Scheduler(nodes)   # only for eligibility; accounting comes later
@@ -150,7 +152,9 @@ def reconcile(services: Mapping[str, Service], tasks: Sequence[Task], nodes: Seq
             requests += _global(w, svc, kept[name], status, sched_nodes, last, backoff)
         else:
             requests += _replicated(w, svc, kept[name], status, last, backoff, new_id)
-    moves = _rebalance(w, services, kept, status, sched_nodes) if rebalance else []
+    chosen = services if rebalance is True else {n: services[n] for n in (rebalance or ())
+                                                  if n in services}
+    moves = _rebalance(w, chosen, kept, status, sched_nodes) if chosen else []
     _place(w, services, nodes, status, requests, moves, new_id)
 
     created_ids = {t.task_id for t in w.created}

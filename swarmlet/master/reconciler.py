@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, FrozenSet, Optional, Union
 
 from ..shipped.exceptions import SwarmletError
 from . import rollout as ro
@@ -74,9 +74,12 @@ class Reconciler:
         m = self.m
         async with m.lock:
             now, t0 = m.clock(), time.perf_counter()
-            rebalance = rebalance or now < m.rebalance_until
+            for name in [n for n, until in m.rebalance_services.items() if now >= until]:
+                del m.rebalance_services[name]
+            which: Union[bool, FrozenSet[str]] = (
+                True if rebalance or now < m.rebalance_until else frozenset(m.rebalance_services))
             ch = reconcile(m.services, list(m.tasks.values()), views.node_infos(m), now,
-                           self._new_id, rebalance=rebalance, gc_after=m.cfg.gc_after,
+                           self._new_id, rebalance=which, gc_after=m.cfg.gc_after,
                            specs=m.specs, backoff=m.cfg.backoff)
             self.wake_at = ch.wake_at
             m.counters["reconcile_passes"] += 1

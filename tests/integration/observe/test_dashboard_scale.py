@@ -185,6 +185,11 @@ async def test_dashboard_at_1000_nodes_with_a_rollout_in_progress(tmp_path: Path
                                   ".map(t => t.textContent).filter(t => t.includes('big'))")
         assert any("(in progress)" in t for t in open_rollout), open_rollout
         assert "rolling out" in await page("document.getElementById('summary').textContent")
+        # no y-axis label starts left of its chart (the p99 chart's "1500ms" was cut off)
+        clipped = await page("[...document.querySelectorAll('svg.chart')].flatMap(svg => "
+                             "[...svg.querySelectorAll('text.tick')].filter(t => t.getBBox().x < 0)"
+                             ".map(t => svg.dataset.chart + ': ' + t.textContent))")
+        assert clipped == [], clipped
         await browser.screenshot(ARTIFACTS / "dashboard-1000-nodes.png")
 
         # filter by status: the three dead nodes

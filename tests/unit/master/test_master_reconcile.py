@@ -173,6 +173,24 @@ def test_rebalance_after_join_never_drops_capacity():
     assert w.step(rebalance=True).empty
 
 
+def test_rebalance_of_named_services_moves_only_those():
+    """What the master asks after a scale-down (``Master.rebalance_services``): that service
+    is spread out again, the others are left where they are."""
+    w = World(nodes=2)
+    for name in ("web", "api"):
+        w.run(ServiceSpec(name, "img", replicas=4))
+    w.settle()
+    w.add_node("node-3")
+    w.settle()                                  # joined: nothing moves unless asked
+    assert sorted(w.per_node("web").values()) == sorted(w.per_node("api").values()) == [2, 2]
+    for _ in range(4):
+        w.step(rebalance=frozenset({"web", "gone"}))    # a removed service is ignored
+        w.agents_start()
+    assert sorted(w.per_node("web").values()) == [1, 1, 2]
+    assert sorted(w.per_node("api").values()) == [2, 2]
+    assert w.step(rebalance=frozenset({"web"})).empty
+
+
 def test_update_replaces_one_slot_at_a_time():
     w = World()
     w.run(ServiceSpec("web", "img:1", replicas=3))

@@ -45,6 +45,9 @@ window.SwarmletCharts = (function () {
     let top = 0;
     for (const s of opts.series) for (const v of s.values) if (v != null && v > top) top = v;
     const yMax = opts.yMax != null ? Math.max(opts.yMax, top) : niceMax(top * 1.1);
+    // the y labels decide the left margin: "1500ms" or "12000/s" did not fit in a fixed 44 px
+    const ticks = [0, 0.5, 1].map(f => [f, fmtValue(yMax * f, opts.unit)]);
+    pad.l = Math.max(pad.l, 8 + 7 * Math.max(...ticks.map(([, label]) => label.length)));
     const X = t => pad.l + (W - pad.l - pad.r) * (t - x0) / (now - x0 || 1);
     const Y = v => H - pad.b - (H - pad.t - pad.b) * Math.min(v, yMax) / (yMax || 1);
     box.replaceChildren();
@@ -55,11 +58,11 @@ window.SwarmletCharts = (function () {
     const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "chart",
                              "data-chart": opts.key || ""}, box);
     // grid and axes
-    for (const f of [0, 0.5, 1]) {
+    for (const [f, label] of ticks) {
       const y = Y(yMax * f);
       svg("line", {x1: pad.l, x2: W - pad.r, y1: y, y2: y, class: "grid"}, root);
       svg("text", {x: pad.l - 4, y: y + 4, class: "tick", "text-anchor": "end"}, root)
-        .textContent = fmtValue(yMax * f, opts.unit);
+        .textContent = label;
     }
     const step = [10, 30, 60, 120, 300, 600, 900, 1800, 3600].find(s => (now - x0) / s <= 6) || 3600;
     for (let t = Math.ceil(x0 / step) * step; t <= now; t += step) {
