@@ -268,10 +268,14 @@ class Client:
         return APIError(_reason(status, text), status=status, request=request)
 
     async def call(self, peer: Peer, method: str, path: str, body: Any = None, *,
-                   timeout: Optional[float] = None, params: Optional[Mapping[str, str]] = None) -> Any:
-        """One JSON request; the decoded answer (``None`` for an empty body)."""
+                   timeout: Optional[float] = None, params: Optional[Mapping[str, str]] = None,
+                   raw: Optional[bytes] = None) -> Any:
+        """One JSON request; the decoded answer (``None`` for an empty body). ``raw``: a body
+        already encoded as JSON (sent as is, instead of ``body``)."""
         t = aiohttp.ClientTimeout(total=timeout, sock_connect=min(2.0, timeout)) if timeout else None
-        async with self.request(peer, method, path, json_body=body, params=params, timeout=t) as resp:
+        kw: Dict[str, Any] = ({"json_body": body} if raw is None else
+                              {"data": raw, "headers": {"Content-Type": "application/json"}})
+        async with self.request(peer, method, path, params=params, timeout=t, **kw) as resp:
             try:
                 text = await resp.text()
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -292,10 +296,13 @@ class Client:
     async def put_assignment(self, peer: Peer, a: Assignment) -> Dict[str, Any]:
         return await self.call(peer, "PUT", "/v1/assignment", to_wire(a))
 
-    async def put_routes(self, peer: Peer, u: RoutesUpdate) -> Dict[str, Any]:
+    async def put_routes(self, peer: Peer, u: "RoutesUpdate | bytes") -> Dict[str, Any]:
         """``StaleRoutes`` when the agent cannot apply it (send the whole table);
-        ``APIError`` 404 from an agent that predates the routes channel."""
+        ``APIError`` 404 from an agent that predates the routes channel. ``u`` may be the
+        update's JSON already (the pusher encodes one update once for many nodes)."""
         try:
+            if isinstance(u, bytes):
+                return await self.call(peer, "PUT", "/v1/routes", raw=u)
             return await self.call(peer, "PUT", "/v1/routes", to_wire(u))
         except StaleAssignment as exc:     # a 409 with "current": the routes kind
             err = StaleRoutes(exc.current, -1, message=str(exc), term=exc.term)

@@ -122,6 +122,7 @@ class Commands:
             m.live.pop(name, None)
             m.poller.stop_node(name)
             m.pusher.forget(name)
+            m.edge.forget(name)
             m.certs.forget(name)
         await m.certs.revoke(name)   # refused by this master and every agent from now on
         m.kick()

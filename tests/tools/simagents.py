@@ -34,6 +34,9 @@ What a node does (the agent API of docs/internal-apis.md, without Docker):
 - ``legacy=True``: nodes that predate the long poll (no ``seq``; ``since`` and
   ``wait`` ignored), as an agent of an earlier version answers.
 - ``PUT /v1/routes``: the routing table's channel, versioned as the real agent;
+- ``PUT /v1/edge``: the edge channel, ordered by (term, epoch, version) like the real
+  agent (older -> 409), and reported as ``edge`` in ``/v1/tasks`` as the real agent
+  does; ``edge=False``: nodes from before the channel (404, nothing reported);
 - bytes received are counted per method and per path (request line, headers
   and body: the HTTP bytes inside TLS), and answered bytes per path.
 
@@ -124,9 +127,12 @@ class SimNode:
     routes_version: int = 0         # the routes channel (PUT /v1/routes), as a real agent keeps it
     routes_epoch: int = 0
     routes_term: int = 0
+    edge: Tuple[int, int, int] = (0, 0, 0)     # the edge channel: (term, epoch, version) held
+    routes_log: List[Tuple[int, int]] = field(default_factory=list)   # the last 64 (version, base)
     frozen: Optional["asyncio.Event"] = None    # set while frozen: requests wait for a thaw
     servers: Dict[str, Any] = field(default_factory=dict)   # task -> its HTTP server
     published: Dict[str, int] = field(default_factory=dict)  # task -> its target port
+    edge_channel: bool = True       # False: an agent from before PUT /v1/edge
 
     def changed(self) -> None:
         self.seq += 1
@@ -139,7 +145,9 @@ class SimNode:
     def report(self) -> bytes:
         if self.cached is None:
             self.cached = json.dumps({"version": self.version, "seq": self.seq,
-                                      "tasks": list(self.tasks.values())}).encode()
+                                      "tasks": list(self.tasks.values()),
+                                      **({"edge": {"version": self.edge[2], "epoch": self.edge[1]}}
+                                         if self.edge_channel else {})}).encode()
         return self.cached
 
 
@@ -150,13 +158,14 @@ class SimFleet:
     def __init__(self, home: Path, nodes: Sequence[Dict[str, Any]], port: int,
                  run_delay: float = 0.5, suspect_after: float = 1.5,
                  dead_after: Optional[float] = None, everyone: Optional[Sequence[Dict[str, Any]]] = None,
-                 cluster_id: str = "", legacy: bool = False) -> None:
+                 cluster_id: str = "", legacy: bool = False, edge: bool = True) -> None:
         self.home = Path(home)
         self.port = port
         self.run_delay = run_delay
         self.cluster_id = cluster_id
         self.legacy = legacy
-        self.nodes: Dict[str, SimNode] = {n["name"]: SimNode(n["name"], n["address"], dict(n.get("labels") or {}))
+        self.nodes: Dict[str, SimNode] = {n["name"]: SimNode(n["name"], n["address"], dict(n.get("labels") or {}),
+                                                  edge_channel=edge)
                                           for n in nodes}
         self.by_addr = {n.address: n for n in self.nodes.values()}
         total = len(everyone) if everyone is not None else len(nodes)
@@ -191,6 +200,7 @@ class SimFleet:
         app.add_routes([web.get("/v1/info", self._info), web.put("/v1/assignment", self._put),
                         web.get("/v1/assignment", self._get_assignment),
                         web.put("/v1/routes", self._put_routes),
+                        web.put("/v1/edge", self._put_edge),
                         web.get("/v1/tasks", self._tasks), web.get("/v1/stats", self._stats),
                         web.get("/v1/members", self._members)])
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -451,14 +461,37 @@ class SimFleet:
             term = int(body.get("term", 0))
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad routes update: {exc}"}, status=400)
+        n.routes_log = (n.routes_log + [(version, base)])[-64:]
         same = term == n.routes_term and epoch == n.routes_epoch
+        if same and version == n.routes_version:     # the one held (whatever its base)
+            return web.json_response({"version": version, "applied": False})
         if term < n.routes_term or (same and version < n.routes_version) or (
                 base and not (same and base == n.routes_version)):
             return web.json_response({"error": "stale routes", "current": n.routes_version,
                                       "epoch": n.routes_epoch, "term": n.routes_term}, status=409)
-        applied = not (same and version == n.routes_version)
         n.routes_version, n.routes_epoch, n.routes_term = version, epoch, term
-        return web.json_response({"version": version, "applied": applied})
+        return web.json_response({"version": version, "applied": True})
+
+    async def _put_edge(self, request: web.Request) -> web.Response:
+        """Ordered by (term, epoch, version) as the real agent (``agent/edgestate.py``); the
+        certificates are not kept (nothing here serves TLS on the edge)."""
+        n = request[NODE_KEY]
+        if not n.edge_channel:
+            return web.json_response({"error": "not found"}, status=404)
+        try:
+            body = json.loads(await request.read())
+            key = (int(body.get("term", 0)), int(body.get("epoch", 0)), int(body["version"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad edge update: {exc}"}, status=400)
+        (term, epoch, version), (h_term, h_epoch, h_version) = key, n.edge
+        if term < h_term or (term == h_term and epoch == h_epoch and version < h_version):
+            return web.json_response({"error": "stale edge update", "current": h_version,
+                                      "epoch": h_epoch, "term": h_term}, status=409)
+        applied = key != n.edge
+        if applied:
+            n.edge = key
+            n.changed()     # the report carries it
+        return web.json_response({"version": key[2], "applied": applied})
 
     async def _get_assignment(self, request: web.Request) -> web.Response:
         n = request[NODE_KEY]
