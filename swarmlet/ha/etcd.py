@@ -32,6 +32,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import requests
@@ -45,6 +46,10 @@ log = logging.getLogger("swarmlet.etcd")
 API = "/v3/"
 DEFAULT_TIMEOUT = 3.0
 PROBE_TIMEOUT = 0.5
+# A dead member's address answers nothing (no ARP reply, no RST): a request to it waits
+# its whole timeout before the next member is tried. Connecting takes one round trip, so
+# this bound costs a live member nothing and a failover 1 s instead of 3.
+CONNECT_TIMEOUT = 1.0
 
 
 def b64(data: "str | bytes") -> str:
@@ -102,6 +107,20 @@ def _error_text(exc: gwexc.Etcd3Exception) -> str:
         return text or type(exc).__name__
 
 
+# Members this process saw not answering, by endpoint, with when: every client here (the
+# elector's, the store's, the prober's) tries them last for a while, so a failover pays a
+# dead member's connect timeout once per process, not once per client.
+_DOWN: Dict[str, float] = {}
+DOWN_FOR = 10.0
+
+
+def _mark(endpoint: str, up: bool) -> None:
+    if up:
+        _DOWN.pop(endpoint, None)
+    else:
+        _DOWN[endpoint] = time.monotonic()
+
+
 _QUORUM_WORDS = ("request timed out", "no leader", "leader changed", "too many requests",
                  "timed out", "unavailable")
 
@@ -143,23 +162,26 @@ class Etcd:
     def call(self, path: str, body: Dict[str, Any], timeout: Optional[float] = None,
              endpoint: Optional[int] = None) -> Dict[str, Any]:
         """POST ``body`` to ``/v3/<path>`` on a member that answers; errors mapped to ours."""
-        order = ([endpoint] if endpoint is not None else
-                 [(self._preferred + k) % len(self.endpoints) for k in range(len(self.endpoints))])
+        order = [endpoint] if endpoint is not None else self._order()
         last: Optional[BaseException] = None
         quorumish = False
         for i in order:
             c = self._client(i)
             try:
+                t = timeout or self.timeout
                 out = c.session.post(c.get_url(path), json=body,
-                                     timeout=timeout or self.timeout)
+                                     timeout=(min(CONNECT_TIMEOUT, t), t))
             except requests.exceptions.SSLError as exc:
                 raise StoreError(f"TLS to etcd at {self.endpoints[i]} failed: {exc}",
                                  hint="the master's etcd certificate must be from the etcd CA") from exc
             except requests.exceptions.RequestException as exc:
+                if isinstance(exc, requests.exceptions.ConnectionError):
+                    _mark(self.endpoints[i], False)
                 last = exc
                 continue
             if out.status_code == 200:
                 self._preferred = i
+                _mark(self.endpoints[i], True)
                 return out.json()
             text = _error_text(gwexc.Etcd3Exception(out.text))
             low = text.lower()
@@ -181,6 +203,17 @@ class Etcd:
                                     "reads may be stale; the data plane keeps serving")
         raise StoreError(f"etcd unreachable: {last}")
 
+    def _order(self) -> List[int]:
+        """Endpoint indexes to try: the last one that answered first, members seen down
+        lately last."""
+        n = len(self.endpoints)
+        ring = [(self._preferred + k) % n for k in range(n)]
+        now = time.monotonic()
+        def down(i: int) -> bool:
+            seen = _DOWN.get(self.endpoints[i])
+            return seen is not None and now - seen < DOWN_FOR
+        return sorted(ring, key=down)
+
     def reachable(self) -> int:
         """How many members answer a status probe (works without quorum)."""
         n = 0
@@ -189,8 +222,9 @@ class Etcd:
             try:
                 r = c.session.post(c.get_url("maintenance/status"), json={}, timeout=PROBE_TIMEOUT)
                 n += r.status_code == 200
+                _mark(self.endpoints[i], r.status_code == 200)
             except requests.exceptions.RequestException:
-                pass
+                _mark(self.endpoints[i], False)
         return n
 
     # --- key-value -------------------------------------------------------------------------
@@ -260,12 +294,11 @@ class Etcd:
                                    "start_revision": str(start_revision),
                                    "progress_notify": True}}
         last: Optional[BaseException] = None
-        for k in range(len(self.endpoints)):
-            i = (self._preferred + k) % len(self.endpoints)
+        for i in self._order():
             c = self._client(i)
             try:
                 resp = c.session.post(c.get_url("watch"), json=body, stream=True,
-                                      timeout=(self.timeout, read_timeout))
+                                      timeout=(min(CONNECT_TIMEOUT, self.timeout), read_timeout))
             except requests.exceptions.RequestException as exc:
                 last = exc
                 continue
