@@ -75,6 +75,7 @@ class LBConfig:
     tunnel_timeout: float = 3600.0     # idle websocket / upgraded connection
     drain_timeout: float = 30.0        # a removed backend's in-flight requests get this long
     max_attempts: int = 3              # tries per request, on distinct backends when possible
+    #                                    (a pooled connection closed under one is not counted)
     retry_buffer: int = 64 * 1024      # request body kept to replay a retry
     # An answer to a retryable request is held back from the client until it is
     # complete, up to hold_bytes and hold_time: a backend dying mid-answer (head

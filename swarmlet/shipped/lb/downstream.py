@@ -565,6 +565,11 @@ class Downstream(asyncio.Protocol):
             self.pool.close_idle(st.key)
         if eject:
             r.tried.append(st.key)
+        elif not r.fresh_only:
+            # A kept-alive connection closed under us says nothing about the backend (the
+            # benign close race): the retry, on a fresh connection, does not use up one of
+            # the request's attempts. Once per attempt: the fresh one counts.
+            r.attempts -= 1
         r.fresh_only = not eject
         r.last_error = error
         r.last_status = 504 if kind == "timeout" else 502

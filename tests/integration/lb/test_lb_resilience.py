@@ -323,3 +323,46 @@ async def test_cut_during_a_close_delimited_answer_is_not_its_end(backends, make
         release.set()
         server.close()
         await server.wait_closed()
+
+
+class ClosesKeptAlive:
+    """Answers the first request of each connection (keep-alive) and hangs up on the next
+    one, unanswered: the backend side of the close race on a pooled connection."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+        self.server = None
+
+    async def start(self) -> Backend:
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                self.cut += 1
+            except asyncio.IncompleteReadError:
+                pass
+            writer.close()
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return Backend("127.0.0.1", self.server.sockets[0].getsockname()[1], "/up")
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_pooled_connection_closed_under_a_request_does_not_use_up_an_attempt(make_lb):
+    """With one attempt per request, a GET that met a kept-alive connection closing under it
+    is still sent again on a fresh one: that close says nothing about the backend (it was
+    answered 502 before). A fresh failure is still the one attempt."""
+    be = ClosesKeptAlive()
+    backend = await be.start()
+    try:
+        lb = await make_lb(LBConfig(health=NO_CHECKS, max_attempts=1), [backend])
+        async with aiohttp.ClientSession() as s:
+            answers = await texts(s, url(lb), 6)
+        assert answers == [(200, "ok")] * 6
+        assert be.cut >= 1 and lb.metrics.retries == be.cut
+    finally:
+        await be.stop()
