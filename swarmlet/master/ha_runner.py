@@ -34,6 +34,7 @@ import aiohttp
 from aiohttp import web
 
 from .. import cluster as clusterlib
+from ..ha import apart
 from ..ha import config as haconfig
 from ..ha import etcd as E
 from ..ha.election import Elector, Leadership
@@ -55,6 +56,7 @@ STALE = "X-Swarmlet-Stale"
 LEADER = "X-Swarmlet-Leader"
 PROBE_EVERY = 1.0      # seconds between background probes of the etcd members (/v1/ha)
 PROMOTE_RETRY = 0.3    # seconds before a failed takeover is tried again while the lease holds
+APART_EVERY = 3.0      # seconds between looks at where etcd's raft leader is (ha/apart.py)
 _HOP = ("Content-Type", "Accept", "Cache-Control")
 
 
@@ -232,6 +234,16 @@ class HAMaster:
         port = self.hacfg.port + 1 if self.hacfg.port else 0
         host = self.hacfg.url.split("//", 1)[-1].rsplit(":", 1)[0].strip("[]")
         self.dashboard = await start_dashboard(m, self.cluster, self.hacfg.bind, port, host)
+        m.spawn(self._keep_apart(m))
+
+    async def _keep_apart(self, m: Master) -> None:
+        """While ``m`` leads: etcd's raft leader elsewhere (``ha/apart.py``)."""
+        while self.current.master is m:
+            try:
+                await asyncio.to_thread(apart.step, self.etcd, self.hacfg.name)
+            except StoreError as exc:
+                log.debug("raft leader check: %s", exc)
+            await asyncio.sleep(APART_EVERY)
 
     def _agent_client(self, timeout: float) -> Client:
         c = self.cluster

@@ -241,11 +241,10 @@ def test_3_leader_and_a_worker_killed_at_once(ha):
         record("ha 3 leader + worker killed", load, new_leader_s=round(elected, 2),
                healed_s=round(healed, 1), outcome="ok" if load.failed == 0 else "failed requests")
         assert ha.term_of(new) > old_term
-        # Issue 15 asks for 5 s. Killing the machine that holds both the master leader and
-        # etcd's raft leader costs two elections in a row (etcd's, then the lease it extends):
-        # 5.3-6.4 s on this 2-core lab (bench/ha, master only: p99 2.7 s). Not met yet; this
-        # bound catches a regression past it.
-        assert elected <= 8.0, elected
+        # Issue 15's bound. The leading master keeps etcd's raft leader on another machine
+        # (ha/apart.py): with both on one machine its death cost two elections in a row
+        # (5.3-6.4 s here).
+        assert elected <= 5.0, elected
         assert healed <= 15.0, healed
         assert load.failed == 0, load.summary()
     finally:      # the next scenarios start from the whole cluster, whatever happened here

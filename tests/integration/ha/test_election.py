@@ -166,3 +166,23 @@ def test_quorum_loss_deposes_the_leader_within_its_ttl_and_reads_fail_fast(elect
     assert time.monotonic() - t0 < 3.0
     etcd3.start("m1")
     _wait(a.is_leader, 15)     # a majority again: someone leads (here: the only candidate)
+
+
+def test_the_leading_master_moves_etcds_raft_leader_off_its_own_machine(etcd3):
+    """``ha/apart.step`` for the member named like the master: if it leads raft, leadership
+    goes to another member that answers (one kill then costs one election, not two)."""
+    from swarmlet.ha import apart
+    client = E.Etcd(etcd3.endpoints, etcd3.client)
+    names = {str(m["ID"]): m["name"] for m in client.members()}
+
+    def raft_leader() -> str:
+        return names[str(client.status(0)["leader"])]
+
+    lead = raft_leader()
+    other = next(n for n in names.values() if n != lead)
+    assert apart.step(client, other) is None and raft_leader() == lead   # not ours: left alone
+    moved = apart.step(client, lead)
+    assert moved is not None and names[moved] != lead
+    _wait(lambda: raft_leader() == names[moved], 5)
+    assert apart.step(client, lead) is None                           # now apart: nothing to do
+    client.close()
