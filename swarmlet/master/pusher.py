@@ -15,8 +15,9 @@ ingress serve: healthy replicas behind each published port. It has its own
 version (per master run: ``epoch``), and each node is sent only what changed
 since the version it acknowledged (``routediff``): one replica's health flip is
 one small ``RouteChange`` per node, not every node's full assignment. A node
-whose version is unknown (a 409, or nothing acknowledged yet) gets the whole
-table. A push that got no answer keeps the version the node acknowledged before:
+whose version is unknown (a 409, or nothing acknowledged yet), or older than
+every table kept (the newest 16 and any a node holds, up to 512; they share the
+routes that did not change), gets the whole table. A push that got no answer keeps the version the node acknowledged before:
 the node holds that table or the one just sent, and a delta against the first is
 applied, or refused (409) and followed by the whole table (at 1,000 nodes a whole
 table is about 1 MB, and sending it after every timeout made a busy master busier).
@@ -54,7 +55,8 @@ if TYPE_CHECKING:   # the daemon wires us; only for type names
 log = logging.getLogger("swarmlet.master.pusher")
 
 Routing = Tuple[Tuple[Route, ...], Tuple[str, ...]]     # routes, draining task ids
-KEEP_TABLES = 16        # route tables kept to make deltas from (a node further behind gets all)
+KEEP_TABLES = 16        # the newest route tables, always kept to make deltas from
+MAX_TABLES = 512        # and any a node holds, up to this many (a node further behind gets all)
 
 
 @dataclass
@@ -85,6 +87,8 @@ class Pusher:
         self._deltas: Dict[Tuple[int, int], routediff.Delta] = {}   # (from, to) -> delta
         # (base, version, term) -> the update's JSON without its node: for the current version only
         self._bodies: Dict[Tuple[int, int, int], bytes] = {}
+        self._shared_from: Optional[Tuple[Route, ...]] = None    # routes() as last shared
+        self._shared_table: Tuple[Route, ...] = ()
 
     def forget(self, name: str) -> None:
         self._nodes.pop(name, None)
@@ -177,11 +181,14 @@ class Pusher:
     async def sync(self) -> None:
         """Bump and push every node whose desired task set or routes changed (lock held)."""
         m = self.m
-        routing = (routediff.ordered(self.routes()), tuple(sorted(self.graceful())))
+        built = self.routes()
+        if built is not self._shared_from:     # made again since the last pass
+            self._shared_from, self._shared_table = built, self._shared(routediff.ordered(built))
+        routing = (self._shared_table, tuple(sorted(self.graceful())))
         if routing != self._tables[self.version]:
             self.version += 1
             self._tables[self.version] = routing
-            self._tables.pop(self.version - KEEP_TABLES, None)
+            self._prune_tables()
             # made towards an older version: never asked for again
             self._deltas.clear()
             self._bodies.clear()
@@ -210,6 +217,27 @@ class Pusher:
         # changes every other node gets: at 1,000 nodes those are 1,000 requests.
         for name in routes_only:
             self.push_routes(name)
+
+    def _shared(self, table: Tuple[Route, ...]) -> Tuple[Route, ...]:
+        """``table`` with every route equal to the current table's taken from it: tables share
+        what did not change, so many can be kept, and ``routediff.diff`` skips them by identity."""
+        prev = {routediff.key(r): r for r in self._tables[self.version][0]}
+        out = []
+        for r in table:
+            was = prev.get(routediff.key(r))
+            out.append(was if was is not None and was == r else r)
+        return tuple(out)
+
+    def _prune_tables(self) -> None:
+        """Keep the newest ``KEEP_TABLES`` tables and every table a node holds (up to
+        ``MAX_TABLES``): a node that was down, or paced behind while routes churned (a deploy
+        of 10,000 replicas bumps the version hundreds of times), gets a delta, not the whole
+        table (about 1 MB at 10,000 replicas, for each of them)."""
+        held = {p.routes_acked for p in self._nodes.values() if p.routes_acked is not None}
+        keep = sorted((v for v in self._tables
+                       if v > self.version - KEEP_TABLES or v in held), reverse=True)[:MAX_TABLES]
+        for v in set(self._tables) - set(keep):
+            del self._tables[v]
 
     def push(self, name: str) -> None:
         """Send ``name`` its current assignment (once one was prepared); coalesces."""

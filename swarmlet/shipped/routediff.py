@@ -39,6 +39,8 @@ def diff(old: Sequence[Route], new: Sequence[Route]) -> Delta:
     for r in new:
         k = key(r)
         was = before.get(k)
+        if was is r:          # tables share the routes that did not change (the master's pusher)
+            continue
         if was is None or dataclasses.replace(was, backends=()) != dataclasses.replace(r, backends=()):
             whole.append(r)
             continue

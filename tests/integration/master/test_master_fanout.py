@@ -7,6 +7,8 @@ loopback addresses (``tests/tools/simagents.py``):
   the version the node acknowledged before, never the whole table (at 1,000
   nodes and 10,000 replicas a whole table is about 1 MB, and one after every
   timeout kept a busy master busy);
+- a node far behind (down while the routes moved on more than the 16 newest
+  versions) is sent a delta against the table it holds, not the whole table;
 - the update a node is sent is the same, byte for byte decoded, whether the
   pusher encodes it for that node or splices the node's name into the update
   encoded once for every node holding that version;
@@ -139,5 +141,44 @@ async def test_no_edge_update_after_every_poll_to_an_agent_without_the_channel(t
         up.changed()
         await _until("the upgraded node holding the edge update",
                      lambda: up.edge[2] == m.edge.version and m.edge.version > 0)
+    finally:
+        await _close(running, fleet, client)
+
+
+async def test_a_node_far_behind_gets_a_delta_against_the_table_it_holds(tmp_path: Path) -> None:
+    cfg = MasterConfig(request_timeout=1.0, long_poll=2.0)
+    running, fleet, client, call, nodes = await _cluster(tmp_path, 3, "b", "127.105", cfg)
+    m = running.master
+    try:
+        spec = ServiceSpec("web", "sim:1", replicas=3, ports=(PortSpec(8080),),
+                           health=HealthCheck(kind="http", path="/health"))
+        await call("POST", "/v1/services", to_wire(spec))
+
+        async def healthy() -> bool:
+            t = (await call("GET", "/v1/status"))["tasks"]
+            return t["healthy"] == 3 and t["total"] == 3
+        await _until("3 healthy replicas", healthy)
+
+        def converged() -> bool:
+            return all(fleet.nodes[n["name"]].routes_version == m.pusher.version
+                       and m.pusher._nodes[n["name"]].routes_acked == m.pusher.version for n in nodes)
+        await _until("every node holding the routes", converged)
+        away, other = nodes[2]["name"], nodes[0]["name"]
+        sim = fleet.nodes[away]
+        held = sim.routes_version
+        await fleet.kill([away])        # refused: gossip only suspects it for minutes
+        task = next(iter(fleet.nodes[other].tasks))
+        for i in range(24):             # more route versions than the newest ones always kept
+            v, want = m.pusher.version, "unhealthy" if i % 2 == 0 else "healthy"
+            fleet.set_health(other, task, want)
+            await _until(f"the master seeing {want}, routes past {v}",
+                         lambda: m.tasks[task].health.value == want and m.pusher.version > v)
+        assert m.pusher.version - held > 16
+        sent_before = len(sim.routes_log)
+        await fleet.revive([away])
+        await _until("the node back and holding the routes", converged)
+        after = sim.routes_log[sent_before:]
+        assert after and all(base == held for _version, base in after), (
+            f"the node held version {held} and was sent {after}")
     finally:
         await _close(running, fleet, client)
