@@ -156,12 +156,14 @@ class Client:
 
     def __init__(self, cert: str, key: str, ca: str, denylist: Optional[tlsutil.Denylist] = None,
                  timeout: float = 5.0, limit: int = 256, limit_per_host: int = 4,
-                 max_contexts: int = 4096, keepalive: bool = False) -> None:
+                 max_contexts: int = 4096, keepalive: bool = False,
+                 idle_close: float = 15.0) -> None:
         self._files = (cert, key, ca)
         self.denylist = denylist
         self.timeout = timeout
         self._limit, self._per_host = limit, limit_per_host
         self._keepalive = keepalive
+        self._idle_close = idle_close     # seconds a pooled connection may stay idle
         self._contexts: "OrderedDict[tlsutil.Expect, ssl.SSLContext]" = OrderedDict()
         self._max_contexts = max_contexts
         self._session: Optional[aiohttp.ClientSession] = None
@@ -201,6 +203,7 @@ class Client:
                 timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(2.0, self.timeout)),
                 connector=aiohttp.TCPConnector(
                     limit=self._limit, limit_per_host=self._per_host,
+                    keepalive_timeout=self._idle_close,
                     **({"socket_factory": keepalive_socket} if self._keepalive else {})))
         return self._session
 
