@@ -72,7 +72,8 @@ async def test_assignment_runs_the_task_with_its_contract(make_agent, api_for, a
     assert info["HostConfig"]["NanoCpus"] == 500_000_000
     assert info["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
     assert (await api.request("GET", "/v1/assignment"))[1]["version"] == 1
-    assert agent.lag.max_lag < 0.1, f"event loop stalled {agent.lag.max_lag * 1000:.0f} ms"
+    assert agent.lag.max_own_lag < 0.1, (f"event loop stalled {agent.lag.max_own_lag * 1000:.0f} ms "
+                                         f"(of {agent.lag.max_lag * 1000:.0f} ms)")
     await agent.stop()
     docker_client.containers.get(row["container_id"]).remove(force=True)
     docker_client.volumes.get(vol).remove(force=True)
@@ -99,7 +100,8 @@ async def test_crashed_task_restarts_with_backoff(make_agent, api_for, agent_ima
     assert gaps[1] >= 0.6 and gaps[2] >= 1.2, gaps
     row = (await api.request("GET", "/v1/tasks"))[1]["tasks"][0]
     assert row["state"] == RUNNING and row["container_id"] == cid  # the same container, restarted
-    assert agent.lag.max_lag < 0.1, f"event loop stalled {agent.lag.max_lag * 1000:.0f} ms"
+    assert agent.lag.max_own_lag < 0.1, (f"event loop stalled {agent.lag.max_own_lag * 1000:.0f} ms "
+                                         f"(of {agent.lag.max_lag * 1000:.0f} ms)")
 
 
 async def test_crash_shows_unhealthy_until_back(make_agent, api_for, agent_image, docker_client):
