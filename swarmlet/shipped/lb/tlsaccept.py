@@ -17,8 +17,10 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   few round trips) give way, so slow handshakes cannot hold every slot for
   ten seconds.
 - **At most ``accept_batch`` (16) accepts per turn of the loop**, for the same reason.
-- **Garbage before a ClientHello** (plain HTTP to 443, random bytes) fails the
-  first TLS record and is closed at once, counted as ``garbage``.
+- **Garbage before a ClientHello** (plain HTTP to 443, random bytes) is told by
+  its first bytes (not a TLS handshake record) before any TLS transport is made
+  for it, or fails the first TLS record, and is closed at once, counted as
+  ``garbage``.
 - A finished handshake becomes a normal connection of the proxy, under its
   ``max_connections``.
 
@@ -182,9 +184,32 @@ class TLSServer:
         task.cancel()
         return True
 
+    async def _first_bytes(self, conn: socket.socket) -> bytes:
+        """Wait until ``conn`` is readable and peek at what came (b"" at EOF)."""
+        fut = self.loop.create_future()
+        fd = conn.fileno()
+        self.loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await asyncio.wait_for(fut, self.handshake_timeout)
+        finally:
+            self.loop.remove_reader(fd)
+        return conn.recv(3, socket.MSG_PEEK)
+
     async def _handshake(self, conn: socket.socket) -> None:
         task = asyncio.current_task()
         try:
+            # Garbage is told from a TLS record by its first bytes (a handshake record:
+            # 0x16 0x03), before any TLS machinery is built for it: a flood of plain HTTP or
+            # random bytes then costs an accept and a peek, not a TLS transport each.
+            head = await self._first_bytes(conn)
+            if not head or head[0] != 0x16 or (len(head) > 1 and head[1] != 0x03):
+                try:
+                    conn.recv(65536)    # read what came: a close then ends with FIN, not RST
+                except OSError:
+                    pass
+                conn.close()
+                self._count("garbage" if head else "reset")
+                return
             await self.loop.connect_accepted_socket(
                 self.factory, conn, ssl=self.context,
                 ssl_handshake_timeout=self.handshake_timeout)
