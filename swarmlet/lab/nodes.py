@@ -13,6 +13,7 @@ all capabilities but that one, with seccomp and AppArmor unconfined.
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import json
 import os
 import socket
@@ -77,15 +78,40 @@ def _node_name(i: int) -> str:
     return f"{lab_name()}-node-{i}"
 
 
+PINNED = "io.swarmlet.lab.pinned"      # on a lab network whose subnet is ours: nodes keep addresses
+
+
 def _ensure_network(c: docker.DockerClient):
+    """The lab's network, with a subnet of its own so that every node keeps its address
+    across restarts, as a server does (docker gives a restarted container the next free
+    address otherwise: a stopped node's, and etcd's peer URLs then point at the wrong node).
+    Docker picks a free subnet; the network is then made again with it as its own."""
     name = lab_name()
     try:
         return c.networks.get(name)
     except docker.errors.NotFound:
+        pass
+    probe = c.networks.create(name, driver="bridge", labels={LABEL: name})
+    probe.reload()
+    pool = (probe.attrs.get("IPAM", {}).get("Config") or [{}])[0]
+    probe.remove()
+    if not pool.get("Subnet"):
         return c.networks.create(name, driver="bridge", labels={LABEL: name})
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+        subnet=pool["Subnet"], gateway=pool.get("Gateway"))])
+    return c.networks.create(name, driver="bridge", ipam=ipam, labels={LABEL: name, PINNED: "1"})
 
 
-def _run_kwargs(name: str, image: str, privileged: bool) -> dict:
+def _pinned_address(c: docker.DockerClient, name: str) -> Optional[str]:
+    """Node i's fixed address on a pinned lab network: the subnet's (i + 1)th host."""
+    net = c.networks.get(lab_name())
+    if net.attrs.get("Labels", {}).get(PINNED) != "1":
+        return None
+    subnet = ipaddress.ip_network(net.attrs["IPAM"]["Config"][0]["Subnet"])
+    return str(subnet.network_address + 1 + _index(name))
+
+
+def _run_kwargs(name: str, image: str, privileged: bool, address: Optional[str] = None) -> dict:
     kw = dict(
         image=image, name=name, hostname=name, detach=True,
         labels={LABEL: lab_name()},
@@ -100,6 +126,9 @@ def _run_kwargs(name: str, image: str, privileged: bool) -> dict:
         environment={"container": "docker"},
         stop_signal="SIGRTMIN+3",  # systemd halts cleanly on it
     )
+    if address is not None:
+        kw["networking_config"] = {lab_name(): docker.types.EndpointConfig(
+            docker.constants.DEFAULT_DOCKER_API_VERSION, ipv4_address=address)}
     if privileged:
         kw["privileged"] = True
     else:
@@ -133,9 +162,10 @@ def _create(c: docker.DockerClient, name: str, image: str) -> None:
         except docker.errors.NotFound:
             c.volumes.create(vol, labels={LABEL: lab_name()})
     last: Optional[Exception] = None
+    address = _pinned_address(c, name)
     for privileged in modes:
         try:
-            c.containers.run(**_run_kwargs(name, image, privileged))
+            c.containers.run(**_run_kwargs(name, image, privileged, address))
             if state.get("privileged") != privileged:
                 state["privileged"] = privileged
                 _save_state(state)

@@ -65,6 +65,21 @@ def test_up_is_idempotent(own_lab, docker_client):
     assert before == after
 
 
+def test_a_restarted_node_keeps_its_address(own_lab):
+    """As a server does. Docker gives a restarting container the next free address of its
+    network otherwise, and with node 1 stopped a restarted node 2 took node 1's: its etcd
+    could not bind its own peer URL (CI of c285d31)."""
+    cli, _ = own_lab
+    before = {n["name"]: n["address"] for n in cli.json("lab", "ls")}
+    first, second = sorted(before)[:2]
+    cli("lab", "stop", first, check=True, timeout=120)
+    cli("lab", "stop", second, check=True, timeout=120)
+    cli("lab", "start", second, check=True, timeout=180)
+    cli("lab", "start", first, check=True, timeout=180)
+    after = {n["name"]: n["address"] for n in cli.json("lab", "ls")}
+    assert after == before
+
+
 def test_load_copies_an_image_into_every_node(own_lab):
     cli, _ = own_lab
     res = cli("lab", "load", "swarmlet-hello:1", check=True)
