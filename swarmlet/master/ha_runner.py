@@ -298,9 +298,7 @@ class HAMaster:
 
     async def ha_view(self) -> dict:
         st = self.elector.state if self.elector else Leadership(False)
-        reachable = self._reachable
-        if reachable is None:
-            reachable = await asyncio.to_thread(self.etcd.reachable)
+        reachable = await self._members_answering()
         return {"name": self.hacfg.name, "leading": self.leading(), "term": st.term,
                 "leader": (st.holder or {}).get("name"), "reason": st.reason,
                 "masters": self.hacfg.masters, "etcd_reachable": reachable,
@@ -308,14 +306,19 @@ class HAMaster:
                 "revision": (self.store.hot_copy().revision
                              if self.store is not None and self.store.hot_copy() else None)}
 
-    async def _no_leader_reason(self, st: Leadership) -> str:
-        if st.reason.startswith("no quorum"):
-            return st.reason
-        # The background probe's count: probing here would wait a dead member's probe
-        # timeout on every refused write, and "no quorum" must come at once.
+    async def _members_answering(self) -> int:
+        """The background probe's count of etcd members that answer: probing on each call
+        would wait a dead member's probe timeout, and clients poll /v1/ha during a failover
+        and must get "no quorum" at once. Probed here only before the first round."""
         n = self._reachable
         if n is None:
             n = await asyncio.to_thread(self.etcd.reachable)
+        return n
+
+    async def _no_leader_reason(self, st: Leadership) -> str:
+        if st.reason.startswith("no quorum"):
+            return st.reason
+        n = await self._members_answering()
         total = len(self.hacfg.endpoints)
         if n <= total // 2:
             return f"no quorum: {n} of {total} masters reachable"
