@@ -230,7 +230,15 @@ class Downstream(asyncio.Protocol):
                     self.stash = data       # parsed enough ahead: the rest waits
                     self.pause_reading(PAUSE_PIPELINE)
                     return
-                n = self._cut(data)
+                if self.phase == IN_HEAD and not self.tail \
+                        and len(data) < self.cfg.max_head_size \
+                        and data.find(b"\r\n\r\n") == len(data) - 4:
+                    # the common read: one whole head, nothing after it. What _cut would
+                    # decide (all of it), without its arithmetic.
+                    n = self.budget = len(data)
+                    self.tail = data[-3:]
+                else:
+                    n = self._cut(data)
                 if n >= len(data):
                     piece, data = data, b""
                 else:

@@ -88,10 +88,12 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# Forwarded elements are built once per client IP / Host (a handful in practice);
+# Forwarded elements (and, for a request that brings none, the four forwarding lines) are
+# built once per client IP / Host (a handful in practice);
 # the caches are dropped wholesale when they grow, so they stay bounded.
 _FOR_CACHE: Dict[Tuple[str, str], bytes] = {}
 _HOST_CACHE: Dict[bytes, bytes] = {}
+_FWD_CACHE: Dict[Tuple[str, str, bytes], bytes] = {}
 
 
 def _cached(cache: Dict[Any, bytes], key: Any, make: Callable[[Any], bytes]) -> bytes:
@@ -112,6 +114,18 @@ def _host_element(host: bytes) -> bytes:
     return (";host=" + _quote(host.decode("latin-1"))).encode("latin-1")
 
 
+def _forward_lines(key: Tuple[str, str, bytes]) -> bytes:
+    ip, proto, host = key
+    lines = [b"X-Forwarded-For: " + ip.encode() + b"\r\n",
+             b"X-Forwarded-Proto: " + proto.encode() + b"\r\n"]
+    element = _for_element((ip, proto))
+    if host:
+        lines.append(b"X-Forwarded-Host: " + host + b"\r\n")
+        element += _host_element(host)
+    lines.append(b"Forwarded: " + element + b"\r\n")
+    return b"".join(lines)
+
+
 def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
     for part in header.split(b";"):
         k, sep, v = part.strip().partition(b"=")
@@ -123,6 +137,18 @@ def _cookie_value(header: bytes, name: bytes) -> Optional[str]:
 def _owned_alias(lname: bytes, owned: frozenset) -> bool:
     """``transfer_encoding`` and the like: a backend may read it as ours."""
     return b"_" in lname and lname.replace(b"_", b"-") in owned
+
+
+def _lines(headers: Headers, special: frozenset, drop: List[bytes],
+           keep: Tuple[bytes, ...] = ()) -> List[bytes]:
+    """The lines the loops above copy, without those ``Connection`` named (the rare path)."""
+    out: List[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if (lname in keep or (lname not in special and not _owned_alias(lname, special))) \
+                and lname not in drop:
+            out += (name, b": ", value, b"\r\n")
+    return out
 
 
 def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
@@ -163,8 +189,8 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
     for name, value in headers:
         lname = name.lower()
         if lname not in _REQ_SPECIAL:
-            if not _owned_alias(lname, _REQ_SPECIAL):
-                out.append(name + b": " + value + b"\r\n")
+            if b"_" not in lname or not _owned_alias(lname, _REQ_SPECIAL):
+                out += (name, b": ", value, b"\r\n")    # pieces: one join at the end
         elif lname == b"host":
             hosts.append(value)
         elif lname == b"content-length":
@@ -174,13 +200,14 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
         elif lname == b"cookie":
             if sticky_cookie is not None and sticky is None:
                 sticky = _cookie_value(value, sticky_cookie)
-            out.append(name + b": " + value + b"\r\n")
+            out += (name, b": ", value, b"\r\n")
         elif lname == b"x-forwarded-for":
             xff = xff + b", " + value if xff else value
         elif lname == b"forwarded":
             fwd = fwd + b", " + value if fwd else value
         elif lname == b"connection":
-            extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
+            if value.lower() not in _PLAIN_CONN_TOKENS:
+                extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
         elif lname == b"upgrade":
             upgrade_value = value
         # other hop-by-hop and X-Forwarded-Proto/-Host: dropped (we set our own)
@@ -210,21 +237,23 @@ def build_request(method: bytes, url: bytes, headers: Headers, client_ip: str,
         body = BODY_NONE
     if extra_hop:
         # only lines we copied can go: framing and Host are written below, by us
-        out = out[:5] + [line for line in out[5:]
-                         if line.split(b":", 1)[0].lower() not in extra_hop]
+        out = out[:5] + _lines(headers, _REQ_SPECIAL, extra_hop, keep=(b"cookie",))
     if host:
         out[4] = b"Host: " + host + b"\r\n"
     elif default_host:
         out[4] = b"Host: " + default_host + b"\r\n"
-    ip = client_ip.encode()
-    out.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
-    out.append(b"X-Forwarded-Proto: " + proto.encode() + b"\r\n")
-    if host:
-        out.append(b"X-Forwarded-Host: " + host + b"\r\n")
-    element = _cached(_FOR_CACHE, (client_ip, proto), _for_element)
-    if host:
-        element += _cached(_HOST_CACHE, host, _host_element)
-    out.append(b"Forwarded: " + (fwd + b", " if fwd else b"") + element + b"\r\n")
+    if xff or fwd:
+        ip = client_ip.encode()
+        out.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
+        out.append(b"X-Forwarded-Proto: " + proto.encode() + b"\r\n")
+        if host:
+            out.append(b"X-Forwarded-Host: " + host + b"\r\n")
+        element = _cached(_FOR_CACHE, (client_ip, proto), _for_element)
+        if host:
+            element += _cached(_HOST_CACHE, host, _host_element)
+        out.append(b"Forwarded: " + (fwd + b", " if fwd else b"") + element + b"\r\n")
+    else:       # nothing to append to: the four lines depend on (client, proto, Host) only
+        out.append(_cached(_FWD_CACHE, (client_ip, proto, host), _forward_lines))
     if upgrade and upgrade_value:
         out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
     else:
@@ -253,14 +282,15 @@ def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool
     for name, value in headers:
         lname = name.lower()
         if lname not in _RESP_SPECIAL:
-            if not _owned_alias(lname, _RESP_SPECIAL):
-                out.append(name + b": " + value + b"\r\n")
+            if b"_" not in lname or not _owned_alias(lname, _RESP_SPECIAL):
+                out += (name, b": ", value, b"\r\n")    # pieces: one join at the end
         elif lname == b"content-length":
             lengths.append(value)
         elif lname == b"transfer-encoding":
             codings.append(value)
         elif lname == b"connection":
-            extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
+            if value.lower() not in _PLAIN_CONN_TOKENS:
+                extra_hop.extend(t for t in _conn_tokens(value) if t not in _PLAIN_CONN_TOKENS)
         elif lname == b"upgrade":
             upgrade_value = value
     length = -1
@@ -279,8 +309,7 @@ def build_response(status: int, reason: bytes, headers: Headers, *, http11: bool
         raise Refusal(502, f"invalid answer from backend ({exc.detail})") from None
     if extra_hop:
         # only lines we copied can go: the framing is written below, by us
-        out = out[:3] + [line for line in out[3:]
-                         if line.split(b":", 1)[0].lower() not in extra_hop]
+        out = out[:3] + _lines(headers, _RESP_SPECIAL, extra_hop)
     if set_cookie is not None:
         out.append(b"Set-Cookie: " + set_cookie + b"\r\n")
     if extra and status >= 200:
