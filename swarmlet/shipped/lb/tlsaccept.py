@@ -38,7 +38,9 @@ import errno
 import logging
 import socket
 import ssl
-from typing import Any, Callable, Dict, Optional
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Optional, Set
 
 log = logging.getLogger("swarmlet.ingress.tls")
 
@@ -65,7 +67,8 @@ def failure_kind(exc: BaseException) -> str:
 class TLSServer:
     def __init__(self, host: str, port: int, factory: Callable[[], asyncio.Protocol],
                  context: ssl.SSLContext, *, handshake_timeout: float = 10.0,
-                 max_handshakes: int = 256, shed_after: float = 1.0, accept_batch: int = 16,
+                 max_handshakes: int = 256, shed_after: float = 1.0, accept_batch: int = 4,
+                 accept_slice: float = 0.0002, handshakes_per_turn: int = 1,
                  backlog: int = 1024, reuse_port: bool = False) -> None:
         self.host = host
         self.port = port
@@ -75,17 +78,27 @@ class TLSServer:
         self.max_handshakes = max_handshakes
         self.shed_after = shed_after
         self.accept_batch = accept_batch
+        self.accept_slice = accept_slice
+        self.handshakes_per_turn = handshakes_per_turn
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.loop: Any = None
         self.sock: Optional[socket.socket] = None
-        self.pending: Dict["asyncio.Task[None]", float] = {}    # handshakes: task -> started
+        # every connection accepted and not yet a finished TLS connection, oldest first:
+        # socket -> accepted at (loop time); it is in one of three stages below
+        self.pending: Dict[socket.socket, float] = {}
+        self.waiting: Dict[socket.socket, float] = {}         # 1. no byte yet: a reader each
+        self.hellos: Deque[socket.socket] = deque()           # 2. a ClientHello begun: queued
+        self.tasks: Dict[socket.socket, "asyncio.Task[None]"] = {}   # 3. in the TLS handshake
+        self.running: Set[socket.socket] = set()   # tasks that began (they close their socket)
         self.reading = False
         self.closed = False
         self.handshakes = 0
         self.failures: Dict[str, int] = {}
         self.paused = 0
         self._retry: Any = None
+        self._expiry: Any = None            # the timer of the oldest connection waiting
+        self._starting = False              # _start_hellos is scheduled
 
     @property
     def bound_port(self) -> int:
@@ -114,12 +127,13 @@ class TLSServer:
         proxy's to close)."""
         self.closed = True
         self._pause()
-        if self._retry is not None:
-            self._retry.cancel()
+        for timer in (self._retry, self._expiry):
+            if timer is not None:
+                timer.cancel()
         if self.sock is not None:
             self.sock.close()
-        for task in list(self.pending):
-            task.cancel()
+        for conn in list(self.pending):
+            self._drop(conn, None)
 
     def stats(self) -> Dict[str, Any]:
         return {"handshakes": self.handshakes, "handshake_failures": dict(self.failures),
@@ -138,7 +152,12 @@ class TLSServer:
             self.reading = True
 
     def _on_readable(self) -> None:
+        # A bounded slice of the loop per turn for new connections: at most accept_batch
+        # accepts and accept_slice seconds; the rest stays in the kernel's backlog (the
+        # socket stays readable: the next turn goes on), so a flood of connections is
+        # interleaved with the work of connections already served instead of delaying it.
         now = self.loop.time()
+        stop = time.perf_counter() + self.accept_slice
         for _ in range(self.accept_batch):
             if len(self.pending) >= self.max_handshakes and not self._shed(now):
                 self.paused += 1
@@ -158,12 +177,79 @@ class TLSServer:
                     self._retry = self.loop.call_later(0.1, self._resume)
                 return
             conn.setblocking(False)
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            task = self.loop.create_task(self._handshake(conn))
-            self.pending[task] = now
+            self.pending[conn] = now
+            self._sort(conn)
+            if time.perf_counter() >= stop:
+                return
+
+    def _sort(self, conn: socket.socket) -> None:
+        """Tell a connection by its first bytes, without a task or a transport: most floods
+        have sent them by the time they are accepted (the kernel completed the TCP handshake
+        and queued their bytes meanwhile), so garbage is cut right here."""
+        try:
+            head = conn.recv(3, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            if conn not in self.waiting:            # nothing yet: wait for it, unbounded
+                self.waiting[conn] = self.pending[conn]   # by nothing but the timeout
+                self.loop.add_reader(conn.fileno(), self._sort_waiting, conn)
+                if self._expiry is None:
+                    self._arm_expiry()
+            return
+        except OSError:
+            head = b""
+        if conn in self.waiting:
+            del self.waiting[conn]
+            self.loop.remove_reader(conn.fileno())
+        if not head or head[0] != 0x16 or (len(head) > 1 and head[1] != 0x03):
+            # Not a TLS handshake record (0x16 0x03): plain HTTP, random bytes, an SSH
+            # banner. Read what came, so that the close ends with a FIN, not a reset.
+            if head:
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+            self._drop(conn, "garbage" if head else "reset")
+            return
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.hellos.append(conn)
+        if not self._starting:
+            self._starting = True
+            self.loop.call_soon(self._start_hellos)
+
+    def _sort_waiting(self, conn: socket.socket) -> None:
+        if conn in self.waiting:
+            self._sort(conn)
+
+    def _start_hellos(self) -> None:
+        """Start at most ``handshakes_per_turn`` TLS handshakes per turn of the loop: the
+        crypto of a handshake (about 0.25 ms of one core) runs when its transport reads the
+        ClientHello, so this bounds how much of it one turn can hold up the requests of
+        connections already served. A handshake waiting here has its timeout running."""
+        self._starting = False
+        for _ in range(self.handshakes_per_turn):
+            while self.hellos and self.hellos[0] not in self.pending:
+                self.hellos.popleft()               # shed or timed out meanwhile
+            if not self.hellos:
+                return
+            conn = self.hellos.popleft()
+            self.tasks[conn] = self.loop.create_task(self._handshake(conn))
+        if self.hellos:
+            self._starting = True
+            self.loop.call_soon(self._start_hellos)
+
+    def _arm_expiry(self) -> None:
+        """One timer for every connection waiting for its first bytes: the oldest's."""
+        self._expiry = None
+        now = self.loop.time()
+        for conn, t0 in list(self.waiting.items()):   # oldest first
+            if now - t0 < self.handshake_timeout:
+                self._expiry = self.loop.call_later(t0 + self.handshake_timeout - now,
+                                                    self._arm_expiry)
+                return
+            self._drop(conn, "timeout")
 
     def _arm_shed(self, now: float) -> None:
         """While paused at the cap: look at the queue again when the oldest handshake can
@@ -178,41 +264,35 @@ class TLSServer:
         oldest = next(iter(self.pending.items()), None)   # dicts keep insertion order
         if oldest is None or now - oldest[1] < self.shed_after:
             return False
-        task = oldest[0]
-        del self.pending[task]
-        self._count("shed")
-        task.cancel()
+        self._drop(oldest[0], "shed")
         return True
 
-    async def _first_bytes(self, conn: socket.socket) -> bytes:
-        """Wait until ``conn`` is readable and peek at what came (b"" at EOF)."""
-        fut = self.loop.create_future()
-        fd = conn.fileno()
-        self.loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await asyncio.wait_for(fut, self.handshake_timeout)
-        finally:
-            self.loop.remove_reader(fd)
-        return conn.recv(3, socket.MSG_PEEK)
+    def _drop(self, conn: socket.socket, kind: Optional[str]) -> None:
+        """Cut a connection in progress, whatever its stage, and count why."""
+        if self.pending.pop(conn, None) is None:
+            return
+        if kind is not None:
+            self._count(kind)
+        if self.waiting.pop(conn, None) is not None:
+            self.loop.remove_reader(conn.fileno())
+        task = self.tasks.pop(conn, None)
+        if task is not None:
+            task.cancel()
+        if conn not in self.running:        # a running handshake closes it as it ends
+            conn.close()                    # (queued hellos are skipped when popped)
+        self._freed()
+
+    def _freed(self) -> None:
+        if not self.reading and len(self.pending) < self.max_handshakes:
+            self._resume()
 
     async def _handshake(self, conn: socket.socket) -> None:
-        task = asyncio.current_task()
+        self.running.add(conn)
         try:
-            # Garbage is told from a TLS record by its first bytes (a handshake record:
-            # 0x16 0x03), before any TLS machinery is built for it: a flood of plain HTTP or
-            # random bytes then costs an accept and a peek, not a TLS transport each.
-            head = await self._first_bytes(conn)
-            if not head or head[0] != 0x16 or (len(head) > 1 and head[1] != 0x03):
-                try:
-                    conn.recv(65536)    # read what came: a close then ends with FIN, not RST
-                except OSError:
-                    pass
-                conn.close()
-                self._count("garbage" if head else "reset")
-                return
+            remaining = self.pending.get(conn, 0.0) + self.handshake_timeout - self.loop.time()
             await self.loop.connect_accepted_socket(
                 self.factory, conn, ssl=self.context,
-                ssl_handshake_timeout=self.handshake_timeout)
+                ssl_handshake_timeout=max(0.01, remaining))
             self.handshakes += 1
         except asyncio.CancelledError:
             conn.close()                # shed (counted there) or closing
@@ -220,9 +300,10 @@ class TLSServer:
             conn.close()
             self._count(failure_kind(exc))
         finally:
-            self.pending.pop(task, None)   # type: ignore[arg-type]
-            if not self.reading and len(self.pending) < self.max_handshakes:
-                self._resume()
+            self.running.discard(conn)
+            self.tasks.pop(conn, None)
+            if self.pending.pop(conn, None) is not None:
+                self._freed()
 
     def _count(self, kind: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
