@@ -16,11 +16,23 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   oldest handshake that has lasted ``shed_after`` (1 s: a real client needs a
   few round trips) give way, so slow handshakes cannot hold every slot for
   ten seconds.
-- **At most ``accept_batch`` (16) accepts per turn of the loop**, for the same reason.
-- **Garbage before a ClientHello** (plain HTTP to 443, random bytes) is told by
-  its first bytes (not a TLS handshake record) before any TLS transport is made
-  for it, or fails the first TLS record, and is closed at once, counted as
-  ``garbage``.
+- **A bounded slice of each loop turn for new connections**: at most
+  ``accept_batch`` (4) accepts and ``accept_slice`` (0.2 ms) per turn, and at most
+  ``handshakes_per_turn`` (1) TLS handshakes started per turn (a handshake's
+  crypto, about 0.25 ms of a core, runs in the turn its transport reads the
+  ClientHello). The rest waits in the kernel's backlog or in the queue of
+  hellos, its timeout running. A flood then shares each turn with the requests
+  of the connections already served instead of taking turns of its own (16
+  accepts a turn, each with a task, held up other clients' p99 7.8x in
+  bench/lb/tlsflood's garbage flood). With nothing else to serve, the bound
+  costs a turn of the loop (a few us) per handshake: no adaptive budget needed.
+- **Garbage before a ClientHello** (plain HTTP to 443, random bytes, an SSH
+  banner) is told by its first bytes (not a TLS handshake record), peeked at the
+  accept: most clients, floods included, have sent them by the time the kernel's
+  backlog hands them over, so it is cut there, with no task, future or
+  transport made for it; a connection with nothing to read yet gets a reader
+  (and one timer for all of them, the oldest's). Bytes that look like a handshake
+  but are not fail the first TLS record. Both are counted as ``garbage``.
 - A finished handshake becomes a normal connection of the proxy, under its
   ``max_connections``.
 

@@ -359,3 +359,58 @@ async def test_a_mixed_flood_on_443_is_cut_and_counted_while_clients_are_served(
     assert server.stats()["in_progress"] == 0
     assert len(edge.https.clients) == 1             # only the client kept alive
     writer.close()
+
+
+def _client_hello() -> bytes:
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx().wrap_bio(inc, out, server_hostname="shop.example.com")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+async def test_a_backlog_of_new_connections_is_taken_a_few_per_loop_turn():
+    """Connections waiting in the backlog are accepted at most ``accept_batch`` per turn of the
+    loop, garbage among them cut at the accept (no task for it), and at most
+    ``handshakes_per_turn`` TLS handshakes start per turn: a flood is interleaved with the
+    requests of the connections already served instead of holding a turn for itself
+    (``bench/lb/tlsflood``: other clients' p99 while it lasts)."""
+    from swarmlet.shipped.lb.tls import CertStore
+    from swarmlet.shipped.lb.tlsaccept import TLSServer
+    server = TLSServer("127.0.0.1", 0, asyncio.Protocol, CertStore().main, handshake_timeout=2.0,
+                       max_handshakes=64, accept_batch=4, handshakes_per_turn=1)
+    server.start()
+    loop = asyncio.get_running_loop()
+    hello = _client_hello()
+    socks = []
+    try:
+        # all queued while the loop is busy here: 24 garbage connections, 6 ClientHellos
+        for i in range(30):
+            s = socket.create_connection(("127.0.0.1", server.bound_port))
+            s.sendall(hello if i % 5 == 4 else b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        time.sleep(0.05)                                   # every byte has arrived
+        turns: List[Tuple[int, int]] = []
+
+        def accepted() -> int:
+            return len(server.pending) + sum(server.failures.values()) + server.handshakes
+
+        def tick(n: int) -> None:
+            turns.append((accepted(), len(server.running) + server.handshakes
+                          + sum(v for k, v in server.failures.items() if k != "garbage")))
+            if n:
+                loop.call_soon(tick, n - 1)
+        loop.call_soon(tick, 40)
+        await asyncio.sleep(0.3)
+        steps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(turns, turns[1:])]
+        assert turns[-1][0] == 30, turns                   # all taken, in time
+        assert max(a for a, _ in steps) <= 4, steps        # a few per turn
+        assert max(h for _, h in steps) <= 1, steps        # one handshake begun per turn
+        assert server.failures.get("garbage") == 24, server.stats()   # cut at the accept
+        assert len(server.running) + server.handshakes + len(server.hellos) == 6
+    finally:
+        server.close()
+        for s in socks:
+            s.close()
