@@ -28,6 +28,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..shipped.exceptions import SwarmletError
+from . import gctune
 from .acmeplan import Backoff
 from .daemon import MasterConfig
 from ..ha import config as haconfig
@@ -68,6 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     log = logging.getLogger("swarmlet.master")
+    gctune.install()     # a long-lived process with a large heap (gctune.py says why)
 
     async def go() -> None:
         config = config_from_env(os.environ.get("SWARMLET_MASTER_CONFIG"))

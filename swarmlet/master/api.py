@@ -284,8 +284,8 @@ async def post_rollback(request: web.Request) -> web.Response:
 
 
 async def get_tasks(request: web.Request) -> web.Response:
-    return web.json_response(_m(request).tasks_view(request.query.get("service") or None,
-                                                    _flag(request, "all")))
+    body = _m(request).tasks_body(request.query.get("service") or None, _flag(request, "all"))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_status(request: web.Request) -> web.Response:

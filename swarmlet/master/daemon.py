@@ -61,6 +61,7 @@ from .secrets import SecretBook
 from .state import NodeRecord, Service, Task
 from .store import Batch, Fence, Store
 from .taskindex import TaskIndex
+from .taskrows import TaskRows
 from . import rollout as ro
 
 log = logging.getLogger("swarmlet.master")
@@ -122,6 +123,7 @@ class Master:
         self.services: Dict[str, Service] = {}
         self.specs: Dict[Tuple[str, int], ServiceSpec] = {}
         self.tasks = TaskIndex()
+        self.task_rows = TaskRows()      # the ps body, encoded once per change
         self.nodes: Dict[str, NodeRecord] = {}
         self.live: Dict[str, NodeLive] = {}
         self.gossip: Dict[str, str] = {}
@@ -329,6 +331,9 @@ class Master:
 
     def tasks_view(self, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
         return views.tasks_view(self, service, all_tasks)
+
+    def tasks_body(self, service: Optional[str] = None, all_tasks: bool = False) -> bytes:
+        return self.task_rows.body(self, service, all_tasks)
 
     def status_view(self) -> Dict[str, Any]:
         return views.status_view(self)

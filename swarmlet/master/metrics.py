@@ -8,8 +8,8 @@ state that ``lb_watch`` diffs into eviction events (``events.lb_evictions``).
 
 ``render(master)`` is Prometheus text (format 0.0.4): nodes by status, tasks
 by state, per-service replicas, per-node utilization, reconcile duration,
-the daemon's counters, and the master's load balancers (``render_metrics``
-through ``Ingress.metrics_text``). Served on the master API port, so a
+the daemon's counters, its garbage collections (``gctune``), and the master's load
+balancers (``render_metrics`` through ``Ingress.metrics_text``). Served on the master API port, so a
 scraper authenticates with the cluster's ``cli`` certificate (docs/metrics.md).
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..shipped.lb.metrics import Histogram
 from ..shipped.models import NodeStatus
-from . import views
+from . import gctune, views
 from .store import Batch
 from .events import LBState, lb_evictions
 from .state import RUNNING
@@ -145,6 +145,13 @@ def render(master: Any) -> str:
     for key, value in sorted(master.counters.items()):
         t.family(f"swarmlet_master_{key}_total", "counter", f"Master {key.replace('_', ' ')}.",
                  [({}, float(value))])
+    gcs = gctune.stats()
+    t.family("swarmlet_master_gc_collections_total", "counter",
+             "Garbage collections of the master process, by generation.",
+             [({"generation": str(g)}, float(n)) for g, n in enumerate(gcs["count"])])
+    t.family("swarmlet_master_gc_seconds_total", "counter",
+             "Time the master spent in garbage collection, by generation.",
+             [({"generation": str(g)}, float(x)) for g, x in enumerate(gcs["seconds"])])
     scaler = getattr(master, "autoscaler", None)
     if scaler is not None:
         t.family("swarmlet_master_autoscale_cpu_percent", "gauge",

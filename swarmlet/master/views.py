@@ -155,13 +155,18 @@ def service_view(m: Any, name: str) -> Dict[str, Any]:
     return {**service_row(svc, tasks_of(m, name)), "update": rollout_view(m, name)}
 
 
-def tasks_view(m: Any, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
+def task_list(m: Any, service: Optional[str] = None, all_tasks: bool = False) -> List[Task]:
+    """The tasks ``ps`` lists, in its order (``taskrows.TaskRows`` encodes them)."""
     pool = m.tasks.values() if service is None else tasks_of(m, service)
     if service is not None and service not in m.services and not pool:
         raise APIError(f"no service {service!r}", status=404)
     rows = [t for t in pool if all_tasks or t.desired == RUNNING or not t.state.terminal]
     rows.sort(key=lambda t: (t.service, t.slot, t.desired != RUNNING, -t.created_at))
-    return [task_row(t) for t in rows]
+    return rows
+
+
+def tasks_view(m: Any, service: Optional[str] = None, all_tasks: bool = False) -> List[Dict[str, Any]]:
+    return [task_row(t) for t in task_list(m, service, all_tasks)]
 
 
 def status_view(m: Any) -> Dict[str, Any]:
