@@ -72,6 +72,7 @@ COMMIT_CHUNK = 2000   # tasks per store batch (etcd: 16,384 operations, 16 MiB p
 class MasterConfig:
     poll_interval: float = 0.5      # agents without long polls; retries of a failing node
     long_poll: float = 20.0         # seconds an agent may hold a watch (poller.py)
+    long_poll_rate: float = 20.0    # idle watch answers per second at most, all nodes together
     retry_max: float = 5.0          # seconds between retries of a node down for a while
     stats_interval: float = 5.0
     stats_rate: float = 40.0        # GET /v1/stats per second at most, all nodes together

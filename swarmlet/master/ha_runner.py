@@ -45,6 +45,7 @@ from ..shipped.tlsutil import Denylist
 from .api import VIEW_KEY, serve
 from .dashboard.server import start_dashboard
 from .daemon import Master, MasterConfig
+from .runner import AGENT_POOL, raise_fd_limit
 from .store import Fence
 from .store.etcd import LEADER_FENCE, EtcdStore
 from .vault import load_key as load_vault_key
@@ -248,7 +249,7 @@ class HAMaster:
     def _agent_client(self, timeout: float) -> Client:
         c = self.cluster
         return Client(str(c.path("master.crt")), str(c.path("master.key")), str(c.path("ca.crt")),
-                      denylist=self.denylist, timeout=timeout)
+                      denylist=self.denylist, timeout=timeout, **AGENT_POOL)
 
     async def _demote(self) -> None:
         m, self.current.master = self.current.master, None
@@ -376,6 +377,7 @@ class HAMaster:
 
 
 async def run_ha_master(home: Path, config: MasterConfig = MasterConfig()) -> RunningHA:
+    raise_fd_limit()      # a watch on every node, as the single master holds (runner.py)
     ha = HAMaster(home, config)
     try:
         url = await ha.start()

@@ -4,9 +4,10 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
 
 - one watch per node: a long poll on ``GET /v1/tasks?since=SEQ&wait=S``
   (``agent/watch.py``), so the agent answers when its report changes or after
-  ``long_poll`` seconds:
-  an idle node costs one answer per ``long_poll`` instead of two polls a
-  second. An agent without long polls (an older version) is polled every
+  ``long_poll`` seconds (stretched so that idle answers from all nodes together
+  stay within ``long_poll_rate`` a second: at 1,000 nodes each waits 50 s; an
+  answer and a new request were two fifths of the idle master's CPU there):
+  an idle node costs one answer per wait instead of two polls a second. An agent without long polls (an older version) is polled every
   ``poll_interval`` as before. ``/v1/info`` once; an agent behind the stored
   version is pushed its assignment again. A node that stops answering is
   retried at ``poll_interval``, backing off to ``retry_max`` once it has
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .daemon import Master
 
 log = logging.getLogger("swarmlet.master.poller")
+LONG_POLL_MAX = 50.0    # seconds a watch may wait at most (agents refuse more than 60: agent/watch.py)
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Poller:
             watching = live.seq is not None and live.reachable
             try:
                 version, reported, extra = await m.client.tasks(
-                    peer, since=live.seq if watching else None, wait=m.cfg.long_poll)
+                    peer, since=live.seq if watching else None, wait=self.long_poll_wait())
                 m.certs.observed(name, extra)
                 if not live.info:
                     live.info = await m.client.info(peer)
@@ -182,6 +184,13 @@ class Poller:
             live.probing = False
 
     # --- stats ----------------------------------------------------------------------
+
+    def long_poll_wait(self) -> float:
+        """Seconds a watch may wait: ``long_poll``, or longer where the nodes are many (see
+        the module docstring), below the agents' limit (``agent/watch.py``: 60 s)."""
+        m = self.m
+        stretched = len(m.nodes) / max(m.cfg.long_poll_rate, 1e-3)
+        return max(m.cfg.long_poll, min(LONG_POLL_MAX, stretched))
 
     def stats_period(self, name: str, nodes: int) -> float:
         """Seconds between two stats of ``name``: ``stats_interval``, stretched so that all

@@ -14,7 +14,7 @@ import logging
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import cluster as clusterlib
 from ..client import Client
@@ -57,6 +57,15 @@ class RunningMaster:
         self.store.close()
 
 
+# The master's connections to agents. No cap on the pool below the node count (a watch is
+# held open on every node; aiohttp's default of 256 would queue the rest behind them), and
+# keepalives so a watch on a host that died silently is cut (poller.py). Idle connections
+# are kept 60 s, not aiohttp's 15: at 1,000 nodes each node's stats are asked every 25 s,
+# and a new TLS handshake for each (40 a second) was a quarter of the idle master's CPU
+# (bench/scale, profiled); agents close theirs after 75 s. The HA masters use it too.
+AGENT_POOL: Dict[str, Any] = {"limit": 0, "keepalive": True, "idle_close": 60.0}
+
+
 def raise_fd_limit() -> int:
     """Lift the soft limit on open files to the hard one: the master holds a connection to
     every node (a watch, plus pushes), so 1,024 (a common default) is too few past ~500
@@ -87,13 +96,8 @@ async def run_master(home: Path, bind: Optional[str] = None, port: Optional[int]
     try:
         server_ctx = tlsutil.server_context(str(c.path("master.crt")), str(c.path("master.key")),
                                             str(c.path("ca.crt")), denylist=denylist)
-        # No cap on the pool below the node count (a watch is held open on every node),
-        # and keepalives so a watch on a host that died silently is cut (poller.py). Idle
-        # connections are kept 60 s, not aiohttp's 15: at 1,000 nodes each node's stats are
-        # asked every 25 s, and a new TLS handshake for each (40 a second) was a quarter of
-        # the idle master's CPU (bench/scale, profiled); agents close theirs after 75 s.
         client = Client.for_cluster(c, "master", denylist=denylist, timeout=config.request_timeout,
-                                    limit=0, keepalive=True, idle_close=60.0)
+                                    **AGENT_POOL)
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the master's certificates from {home}: {exc}") from exc
     if renewed:
