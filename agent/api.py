@@ -6,7 +6,10 @@ that is not revoked (``tlsutil``: the agent's ``Denylist`` is checked inside
 the handshake, and again per request for connections made before a
 revocation); on top of it only the roles ``master`` and ``cli`` may call (403
 otherwise, e.g. another agent), and only ``master`` may change what the node
-trusts (denylist, certificate). Handlers are thin: they
+trusts (denylist, certificate). Another agent may call one route only: the relay
+of signed route updates (``relayapi``: ``PUT /v1/routes/relay``). A ``master``
+caller's certificate is remembered (``MasterCerts.learn``): it is how this node
+checks who signed a relayed update. Handlers are thin: they
 translate HTTP to ``Agent`` calls and errors to JSON bodies.
 """
 
@@ -27,6 +30,7 @@ from . import gossipkeys
 from .certs import apply_denylist
 from .edgeapi import MASTER_ONLY as EDGE_MASTER_ONLY, routes as edge_routes
 from .images import routes as image_routes
+from .relayapi import AGENT_CALLABLE, routes as relay_routes
 from .reconcile import Observed
 from .watch import MAX_WAIT
 
@@ -47,12 +51,16 @@ async def authorize(request: web.Request,
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     role = peer_role(ssl_object)
-    if role not in ALLOWED_ROLES:
+    agent_call = role == "agent" and (request.method, request.path) in AGENT_CALLABLE
+    if role not in ALLOWED_ROLES and not agent_call:
         return _error(403, f"role {role!r} may not use the agent API",
                       peer=peer_name(ssl_object))
-    revoked = peer_revoked(ssl_object, request.app[AGENT_KEY].denylist)
+    agent = request.app[AGENT_KEY]
+    revoked = peer_revoked(ssl_object, agent.denylist)
     if revoked is not None:   # a connection made before the revocation
         return _error(403, revoked)
+    if role == "master" and getattr(agent, "relay_certs", None) is not None:
+        agent.relay_certs.learn(ssl_object.getpeercert(binary_form=True))
     if role != "master" and (request.method, request.path) in MASTER_ONLY:
         return _error(403, f"only the master may {request.method} {request.path}")
     return await handler(request)
@@ -355,6 +363,7 @@ def make_app(agent: Any) -> web.Application:
         web.get("/metrics", get_metrics),
         *image_routes(_agent),
         *edge_routes(_agent),
+        *relay_routes(_agent),
     ])
     return app
 

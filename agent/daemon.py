@@ -106,6 +106,10 @@ class Agent:
         self.denylist = Denylist()
         self.renewal = Renewal(config.name, config.cert, config.key, config.ca)
         self.tls: Any = None
+        # Relayed routes (relayapi.py): the master certificates that may sign them, and the
+        # client that forwards them to other agents with this node's certificate.
+        self.relay_certs: Any = None
+        self.forwarder: Any = None
         self.cert_not_after: Optional[float] = None
         self._cert_subs: List[Callable[[], Any]] = []
 
@@ -143,6 +147,7 @@ class Agent:
             await asyncio.to_thread(self.routes.replace, cur.routes, cur.draining, cur.term)
         loaded = await asyncio.to_thread(self.denylist_file.load)
         self.denylist.update(loaded.version, loaded.entries())
+        self._start_relay()
         try:
             self.cert_not_after = (await asyncio.to_thread(cert_times, self.config.cert))[2]
         except (OSError, ValueError):
@@ -182,6 +187,19 @@ class Agent:
         log.info("agent %s up: api port %s, assignment version %s", self.config.name,
                  self.api_port, self.version)
 
+    def _start_relay(self) -> None:
+        from swarmlet.shipped.relayenvelope import MasterCerts
+        from swarmlet.shipped.relaytree import Forwarder
+        try:
+            self.relay_certs = MasterCerts.load(self.config.ca)
+        except Exception as exc:  # the API's TLS setup says what is wrong with the CA
+            log.warning("relayed routes disabled: %s", exc)
+            return
+        self.relay_certs.follow(self.denylist)
+        c = self.config
+        self.forwarder = Forwarder.with_identity(c.cert, c.key, c.ca, denylist=self.denylist)
+        self.on_certificate(self.forwarder.reload)
+
     async def _sticky_key(self) -> bytes:
         """The LB's sticky-cookie key, derived from the cluster's gossip key (the
         master derives the same), so every node honours every node's cookies."""
@@ -219,6 +237,8 @@ class Agent:
         if self.discovery is not None:
             await self.discovery.close()   # VIPs stay on lo: the next agent takes them over
         await self.members.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.lag.stop()
         await asyncio.to_thread(self.runtime.close)
 

@@ -177,6 +177,11 @@ class Client:
         return cls(str(cluster.path(f"{role}.crt")), str(cluster.path(f"{role}.key")),
                    str(cluster.path("ca.crt")), **kw)
 
+    @property
+    def identity_files(self) -> Tuple[str, str, str]:
+        """(certificate, key, CA) paths this client presents and trusts."""
+        return self._files
+
     # --- plumbing -----------------------------------------------------------------
 
     def ssl_for(self, peer: Peer) -> ssl.SSLContext:

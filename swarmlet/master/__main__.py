@@ -10,7 +10,9 @@ itself (``swarmlet.master_process`` does that).
 
 ``SWARMLET_MASTER_CONFIG`` (JSON) may set some of ``MasterConfig``'s edge timings for
 tests and labs: ``edge_ports`` ([http, https] of the master's own LBs), ``acme_interval``,
-``acme_order_timeout``, ``challenge_timeout``, ``acme_backoff`` ({base, cap}).
+``acme_order_timeout``, ``challenge_timeout``, ``acme_backoff`` ({base, cap}), and the
+relay of routes (``master/relaypush.py``): ``relay_threshold`` (0: never relay),
+``relay_seeds``, ``relay_fanout``, ``relay_budget``, ``relay_gap``.
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ def config_from_env(text: Optional[str]) -> MasterConfig:
         if "edge_ports" in data:
             http, https = (int(p) for p in data["edge_ports"])
             over["edge_ports"] = (http, https)
-        for k in ("acme_interval", "acme_order_timeout", "challenge_timeout"):
+        for k in ("acme_interval", "acme_order_timeout", "challenge_timeout", "relay_budget",
+                  "relay_gap"):
             if k in data:
                 over[k] = float(data[k])
+        for k in ("relay_threshold", "relay_seeds", "relay_fanout"):
+            if k in data:
+                over[k] = int(data[k])
         if "acme_backoff" in data:
             b = data["acme_backoff"]
             over["acme_backoff"] = Backoff(base=float(b.get("base", 60)), cap=float(b.get("cap", 86400)))

@@ -28,6 +28,12 @@ per (base version, table version, term) and only the node's name is spliced in
 (``body_for``). Encoding it again for each of 1,000 nodes (``to_wire`` and
 ``json.dumps`` of the same delta) was two thirds of the master's CPU while a
 deploy of 10,000 replicas turned them healthy (bench/scale, profiled).
+
+Relayed (``relaypush.py``): when at least ``relay_threshold`` nodes hold the same
+version, that delta is signed once and sent to ``relay_seeds`` of them, which
+relay it to the rest (``push_routes_many``); the nodes that did not acknowledge
+it get the direct push above. While a wave is out its nodes count as pushing
+(a change meanwhile coalesces into the next wave, at most every ``relay_gap``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from ..shipped.routes import ReplicaView, Route, build_routes
 from ..client import agent_peer
 from . import views
 from .nodestatus import LOST
+from .relaypush import RelayPush, groups
 from .state import RUNNING, SHUTDOWN, NodeRecord, assignment_tasks, replace
 from .store import Batch
 
@@ -89,6 +96,7 @@ class Pusher:
         self._bodies: Dict[Tuple[int, int, int], bytes] = {}
         self._shared_from: Optional[Tuple[Route, ...]] = None    # routes() as last shared
         self._shared_table: Tuple[Route, ...] = ()
+        self.relay = RelayPush(m)
 
     def forget(self, name: str) -> None:
         self._nodes.pop(name, None)
@@ -215,8 +223,7 @@ class Pusher:
                 self.push(rec.name)
         # New assignments (replacements of a dead node's replicas) go out before the route
         # changes every other node gets: at 1,000 nodes those are 1,000 requests.
-        for name in routes_only:
-            self.push_routes(name)
+        self.push_routes_many(routes_only)
 
     def _shared(self, table: Tuple[Route, ...]) -> Tuple[Route, ...]:
         """``table`` with every route equal to the current table's taken from it: tables share
@@ -317,9 +324,9 @@ class Pusher:
                                 draining, self.m.term)
         return RoutesUpdate(name, self.version, self.epoch, 0, routes, (), (), draining, self.m.term)
 
-    def body_for(self, name: str, acked: Optional[int]) -> Tuple[int, bytes]:
-        """(version, JSON body) of ``update_for(name, acked)``: the update is encoded once for
-        every node holding ``acked`` and only the node's name differs (see the docstring)."""
+    def tail_for(self, acked: Optional[int]) -> bytes:
+        """The JSON of ``update_for(_, acked)`` without its node: encoded once per (base,
+        version, term) for every node holding ``acked`` (see the docstring)."""
         base = acked if acked is not None and acked in self._tables else 0
         key = (base, self.version, self.m.term)
         tail = self._bodies.get(key)
@@ -327,7 +334,78 @@ class Pusher:
             wire = to_wire(self.update_for("", base or None))
             del wire["node"]
             tail = self._bodies[key] = json.dumps(wire, separators=(",", ":")).encode()
+        return tail
+
+    def body_for(self, name: str, acked: Optional[int]) -> Tuple[int, bytes]:
+        """(version, JSON body) of ``update_for(name, acked)``: only the node's name is spliced
+        into ``tail_for(acked)``."""
+        tail = self.tail_for(acked)
         return self.version, b'{"node":%s,%s' % (json.dumps(name).encode(), tail[1:])
+
+    def push_routes_many(self, names: List[str]) -> None:
+        """``push_routes`` for each of ``names``, but a group of at least ``relay_threshold``
+        nodes holding the same version (one delta brings them all up to date) is relayed."""
+        m = self.m
+        bases: Dict[str, int] = {}
+        direct: List[str] = []
+        for name in names:
+            prep = self._nodes.get(name)
+            if prep is None or prep.legacy or (prep.routes_acked == self.version
+                                               and not prep.routes_pushing):
+                continue
+            if (prep.routes_pushing or prep.routes_acked is None or prep.routes_acked == self.version
+                    or prep.routes_acked not in self._tables or not self._up(name)):
+                direct.append(name)      # coalesces, or needs the whole table: the direct path
+            else:
+                bases[name] = prep.routes_acked
+        relay, rest = groups(bases, m.cfg.relay_threshold if m.leading() else 0)
+        for base, group in relay.items():
+            for name in group:
+                prep = self._nodes[name]
+                prep.routes_pushing, prep.routes_repush = True, False
+            m.spawn(self._relay_task(base, group))
+        for name in direct + rest:
+            self.push_routes(name)
+
+    async def _relay_task(self, base: int, group: List[str]) -> None:
+        """One relay wave of the delta from ``base`` to ``group``; then the backstop."""
+        m = self.m
+        version, tail = self.version, self.tail_for(base)
+        acked: Set[str] = set()
+        try:
+            acked = await self.relay.wave(group, tail, version)
+        except Exception:  # the backstop below still reaches every node
+            log.exception("routes relay failed")
+        again: List[str] = []
+        backstop: List[str] = []
+        for name in group:
+            prep = self._nodes.get(name)
+            if prep is None:
+                continue
+            if name in acked and prep.routes_acked == base:
+                prep.routes_acked = version
+                m.counters["route_pushes"] += 1
+            if prep.routes_acked != version:
+                backstop.append(name)
+            elif prep.routes_repush or prep.routes_acked != self.version:
+                again.append(name)
+        m.counters["relay_backstop"] = m.counters.get("relay_backstop", 0) + len(backstop)
+        for name in backstop:          # the direct push: never depends on the relay
+            prep = self._nodes.get(name)
+            if prep is not None:
+                prep.routes_pushing = False
+                self.push_routes(name)
+        if again:
+            await asyncio.sleep(m.cfg.relay_gap)    # changes meanwhile: one wave, not many
+        for name in again:
+            prep = self._nodes.get(name)
+            if prep is not None:
+                prep.routes_pushing = False
+        for name in group:
+            prep = self._nodes.get(name)
+            if prep is not None and name not in backstop:
+                prep.routes_pushing = False
+        self.push_routes_many([n for n in again if n in self._nodes])
 
     async def _routes_task(self, name: str) -> None:
         m = self.m

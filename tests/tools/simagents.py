@@ -37,10 +37,17 @@ What a node does (the agent API of docs/internal-apis.md, without Docker):
 - ``PUT /v1/edge``: the edge channel, ordered by (term, epoch, version) like the real
   agent (older -> 409), and reported as ``edge`` in ``/v1/tasks`` as the real agent
   does; ``edge=False``: nodes from before the channel (404, nothing reported);
+- ``PUT /v1/routes/relay``: signed route updates relayed between agents, as the real
+  agent (``shipped/relaytree.relay``: the signature checked against the master
+  certificates learnt from the master's handshakes, applied as ``PUT /v1/routes``,
+  forwarded over mutual TLS with the node's own certificate to its share of the
+  range, from the fleet's gossip view);
 - bytes received are counted per method and per path (request line, headers
-  and body: the HTTP bytes inside TLS), and answered bytes per path.
+  and body: the HTTP bytes inside TLS), and answered bytes per path; bytes that
+  other agents send (the relay) apart, in ``peer_bytes_in`` and ``peer_requests``.
 
-Only role ``master`` or ``cli`` client certificates may call, as on a real agent.
+Only role ``master`` or ``cli`` client certificates may call, as on a real agent, and
+role ``agent`` the relay alone.
 
 Run as a process (``python -m tests.tools.simagents --home H --roster F --part i/k``)
 it serves a small plain-HTTP control API on 127.0.0.1 for the benchmark driver
@@ -66,7 +73,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from aiohttp import web
 
 from swarmlet import pki
-from swarmlet.shipped.tlsutil import peer_role, server_context
+from swarmlet.shipped.exceptions import StaleRoutes
+from swarmlet.shipped.models import RoutesUpdate
+from swarmlet.shipped.relayenvelope import MasterCerts, RelayRefused
+from swarmlet.shipped.relaytree import PATH as RELAY_PATH, Forwarder, relay, view_of
+from swarmlet.shipped.tlsutil import Expect, client_context, peer_role, server_context
 
 RUNNING, ASSIGNED = 5, 2
 LONG_POLL_MAX = 60.0
@@ -123,6 +134,8 @@ class SimNode:
     transports: Set[Any] = field(default_factory=set)
     site: Any = None
     ctx: Optional[ssl.SSLContext] = None
+    client_ctx: Optional[ssl.SSLContext] = None     # its certificate, to relay to other nodes
+    forwarder: Any = None
     died_at: Optional[float] = None
     routes_version: int = 0         # the routes channel (PUT /v1/routes), as a real agent keeps it
     routes_epoch: int = 0
@@ -188,18 +201,41 @@ class SimFleet:
         self.bytes_out: Dict[str, int] = {}
         self.bytes_in_path: Dict[str, int] = {}     # "PUT /v1/routes" -> bytes
         self.requests: Dict[str, int] = {}
+        self.peer_bytes_in: Dict[str, int] = {}     # what other agents sent (the relay)
+        self.peer_requests: Dict[str, int] = {}
+        self.relay_counters: Dict[str, int] = {}    # relay_received, relay_forwarded, relay_refused
+        self.master_certs: Optional[MasterCerts] = None
+        self._view: Optional[Dict[str, Tuple[str, int]]] = None
+        self.no_relay: Set[str] = set()     # nodes that refuse relays (503): a forwarder down
+        self._session: Any = None
         self.runner: Optional[web.AppRunner] = None
         self._timers: List[asyncio.TimerHandle] = []
         self.cpu: Dict[str, float] = {}   # service -> task CPU percent reported
 
     # --- life cycle ---------------------------------------------------------------
 
+    def _members_changed(self) -> None:
+        self._members_body = None
+        self._view = None
+
+    def view(self) -> Dict[str, Tuple[str, int]]:
+        """The gossip view a relaying node forwards from (alive members' API addresses)."""
+        if self._view is None:
+            self._view = view_of(list(self.members.values()))
+        return self._view
+
     async def start(self) -> None:
         await asyncio.to_thread(self._make_certs)
+        import aiohttp
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            limit=512, limit_per_host=2, keepalive_timeout=60.0))
+        for n in self.nodes.values():
+            n.forwarder = Forwarder(lambda _t, n=n: n.client_ctx, session=self._session)
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.add_routes([web.get("/v1/info", self._info), web.put("/v1/assignment", self._put),
                         web.get("/v1/assignment", self._get_assignment),
                         web.put("/v1/routes", self._put_routes),
+                        web.put(RELAY_PATH, self._put_relay),
                         web.put("/v1/edge", self._put_edge),
                         web.get("/v1/tasks", self._tasks), web.get("/v1/stats", self._stats),
                         web.get("/v1/members", self._members)])
@@ -210,6 +246,7 @@ class SimFleet:
 
     def _make_certs(self) -> None:
         ca = pki.KeyPair((self.home / "ca.key").read_bytes(), (self.home / "ca.crt").read_bytes())
+        self.master_certs = MasterCerts(ca.cert_pem)
         with tempfile.TemporaryDirectory(prefix="simagents-") as tmp:
             for n in self.nodes.values():
                 kp = pki.issue(ca, n.name, "agent", [n.address])
@@ -218,6 +255,10 @@ class SimFleet:
                 key.write_bytes(kp.key_pem)
                 key.chmod(0o600)
                 n.ctx = server_context(str(crt), str(key), str(self.home / "ca.crt"))
+                # A stand-in: the child's role is checked, not its name (one context per node,
+                # not per pair: 1,000 nodes relay to 8 children each)
+                n.client_ctx = client_context(str(crt), str(key), str(self.home / "ca.crt"),
+                                              expect=Expect(role="agent"))
 
     async def _listen(self, n: SimNode) -> None:
         assert self.runner is not None
@@ -233,6 +274,8 @@ class SimFleet:
             self._close_servers(n, list(n.servers))
         if self.runner is not None:
             await self.runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
 
     # --- faults ---------------------------------------------------------------------
 
@@ -274,13 +317,13 @@ class SimFleet:
                 m = self.members.get(name)
                 if m is not None:
                     m["state"], m["incarnation"] = "alive", m["incarnation"] + 1
-                    self._members_body = None
+                    self._members_changed()
 
     def _gossip_frozen(self, name: str, state: str, since: float) -> None:
         n, m = self.nodes.get(name), self.members.get(name)
         if n is not None and m is not None and n.frozen is not None and n.died_at == since:
             m["state"] = state
-            self._members_body = None
+            self._members_changed()
 
     async def revive(self, names: Iterable[str]) -> None:
         for name in names:
@@ -294,7 +337,7 @@ class SimFleet:
             m = self.members.get(name)
             if m is not None:
                 m["state"], m["incarnation"] = "alive", m["incarnation"] + 1
-                self._members_body = None
+                self._members_changed()
 
     def _gossip(self, name: str, state: str, died_at: float) -> None:
         n, m = self.nodes.get(name), self.members.get(name)
@@ -305,7 +348,7 @@ class SimFleet:
         if n is None and m.get("_revived_after", 0) > died_at:
             return
         m["state"] = state
-        self._members_body = None
+        self._members_changed()
 
     def _cut(self, n: SimNode) -> None:
         for t in list(n.transports):
@@ -349,7 +392,7 @@ class SimFleet:
         """For fleets that do not own ``name``: follow the driver's word on its state."""
         if name in self.members:
             self.members[name]["state"] = state
-            self._members_body = None
+            self._members_changed()
 
     # --- the agent API --------------------------------------------------------------
 
@@ -364,14 +407,21 @@ class SimFleet:
         if n.frozen is not None:
             await n.frozen.wait()     # a hung host: the caller's timeout decides
         ssl_object = request.transport.get_extra_info("ssl_object")
-        if peer_role(ssl_object) not in ("master", "cli"):
+        role = peer_role(ssl_object)
+        key = f"{request.method} {request.path.split('?')[0]}"
+        if role not in ("master", "cli") and not (role == "agent" and key == f"PUT {RELAY_PATH}"):
             return web.json_response({"error": "role may not use the agent API"}, status=403)
+        if role == "master" and self.master_certs is not None:
+            self.master_certs.learn(ssl_object.getpeercert(binary_form=True))
         size = len(request.method) + len(request.raw_path) + 11 + sum(
             len(k) + len(v) + 4 for k, v in request.raw_headers) + (request.content_length or 0)
-        self.bytes_in[request.method] = self.bytes_in.get(request.method, 0) + size
-        key = f"{request.method} {request.path.split('?')[0]}"
-        self.bytes_in_path[key] = self.bytes_in_path.get(key, 0) + size
-        self.requests[key] = self.requests.get(key, 0) + 1
+        if role == "agent":      # another agent relaying: counted apart from the master's bytes
+            self.peer_bytes_in[request.method] = self.peer_bytes_in.get(request.method, 0) + size
+            self.peer_requests[key] = self.peer_requests.get(key, 0) + 1
+        else:
+            self.bytes_in[request.method] = self.bytes_in.get(request.method, 0) + size
+            self.bytes_in_path[key] = self.bytes_in_path.get(key, 0) + size
+            self.requests[key] = self.requests.get(key, 0) + 1
         request[NODE_KEY] = n
         n.transports.add(request.transport)
         try:
@@ -461,16 +511,54 @@ class SimFleet:
             term = int(body.get("term", 0))
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad routes update: {exc}"}, status=400)
+        try:
+            applied = self._offer_routes(n, version, epoch, base, term)
+        except StaleRoutes:
+            return web.json_response({"error": "stale routes", "current": n.routes_version,
+                                      "epoch": n.routes_epoch, "term": n.routes_term}, status=409)
+        return web.json_response({"version": version, "applied": applied})
+
+    @staticmethod
+    def _offer_routes(n: SimNode, version: int, epoch: int, base: int, term: int) -> bool:
+        """``routestate.offer``'s rules on the version alone; ``StaleRoutes`` if refused."""
         n.routes_log = (n.routes_log + [(version, base)])[-64:]
         same = term == n.routes_term and epoch == n.routes_epoch
         if same and version == n.routes_version:     # the one held (whatever its base)
-            return web.json_response({"version": version, "applied": False})
+            return False
         if term < n.routes_term or (same and version < n.routes_version) or (
                 base and not (same and base == n.routes_version)):
-            return web.json_response({"error": "stale routes", "current": n.routes_version,
-                                      "epoch": n.routes_epoch, "term": n.routes_term}, status=409)
+            raise StaleRoutes(n.routes_version, n.routes_epoch, term=n.routes_term)
         n.routes_version, n.routes_epoch, n.routes_term = version, epoch, term
-        return web.json_response({"version": version, "applied": True})
+        return True
+
+    async def _put_relay(self, request: web.Request) -> web.Response:
+        """As the real agent (``agent/relayapi.py``)."""
+        n = request[NODE_KEY]
+        c = self.relay_counters
+        if n.name in self.no_relay:
+            return web.json_response({"error": "relay off on this node"}, status=503)
+
+        def refused(status: int, why: str) -> web.Response:
+            c["relay_refused"] = c.get("relay_refused", 0) + 1
+            return web.json_response({"error": why}, status=status)
+
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            return refused(400, f"bad relay envelope: {exc}")
+
+        async def apply(u: RoutesUpdate) -> Optional[str]:
+            try:
+                self._offer_routes(n, u.version, u.epoch, u.base, u.term)
+            except StaleRoutes as exc:
+                return f"409: {exc}"
+            return None
+        assert self.master_certs is not None
+        try:
+            answer = await relay(body, n.name, self.master_certs, self.view(), apply, n.forwarder, c)
+        except RelayRefused as exc:
+            return refused(exc.status, str(exc))
+        return web.json_response(answer)
 
     async def _put_edge(self, request: web.Request) -> web.Response:
         """Ordered by (term, epoch, version) as the real agent (``agent/edgestate.py``); the
@@ -556,7 +644,9 @@ class SimFleet:
     def counters(self) -> Dict[str, Any]:
         return {"bytes_in": dict(self.bytes_in), "bytes_out": dict(self.bytes_out),
                 "bytes_in_path": dict(self.bytes_in_path),
-                "requests": dict(self.requests), "log": len(self.log),
+                "requests": dict(self.requests), "peer_bytes_in": dict(self.peer_bytes_in),
+                "peer_requests": dict(self.peer_requests), "relay": dict(self.relay_counters),
+                "log": len(self.log),
                 "tasks": sum(len(n.tasks) for n in self.nodes.values() if n.alive),
                 "running": sum(1 for n in self.nodes.values() if n.alive
                                for t in n.tasks.values() if t["state"] == RUNNING)}

@@ -194,6 +194,10 @@ class Trust:
 
     # --- lookups -----------------------------------------------------------------
 
+    def by_fp(self, fp: bytes) -> Optional[PeerCert]:
+        """The cached certificate with SHA-256 fingerprint ``fp``."""
+        return self._by_fp.get(fp)
+
     def by_id(self, cid: bytes) -> List[PeerCert]:
         return self._by_id.get(cid, [])
 

@@ -1,0 +1,124 @@
+"""The master's side of relayed routes: a signed delta to a few seeds, the rest as backstop.
+
+When at least ``relay_threshold`` nodes hold the same routes version (the common
+case at scale: one health flip moves every node from A to B), the pusher does
+not send the same delta to each of them. ``RelayPush.wave`` signs the update
+once (the master's own mTLS key, ``shipped/relayenvelope.py``), splits the sorted
+names of the nodes it means to reach into ``relay_seeds`` contiguous ranges and
+sends each range's first node the envelope with the range's bounds; agents
+relay it to the rest of their range from their own gossip view
+(``shipped/relaytree.py``) and answer with the names that hold it now. The
+master marks those acknowledged and the pusher pushes directly (the existing
+path, with its semantics for a push without answer and for a 409) to every
+intended node that was not: a seed down, a forwarder that did not see a node,
+a node that refused. So the relay saves bytes and never decides correctness.
+
+At 1,000 nodes a health flip costs the master 8 requests of about 700 bytes
+instead of 1,000 of about 415 (bench/scale); the agents send each other about
+one request per node (counted apart in the bench). Small clusters (the lab,
+fewer than ``relay_threshold`` nodes on one version) keep the direct path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from ..client import agent_peer
+from ..shipped.exceptions import SwarmletError
+from ..shipped.gossip.identity import Identity
+from ..shipped.relayenvelope import seal
+from ..shipped.relaytree import PATH, seeds
+
+if TYPE_CHECKING:
+    from .daemon import Master
+
+log = logging.getLogger("swarmlet.master.relay")
+
+
+class RelayPush:
+    def __init__(self, m: "Master") -> None:
+        self.m = m
+        self._identity: Optional[Identity] = None
+        self._identity_key: Optional[Tuple[str, float]] = None   # (cert path, mtime) loaded
+
+    async def identity(self) -> Optional[Identity]:
+        """The master's certificate and key (what its client presents), loaded again when the
+        certificate file changed (a renewal); None if it cannot sign (then: direct pushes)."""
+        files = getattr(self.m.client, "identity_files", None)
+        if not files:
+            return None
+        cert, key = files[0], files[1]
+        try:
+            mtime = os.stat(cert).st_mtime
+        except OSError:
+            return self._identity
+        if self._identity_key != (cert, mtime):
+            try:
+                self._identity = await asyncio.to_thread(Identity.load, cert, key)
+            except Exception as exc:  # a bad key: the direct path still works
+                log.warning("cannot sign relayed routes: %s", exc)
+                self._identity = None
+            self._identity_key = (cert, mtime)
+        return self._identity
+
+    async def wave(self, names: Sequence[str], update: bytes, version: int) -> Set[str]:
+        """Relay ``update`` (the routes update's JSON without its node) to ``names``; the names
+        that acknowledged ``version``. Never raises for a node's trouble."""
+        m, cfg = self.m, self.m.cfg
+        ident = await self.identity()
+        if ident is None:
+            return set()
+        env = seal(update, ident)
+        budget = cfg.relay_budget
+        sends = []
+        for seed, lo, hi in seeds(names, cfg.relay_seeds):
+            rec = m.nodes.get(seed)
+            if rec is None:
+                continue
+            body = json.dumps(dict(env, lo=lo, hi=hi, fanout=cfg.relay_fanout, budget=budget, hops=0),
+                              separators=(",", ":")).encode()
+            sends.append(self._send(agent_peer(seed, rec.address, rec.api_port), body, budget + 1.0))
+        acked: Set[str] = set()
+        refused = 0
+        for got in await asyncio.gather(*sends):
+            if got is None:
+                continue
+            answer_version, names_acked, n_refused = got
+            if answer_version == version:
+                acked.update(names_acked)
+            refused += n_refused
+        m.counters["relay_waves"] = m.counters.get("relay_waves", 0) + 1
+        m.counters["relay_acked"] = m.counters.get("relay_acked", 0) + len(acked & set(names))
+        log.debug("relayed routes %s to %d of %d nodes (%d refused)", version,
+                  len(acked & set(names)), len(names), refused)
+        return acked
+
+    async def _send(self, peer: Any, body: bytes, timeout: float) -> Optional[Tuple[int, List[str], int]]:
+        try:
+            answer = await self.m.client.call(peer, "PUT", PATH, raw=body, timeout=timeout)
+        except SwarmletError as exc:   # a seed down or refusing: its range gets the backstop
+            log.debug("relay seed %s: %s", peer, exc)
+            return None
+        if not isinstance(answer, dict):
+            return None
+        acked = answer.get("acked")
+        refused = answer.get("refused")
+        version = answer.get("version")
+        return (version if isinstance(version, int) else -1,
+                [a for a in acked if isinstance(a, str)] if isinstance(acked, list) else [],
+                len(refused) if isinstance(refused, dict) else 0)
+
+
+def groups(bases: Dict[str, int], threshold: int) -> Tuple[Dict[int, List[str]], List[str]]:
+    """({base: names} of the groups to relay, the names to push directly); ``threshold`` 0:
+    no relay. Pure."""
+    by: Dict[int, List[str]] = {}
+    for name, base in bases.items():
+        by.setdefault(base, []).append(name)
+    relay = {b: sorted(ns) for b, ns in by.items() if threshold > 0 and len(ns) >= threshold}
+    direct = sorted(n for b, ns in by.items() if b not in relay for n in ns)
+    return relay, direct
