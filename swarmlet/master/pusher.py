@@ -97,6 +97,9 @@ class Pusher:
         self._shared_from: Optional[Tuple[Route, ...]] = None    # routes() as last shared
         self._shared_table: Tuple[Route, ...] = ()
         self.relay = RelayPush(m)
+        self._relay_wanted: Set[str] = set()     # nodes waiting for the next relay wave
+        self._relay_running = False
+        self._relay_next_at = 0.0
 
     def forget(self, name: str) -> None:
         self._nodes.pop(name, None)
@@ -112,7 +115,7 @@ class Pusher:
                 prep.routes_acked = None      # it lost its state: its routes too
             self.push(name)
         if not prep.legacy and prep.routes_acked != self.version:
-            self.push_routes(name)
+            self.push_routes_many([name])
 
     # --- routes ---------------------------------------------------------------
 
@@ -343,69 +346,104 @@ class Pusher:
         return self.version, b'{"node":%s,%s' % (json.dumps(name).encode(), tail[1:])
 
     def push_routes_many(self, names: List[str]) -> None:
-        """``push_routes`` for each of ``names``, but a group of at least ``relay_threshold``
-        nodes holding the same version (one delta brings them all up to date) is relayed."""
+        """``push_routes`` for each of ``names``, but nodes that a delta can bring up to date
+        wait for the next relay wave (``_relay_loop``) when relaying is on."""
         m = self.m
-        bases: Dict[str, int] = {}
-        direct: List[str] = []
+        if m.cfg.relay_threshold <= 0:
+            for name in names:
+                self.push_routes(name)
+            return
         for name in names:
             prep = self._nodes.get(name)
-            if prep is None or prep.legacy or (prep.routes_acked == self.version
-                                               and not prep.routes_pushing):
+            if prep is None or prep.legacy or prep.routes_acked == self.version:
                 continue
-            if (prep.routes_pushing or prep.routes_acked is None or prep.routes_acked == self.version
-                    or prep.routes_acked not in self._tables or not self._up(name)):
-                direct.append(name)      # coalesces, or needs the whole table: the direct path
+            if prep.routes_pushing or not self._relayable(name, prep):
+                self.push_routes(name)      # coalesces, or needs the whole table: the direct path
             else:
-                bases[name] = prep.routes_acked
-        relay, rest = groups(bases, m.cfg.relay_threshold if m.leading() else 0)
-        for base, group in relay.items():
-            for name in group:
-                prep = self._nodes[name]
-                prep.routes_pushing, prep.routes_repush = True, False
-            m.spawn(self._relay_task(base, group))
-        for name in direct + rest:
-            self.push_routes(name)
+                self._relay_wanted.add(name)
+        if self._relay_wanted and not self._relay_running:
+            self._relay_running = True
+            m.spawn(self._relay_loop())
 
-    async def _relay_task(self, base: int, group: List[str]) -> None:
-        """One relay wave of the delta from ``base`` to ``group``; then the backstop."""
+    def _relayable(self, name: str, prep: _Prepared) -> bool:
+        return (prep.routes_acked is not None and prep.routes_acked in self._tables
+                and prep.routes_acked != self.version and not prep.legacy and self._up(name))
+
+    def _relay_gap(self) -> float:
+        """Seconds between two waves: at least ``relay_gap``, and a wave costs every node about
+        a request in and one out, twice a direct push, so no more often than direct pushes
+        paced at ``routes_rate`` would reach every node twice (at 1,000 nodes: 5 s)."""
+        m = self.m
+        return max(m.cfg.relay_gap, 2 * len(m.nodes) / max(m.cfg.routes_rate, 1.0))
+
+    async def _relay_loop(self) -> None:
+        """One wave at a time, paced; the nodes waiting for one that cannot be relayed (their
+        group is below the threshold, or they need the whole table) are pushed directly."""
+        m = self.m
+        try:
+            while self._relay_wanted:
+                delay = self._relay_next_at - m.clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                wanted, self._relay_wanted = self._relay_wanted, set()
+                bases: Dict[str, int] = {}
+                direct: List[str] = []
+                for name in wanted:
+                    prep = self._nodes.get(name)
+                    if prep is None or prep.routes_acked == self.version:
+                        continue
+                    if not prep.routes_pushing and self._relayable(name, prep):
+                        bases[name] = prep.routes_acked       # type: ignore[assignment]
+                    else:
+                        direct.append(name)
+                relay, rest = groups(bases, m.cfg.relay_threshold if m.leading() else 0)
+                group: Optional[List[str]] = None
+                if relay:       # the largest group; the others are few: pushed directly
+                    base = max(relay, key=lambda b: (len(relay[b]), b))
+                    group = relay.pop(base)
+                    rest += [n for ns in relay.values() for n in ns]
+                for name in direct + rest:
+                    self.push_routes(name)
+                if group is None:
+                    continue
+                self._relay_next_at = m.clock() + self._relay_gap()
+                for name in group:
+                    prep = self._nodes[name]
+                    prep.routes_pushing, prep.routes_repush = True, False
+                await self._relay_wave(base, group)
+        finally:
+            self._relay_running = False
+        if self._relay_wanted:        # added while the loop was ending
+            self.push_routes_many([])
+
+    async def _relay_wave(self, base: int, group: List[str]) -> None:
+        """One relay wave of the delta from ``base`` to ``group``; then the backstop. The tree
+        spans every node that is up (stable from one wave to the next, so agents reuse their
+        connections); only ``group`` is counted on."""
         m = self.m
         version, tail = self.version, self.tail_for(base)
+        everyone = [n for n, p in self._nodes.items() if not p.legacy and self._up(n)]
         acked: Set[str] = set()
         try:
-            acked = await self.relay.wave(group, tail, version)
+            acked = await self.relay.wave(everyone, tail, version)
         except Exception:  # the backstop below still reaches every node
             log.exception("routes relay failed")
-        again: List[str] = []
         backstop: List[str] = []
         for name in group:
             prep = self._nodes.get(name)
             if prep is None:
                 continue
+            prep.routes_pushing = False
             if name in acked and prep.routes_acked == base:
                 prep.routes_acked = version
                 m.counters["route_pushes"] += 1
             if prep.routes_acked != version:
                 backstop.append(name)
             elif prep.routes_repush or prep.routes_acked != self.version:
-                again.append(name)
+                self._relay_wanted.add(name)      # changed meanwhile: the next wave
         m.counters["relay_backstop"] = m.counters.get("relay_backstop", 0) + len(backstop)
         for name in backstop:          # the direct push: never depends on the relay
-            prep = self._nodes.get(name)
-            if prep is not None:
-                prep.routes_pushing = False
-                self.push_routes(name)
-        if again:
-            await asyncio.sleep(m.cfg.relay_gap)    # changes meanwhile: one wave, not many
-        for name in again:
-            prep = self._nodes.get(name)
-            if prep is not None:
-                prep.routes_pushing = False
-        for name in group:
-            prep = self._nodes.get(name)
-            if prep is not None and name not in backstop:
-                prep.routes_pushing = False
-        self.push_routes_many([n for n in again if n in self._nodes])
+            self.push_routes(name)
 
     async def _routes_task(self, name: str) -> None:
         m = self.m

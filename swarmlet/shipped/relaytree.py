@@ -28,6 +28,7 @@ Shipped to agents: Python 3.9, aiohttp (as the agent API).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import ssl
 from collections import OrderedDict
@@ -73,7 +74,12 @@ def children(view: Mapping[str, Tuple[str, int]], me: str, lo: str, hi: str,
     """What ``me`` forwards: ((name, address, port), lo, hi) for each of up to ``fanout``
     contiguous ranges of the names in [lo, hi] it knows (``view``: name -> (address, port)),
     itself left out. Each range's first name receives it. Pure."""
-    inside = sorted(n for n in view if lo <= n <= hi and n != me)
+    order = getattr(view, "order", None)      # a View keeps its names sorted: bisect
+    if order is not None:
+        inside = [n for n in order[bisect.bisect_left(order, lo):bisect.bisect_right(order, hi)]
+                  if n != me]
+    else:
+        inside = sorted(n for n in view if lo <= n <= hi and n != me)
     out = []
     for a, b in chunks(len(inside), fanout):
         first = inside[a]
@@ -82,9 +88,15 @@ def children(view: Mapping[str, Tuple[str, int]], me: str, lo: str, hi: str,
     return out
 
 
-def view_of(members: Sequence[Mapping[str, Any]]) -> Dict[str, Tuple[str, int]]:
+class View(dict):
+    """name -> (API address, port), with the names sorted (``order``) for ``children``."""
+
+    order: List[str] = []
+
+
+def view_of(members: Sequence[Mapping[str, Any]]) -> View:
     """name -> (API address, port) of the alive members whose meta says where their API is."""
-    out: Dict[str, Tuple[str, int]] = {}
+    out = View()
     for m in members:
         if m.get("state") != "alive":
             continue
@@ -94,6 +106,7 @@ def view_of(members: Sequence[Mapping[str, Any]]) -> Dict[str, Tuple[str, int]]:
         if isinstance(name, str) and isinstance(addr, str) and isinstance(port, int) \
                 and not isinstance(port, bool) and 0 < port < 65536:
             out[name] = (addr, port)
+    out.order = sorted(out)
     return out
 
 

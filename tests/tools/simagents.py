@@ -76,7 +76,7 @@ from swarmlet import pki
 from swarmlet.shipped.exceptions import StaleRoutes
 from swarmlet.shipped.models import RoutesUpdate
 from swarmlet.shipped.relayenvelope import MasterCerts, RelayRefused
-from swarmlet.shipped.relaytree import PATH as RELAY_PATH, Forwarder, relay, view_of
+from swarmlet.shipped.relaytree import PATH as RELAY_PATH, Forwarder, View, relay, view_of
 from swarmlet.shipped.tlsutil import Expect, client_context, peer_role, server_context
 
 RUNNING, ASSIGNED = 5, 2
@@ -205,7 +205,7 @@ class SimFleet:
         self.peer_requests: Dict[str, int] = {}
         self.relay_counters: Dict[str, int] = {}    # relay_received, relay_forwarded, relay_refused
         self.master_certs: Optional[MasterCerts] = None
-        self._view: Optional[Dict[str, Tuple[str, int]]] = None
+        self._view: Optional[View] = None
         self.no_relay: Set[str] = set()     # nodes that refuse relays (503): a forwarder down
         self._session: Any = None
         self.runner: Optional[web.AppRunner] = None
@@ -218,7 +218,7 @@ class SimFleet:
         self._members_body = None
         self._view = None
 
-    def view(self) -> Dict[str, Tuple[str, int]]:
+    def view(self) -> View:
         """The gossip view a relaying node forwards from (alive members' API addresses)."""
         if self._view is None:
             self._view = view_of(list(self.members.values()))
@@ -228,7 +228,7 @@ class SimFleet:
         await asyncio.to_thread(self._make_certs)
         import aiohttp
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=512, limit_per_host=2, keepalive_timeout=60.0))
+            limit=4096, limit_per_host=2, keepalive_timeout=60.0))
         for n in self.nodes.values():
             n.forwarder = Forwarder(lambda _t, n=n: n.client_ctx, session=self._session)
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)

@@ -61,6 +61,9 @@ def test_the_tree_reaches_every_node_once(n: int, k: int, fanout: int) -> None:
     view = {name: ("127.0.0.1", 7443) for name in names}
     got = _walk(view, names, k, fanout)
     assert got == {name: 1 for name in names}
+    sorted_view = view_of([{"name": n, "state": "alive", "meta": {"address": "127.0.0.1",
+                                                                 "api_port": 7443}} for n in names])
+    assert _walk(sorted_view, names, k, fanout) == got      # bisect over the sorted names
 
 
 def test_a_node_missing_from_a_forwarders_view_is_not_reached() -> None:
