@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from aiohttp import web
 
-from swarmlet.shipped.exceptions import StaleRoutes
-from swarmlet.shipped.models import RoutesUpdate
+from swarmlet.shipped.exceptions import ProtocolError, StaleRoutes
+from swarmlet.shipped.models import RoutesUpdate, from_wire
 from swarmlet.shipped.relayenvelope import MAX_UPDATE, RelayRefused
 from swarmlet.shipped.relaytree import PATH, relay, view_of
 
@@ -42,8 +42,13 @@ def refuse(agent: Any, status: int, message: str) -> web.Response:
     return _error(status, message)
 
 
-async def apply_here(agent: Any, update: RoutesUpdate) -> Optional[str]:
-    """None once this node holds ``update``; else why not (e.g. its base is not our table)."""
+async def apply_here(agent: Any, wire: Dict[str, Any]) -> Optional[str]:
+    """None once this node holds the update (its JSON, signed by the master); else why not
+    (e.g. its base is not our table)."""
+    try:
+        update = from_wire(RoutesUpdate, dict(wire, node=agent.config.name))
+    except (ValueError, ProtocolError) as exc:
+        return f"400: bad routes update: {exc}"
     try:
         await agent.set_routes(update)
     except StaleRoutes as exc:

@@ -147,7 +147,7 @@ class Poller:
             live.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
             await self._observe(name, reported)
             # behind on its assignment, routes or secret values: resend
-            m.pusher.poll_ok(name, version, bool(extra.get("secrets_missing")))
+            m.pusher.poll_ok(name, version, bool(extra.get("secrets_missing")), extra.get("routes"))
             m.edge.observed(name, extra.get("edge"))
             self.update_status(name)
             if live.seq is None:   # an agent without long polls: poll it on a timer

@@ -113,6 +113,16 @@ class MasterCerts:
 
     def open(self, body: Any, node: str, now: Optional[float] = None) -> Tuple[RoutesUpdate, bytes]:
         """(the update for ``node``, its signed bytes) from an envelope; ``RelayRefused`` if not."""
+        wire, raw = self.verify(body, now)
+        try:
+            return from_wire(RoutesUpdate, dict(wire, node=node)), raw
+        except (ValueError, ProtocolError) as exc:
+            raise RelayRefused(f"bad routes update: {exc}", 400) from None
+
+    def verify(self, body: Any, now: Optional[float] = None) -> Tuple[Dict[str, Any], bytes]:
+        """(the update's decoded JSON, its signed bytes) if the master signed it and it is a
+        delta; ``RelayRefused`` if not. Its fields are not validated (``open`` does): what
+        the master signed is trusted to be well formed, and a hop forwards it first."""
         now = time.time() if now is None else now
         if not isinstance(body, dict):
             raise RelayRefused("a relay envelope is a JSON object", 400)
@@ -152,12 +162,14 @@ class MasterCerts:
             raise RelayRefused("signature does not verify")
         try:
             wire = json.loads(raw)
-            if not isinstance(wire, dict):
-                raise ValueError("not an object")
-            wire["node"] = node
-            u = from_wire(RoutesUpdate, wire)
-        except (ValueError, ProtocolError) as exc:
-            raise RelayRefused(f"bad routes update: {exc}", 400) from None
-        if u.base <= 0:
+        except ValueError:
+            raise RelayRefused("bad routes update: not JSON", 400) from None
+        if not isinstance(wire, dict):
+            raise RelayRefused("bad routes update: not an object", 400)
+        for k in ("version", "base", "epoch", "term"):
+            v = wire.get(k, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise RelayRefused(f"bad routes update: {k} is a non-negative integer", 400)
+        if wire.get("base", 0) <= 0:
             raise RelayRefused("only deltas are relayed (a whole table comes from the master)", 400)
-        return u, raw
+        return wire, raw

@@ -35,7 +35,6 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import tlsutil
-from .models import RoutesUpdate
 from .relayenvelope import MasterCerts, RelayRefused
 
 PATH = "/v1/routes/relay"
@@ -190,7 +189,8 @@ class Forwarder:
             self._session = None
 
 
-Apply = Callable[[RoutesUpdate], Awaitable[Optional[str]]]   # None: holds it now; else why not
+# The update's decoded JSON (without its node) -> None: this node holds it now; else why not.
+Apply = Callable[[Dict[str, Any]], Awaitable[Optional[str]]]
 
 
 def _names(value: Any, limit: int = 100_000) -> List[str]:
@@ -206,15 +206,18 @@ async def relay(body: Mapping[str, Any], me: str, certs: MasterCerts,
     ``{"version", "acked": [names], "refused": {name: reason}}``. ``RelayRefused`` (nothing
     applied, nothing forwarded) for an envelope that is not the master's."""
     lo, hi, fanout, budget, hops = relay_fields(body)
-    update, _ = certs.open(body, me)
+    update, _ = certs.verify(body)
     kids = children(view, me, lo, hi, fanout) if hops < MAX_HOPS else []
     left = budget - MARGIN - 0.1 * budget
     sends = []
     if kids and left > 0.05:
+        # the signed part is encoded once for every child (a deploy's delta can be 100 KB)
+        head = json.dumps({k: body[k] for k in ("update", "sig", "signer", "cert") if k in body},
+                          separators=(",", ":")).encode()[:-1]
         for target, clo, chi in kids:
-            child = dict(body, lo=clo, hi=chi, budget=round(left, 3), hops=hops + 1)
-            sends.append((target, forwarder.send(target, json.dumps(child, separators=(",", ":")).encode(),
-                                                 left + MARGIN / 2)))
+            tail = json.dumps({"lo": clo, "hi": chi, "fanout": fanout, "budget": round(left, 3),
+                               "hops": hops + 1}, separators=(",", ":")).encode()
+            sends.append((target, forwarder.send(target, head + b"," + tail[1:], left + MARGIN / 2)))
     if counters is not None:
         counters["relay_received"] = counters.get("relay_received", 0) + 1
         counters["relay_forwarded"] = counters.get("relay_forwarded", 0) + len(sends)
@@ -244,4 +247,4 @@ async def relay(body: Mapping[str, Any], me: str, certs: MasterCerts,
             for k, v in list(sub.items())[:100_000]:
                 if isinstance(k, str) and len(k) <= 253:
                     refused[k] = str(v)[:200]
-    return {"version": update.version, "acked": acked, "refused": refused}
+    return {"version": update["version"], "acked": acked, "refused": refused}

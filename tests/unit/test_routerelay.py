@@ -209,3 +209,31 @@ def test_groups_relay_only_at_the_threshold() -> None:
     relay, direct = groups(bases, 32)
     assert list(relay) == [1] and len(relay[1]) == 40 and len(direct) == 5
     assert groups(bases, 0) == ({}, sorted(bases))
+
+
+def test_a_node_whose_polls_report_it_behind_its_ack_is_believed_on_the_second() -> None:
+    """An agent that relays may claim a node holds what it does not: the node's own poll
+    answers correct it (twice in a row: one answer may predate a push)."""
+    from types import SimpleNamespace
+
+    from swarmlet.master.pusher import Pusher, _Prepared
+    fake = SimpleNamespace(epoch=5, _tables={3: None, 4: None, 7: None},
+                           m=SimpleNamespace(counters={}))
+    prep = _Prepared(routes_acked=7)
+    Pusher._check_reported(fake, prep, {"version": 3, "epoch": 5})
+    assert prep.routes_acked == 7                        # once: maybe an answer made before it
+    Pusher._check_reported(fake, prep, {"version": 3, "epoch": 5})
+    assert prep.routes_acked == 3 and fake.m.counters["routes_doubted"] == 1
+    prep.routes_acked = 7
+    for report in ({"version": 3, "epoch": 5}, {"version": 7, "epoch": 5},
+                   {"version": 3, "epoch": 5}):     # not twice in a row
+        Pusher._check_reported(fake, prep, report)
+    assert prep.routes_acked == 7
+    Pusher._check_reported(fake, prep, {"version": 3, "epoch": 6})   # another run: ignored
+    Pusher._check_reported(fake, prep, {"version": 3, "epoch": 6})
+    assert prep.routes_acked == 7
+    prep.routes_acked = 7
+    prep.routes_doubt = None
+    for _ in range(2):
+        Pusher._check_reported(fake, prep, {"version": 2, "epoch": 5})   # a table not kept
+    assert prep.routes_acked is None                     # then the whole table
