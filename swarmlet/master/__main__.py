@@ -12,7 +12,7 @@ itself (``swarmlet.master_process`` does that).
 tests and labs: ``edge_ports`` ([http, https] of the master's own LBs), ``acme_interval``,
 ``acme_order_timeout``, ``challenge_timeout``, ``acme_backoff`` ({base, cap}), and the
 relay of routes (``master/relaypush.py``): ``relay_threshold`` (0: never relay),
-``relay_seeds``, ``relay_fanout``, ``relay_budget``, ``relay_gap``.
+``relay_seeds``, ``relay_fanout``, ``relay_budget``, ``relay_gap``, ``relay_max_bytes``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def config_from_env(text: Optional[str]) -> MasterConfig:
                   "relay_gap"):
             if k in data:
                 over[k] = float(data[k])
-        for k in ("relay_threshold", "relay_seeds", "relay_fanout"):
+        for k in ("relay_threshold", "relay_seeds", "relay_fanout", "relay_max_bytes"):
             if k in data:
                 over[k] = int(data[k])
         if "acme_backoff" in data:

@@ -79,12 +79,14 @@ class MasterConfig:
     routes_rate: float = 400.0      # PUT /v1/routes per second at most while routes churn (pusher.py)
     # Relayed routes (relaypush.py): nodes on one routes version from which a delta goes to
     # relay_seeds agents that relay it (0: never), each hop to relay_fanout; a wave's seconds;
-    # the least time between two waves to one node.
+    # the least time between two waves to one node; the largest delta relayed (bytes: bigger
+    # ones, a deploy's, are pushed directly, see pusher.py).
     relay_threshold: int = 32
     relay_seeds: int = 8
     relay_fanout: int = 8
     relay_budget: float = 2.0
     relay_gap: float = 0.5
+    relay_max_bytes: int = 4096
     observe_batch: float = 0.05     # seconds of node reports folded into one store commit
     tick_interval: float = 0.5
     reconcile_interval: float = 5.0

@@ -30,7 +30,8 @@ per (base version, table version, term) and only the node's name is spliced in
 deploy of 10,000 replicas turned them healthy (bench/scale, profiled).
 
 Relayed (``relaypush.py``): when at least ``relay_threshold`` nodes hold the same
-version, that delta is signed once and sent to ``relay_seeds`` of them, which
+version and the delta from it is small (``relay_max_bytes``, 4 KB: a health flip is
+about 250 bytes, a deploy's deltas tens of KB), that delta is signed once and sent to ``relay_seeds`` of them, which
 relay it to the rest (``push_routes_many``, ``_relay_loop``); the nodes that did
 not acknowledge it get the direct push above. One wave at a time, over a tree
 spanning every node that is up (the same from wave to wave, so agents reuse their
@@ -397,8 +398,14 @@ class Pusher:
             m.spawn(self._relay_loop())
 
     def _relayable(self, name: str, prep: _Prepared) -> bool:
+        """A delta brings it up to date, and that delta is small (``relay_max_bytes``): a big
+        one (a deploy's: tens of KB) would have every agent receive, check, hold and send on
+        tens of KB at the same moment; the direct pushes pace and coalesce it instead. (In
+        bench/scale, 500 simulated nodes on one loop relaying a deploy's deltas stalled it
+        until the master's polls timed out.)"""
         return (prep.routes_acked is not None and prep.routes_acked in self._tables
-                and prep.routes_acked != self.version and not prep.legacy and self._up(name))
+                and prep.routes_acked != self.version and not prep.legacy and self._up(name)
+                and len(self.tail_for(prep.routes_acked)) <= self.m.cfg.relay_max_bytes)
 
     def _relay_gap(self) -> float:
         """Seconds between two waves: at least ``relay_gap``, and a wave costs every node about

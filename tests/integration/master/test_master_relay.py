@@ -11,7 +11,8 @@ certificate, from the fleet's gossip view):
 - a seed that refuses to relay (a forwarder down) leaves its range unreached:
   the master's backstop pushes directly to exactly those nodes, and every node
   holds the new table;
-- with the relay off (``relay_threshold`` 0) every node is pushed directly, as before.
+- with the relay off (``relay_threshold`` 0), or for a delta bigger than ``relay_max_bytes``
+  (a deploy's), every node is pushed directly, as before.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ N, SEEDS = 24, 3
 RELAY = "PUT /v1/routes/relay"
 
 
-def _cfg(threshold: int = 8) -> MasterConfig:
+def _cfg(threshold: int = 8, max_bytes: int = 4096) -> MasterConfig:
     return MasterConfig(long_poll=2.0, relay_threshold=threshold, relay_seeds=SEEDS,
-                        relay_fanout=3, relay_gap=0.1)
+                        relay_fanout=3, relay_gap=0.1, relay_max_bytes=max_bytes)
 
 
 async def _deploy(call, fleet, m, nodes):
@@ -116,8 +117,11 @@ async def test_nodes_a_refusing_forwarder_leaves_out_get_the_backstop(tmp_path: 
         await _close(running, fleet, client)
 
 
-async def test_with_the_relay_off_every_node_is_pushed_directly(tmp_path: Path) -> None:
-    running, fleet, client, call, nodes = await _cluster(tmp_path, N, "x", "127.108", _cfg(0))
+@pytest.mark.parametrize("threshold,max_bytes", [(0, 4096), (8, 100)])
+async def test_with_the_relay_off_every_node_is_pushed_directly(tmp_path: Path, threshold: int,
+                                                                max_bytes: int) -> None:
+    running, fleet, client, call, nodes = await _cluster(tmp_path, N, "x", "127.108",
+                                                         _cfg(threshold, max_bytes))
     m = running.master
     try:
         await _deploy(call, fleet, m, nodes)
