@@ -254,7 +254,7 @@ class SimFleet:
         await asyncio.to_thread(self._make_certs)
         import aiohttp
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=4096, limit_per_host=2, keepalive_timeout=60.0))
+            limit=4096, limit_per_host=2, keepalive_timeout=290.0))
         for n in self.nodes.values():
             n.forwarder = Forwarder(lambda _t, n=n: n.client_ctx, session=self._session)
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
@@ -265,7 +265,11 @@ class SimFleet:
                         web.put("/v1/edge", self._put_edge),
                         web.get("/v1/tasks", self._tasks), web.get("/v1/stats", self._stats),
                         web.get("/v1/members", self._members)])
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        # idle connections kept 5 minutes (aiohttp: 75 s): the relay's between simulated nodes
+        # outlive the calm between two health flips; a new TLS connection to each of 500 nodes
+        # of one process at once stalls its loop for about a second
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                                    keepalive_timeout=300.0)
         await self.runner.setup()
         for n in self.nodes.values():
             await self._listen(n)
