@@ -80,8 +80,9 @@ class MasterConfig:
     # Relayed routes (relaypush.py): nodes on one routes version from which a delta goes to
     # relay_seeds agents that relay it (0: never), each hop to relay_fanout; a wave's seconds;
     # the least time between two waves to one node; the largest delta relayed (bytes: bigger
-    # ones, a deploy's, are pushed directly, see pusher.py).
-    relay_threshold: int = 32
+    # ones, a deploy's, are pushed directly, see pusher.py). Off (0) by default until
+    # bench/scale confirms it at 1,000 nodes (SWARMLET_MASTER_CONFIG '{"relay_threshold": 32}').
+    relay_threshold: int = 0
     relay_seeds: int = 8
     relay_fanout: int = 8
     relay_budget: float = 2.0
