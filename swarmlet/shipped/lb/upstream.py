@@ -101,18 +101,6 @@ class UpstreamConn(asyncio.Protocol):
         limit = self.pool.config.max_response_head_size
         piece = b""
         try:
-            if self.in_head and not self.chunked and not self.budget and len(data) < limit:
-                # The common read: an answer's start, smaller than the head limit, so no head
-                # in it can pass the limit: fed at once (one call into llhttp, not one for the
-                # head and one for the body). What is left unfinished at its end is counted
-                # as if fed in cuts: the head begun (bytes after the last blank line), or the
-                # chunk line begun (bytes after the last line feed).
-                piece, data = data, b""
-                self.parser.feed_data(piece)
-                if self.owner is not None and not self.closed and (self.in_head or self.chunked):
-                    self.tail = piece[-3:]
-                    end = piece.rfind(b"\r\n\r\n") + 4 if self.in_head else piece.rfind(b"\n") + 1
-                    self.budget = len(piece) - end if end > 3 or not self.in_head else len(piece)
             while data:
                 if self.in_head or self.chunked:
                     n = next_cut(data, self.tail, limit - self.budget)
