@@ -29,7 +29,6 @@ THRESHOLDS = (20_000, 50, 100)
 _start: List[float] = [0.0, 0.0]
 _count = [0, 0, 0]
 _seconds = [0.0, 0.0, 0.0]
-_longest = [0.0, 0.0, 0.0]
 
 
 def _callback(phase: str, info: Dict[str, Any]) -> None:
@@ -41,7 +40,6 @@ def _callback(phase: str, info: Dict[str, Any]) -> None:
     cpu = time.thread_time() - _start[1]      # less than ``took`` when the process was preempted
     _count[gen] += 1
     _seconds[gen] += took
-    _longest[gen] = max(_longest[gen], took)
     if took >= LONG:
         log.warning("gc pause %.0f ms, %.0f ms of CPU (generation %d, %d objects freed)",
                     took * 1000, cpu * 1000, gen, int(info.get("collected", 0)))
@@ -54,5 +52,4 @@ def install(thresholds: Tuple[int, int, int] = THRESHOLDS) -> None:
 
 
 def stats() -> Dict[str, Any]:
-    return {"count": list(_count), "seconds": [round(s, 3) for s in _seconds],
-            "longest": [round(s, 3) for s in _longest]}
+    return {"count": list(_count), "seconds": [round(s, 3) for s in _seconds]}

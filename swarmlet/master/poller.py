@@ -7,7 +7,8 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
   ``long_poll`` seconds (stretched so that idle answers from all nodes together
   stay within ``long_poll_rate`` a second: at 1,000 nodes each waits 50 s; an
   answer and a new request were two fifths of the idle master's CPU there):
-  an idle node costs one answer per wait instead of two polls a second. An agent without long polls (an older version) is polled every
+  an idle node costs one answer per wait instead of two polls a second. An
+  agent without long polls (an older version) is polled every
   ``poll_interval`` as before. ``/v1/info`` once; an agent behind the stored
   version is pushed its assignment again. A node that stops answering is
   retried at ``poll_interval``, backing off to ``retry_max`` once it has

@@ -40,7 +40,6 @@ class Reconciler:
         # to do (None: the next timed pass runs). See ``_timed_pass_needed``.
         self._settled: Optional[int] = None
         self._skipped = 0
-        self.skipped_total = 0
 
     def recover_rollouts(self) -> None:
         """After a restart: a service with tasks older than its template is mid-update."""
@@ -128,7 +127,6 @@ class Reconciler:
             self._skipped = 0
             return True
         self._skipped += 1
-        self.skipped_total += 1
         return False
 
     async def check_rollouts(self) -> None:
