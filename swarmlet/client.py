@@ -141,6 +141,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether a failed connection was refused by the host (RST), not lost or timed out."""
+    seen = 0
+    e: Optional[BaseException] = exc
+    while e is not None and seen < 8:
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        if isinstance(e, aiohttp.ClientConnectorError) and isinstance(e.os_error, ConnectionRefusedError):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
 def _reason(status: int, text: str) -> str:
     try:
         data = json.loads(text)
@@ -259,7 +272,9 @@ class Client:
             raise PeerRefused(f"{peer} was refused: {why}", request=what, reason=why) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
             why = describe(exc)
-            raise Unreachable(f"cannot reach {peer}: {why}", request=what, reason=why) from exc
+            err = Unreachable(f"cannot reach {peer}: {why}", request=what, reason=why)
+            err.refused = refused(exc)
+            raise err from exc
 
     @staticmethod
     def _api_error(peer: Peer, what: str, status: int, text: str) -> APIError:

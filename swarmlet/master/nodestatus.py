@@ -45,6 +45,7 @@ class Observation:
     gossip: Optional[str]
     registered_at: float
     started_at: float          # when this master started
+    refused: bool = False      # the last poll's connection was refused: the host is up
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def judge(memory: NodeMemory, obs: Observation,
           cfg: LivenessConfig = LivenessConfig()) -> Optional[Transition]:
     """The transition ``obs`` causes, or None when the status stays."""
     new = liveness(obs.now, obs.reachable, obs.failing_since, obs.gossip,
-                   max(obs.registered_at, obs.started_at), cfg)
+                   max(obs.registered_at, obs.started_at), cfg, obs.refused)
     if new == memory.status:
         return None
     recovered = new == NodeStatus.READY and (memory.status in LOST or memory.lost)

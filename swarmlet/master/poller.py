@@ -13,7 +13,8 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
   version is pushed its assignment again. A node that stops answering is
   retried at ``poll_interval``, backing off to ``retry_max`` once it has
   failed for ``down_after`` (it is down by then; gossip saying alive again
-  wakes its watch at once);
+  wakes its watch at once), or for ``restart_grace`` while its host refuses
+  the connection (an agent restarting: ``liveness``);
 - group commit: reports are folded in (``merge_observed``) and stored in one
   commit every ``observe_batch`` seconds, whatever the number of nodes;
 - stats: ``GET /v1/stats`` of every node every ``stats_interval``, but never
@@ -78,6 +79,7 @@ class NodeLive:
     agent_version: int = -1
     seq: Optional[int] = None        # the agent's report seq last seen (None: no long poll)
     failures: int = 0                # polls failed in a row
+    refused: bool = False            # the last failure was a refused connection (host up)
     wake: asyncio.Event = field(default_factory=asyncio.Event)   # retry a failing node now
     probing: bool = False
 
@@ -134,6 +136,7 @@ class Poller:
                 if live.reachable or live.failing_since is None:
                     log.info("node %s unreachable: %s", name, exc)
                 live.reachable, live.seq = False, None
+                live.refused = bool(getattr(exc, "refused", False))
                 live.failures += 1
                 if live.failing_since is None:
                     live.failing_since = now
@@ -143,7 +146,7 @@ class Poller:
             seq = extra.get("seq")
             now = m.clock()
             live.reachable, live.failing_since, live.last_ok = True, None, now
-            live.failures = 0
+            live.failures, live.refused = 0, False
             live.agent_version = version
             live.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
             await self._observe(name, reported)
@@ -159,7 +162,8 @@ class Poller:
         m = self.m
         failing = now - (live.failing_since if live.failing_since is not None else now)
         delay = m.cfg.poll_interval
-        if failing >= m.cfg.liveness.down_after:
+        # an agent restarting (refused) is retried at poll_interval until its grace is out
+        if failing >= (m.cfg.liveness.restart_grace if live.refused else m.cfg.liveness.down_after):
             delay = min(m.cfg.retry_max, m.cfg.poll_interval * 2 ** min(live.failures, 8))
         live.wake.clear()
         try:
@@ -179,6 +183,7 @@ class Poller:
             if live.reachable:
                 log.info("node %s unreachable (probed on gossip %s): %s", name, m.gossip.get(name), exc)
                 live.reachable, live.seq = False, None
+                live.refused = bool(getattr(exc, "refused", False))
                 live.failing_since = m.clock()
                 self.update_status(name)
         finally:
@@ -337,7 +342,8 @@ class Poller:
         if rec is None or live is None:
             return
         t = judge(live.memory, Observation(m.clock(), live.reachable, live.failing_since,
-                                           m.gossip.get(name), rec.registered_at, m.started_at),
+                                           m.gossip.get(name), rec.registered_at, m.started_at,
+                                           live.refused),
                   m.cfg.liveness)
         if t is None:
             return

@@ -173,7 +173,10 @@ class APIError(SwarmletError):
 
 
 class Unreachable(APIError):
-    pass
+    """No answer. ``refused``: the host's kernel refused the connection, so the host is up
+    and only nothing listens on the port (e.g. an agent between a crash and its restart)."""
+
+    refused = False
 
 
 class PeerRefused(Unreachable):

@@ -31,6 +31,19 @@ def test_liveness(reachable, since, gossip, now, want):
     assert liveness(now, reachable, since, gossip, 0.0, CFG) == want
 
 
+@pytest.mark.parametrize("since,gossip,now,want", [
+    (99, "dead", 100, NodeStatus.SUSPECT),      # the host is up: its agent restarts; gossip
+    (90, "suspect", 100, NodeStatus.SUSPECT),   # (in that agent) adds nothing
+    (85, "dead", 100, NodeStatus.DOWN),         # restart_grace (15 s) out: replaced
+    (99, "left", 100, NodeStatus.LEFT),
+    (None, None, 13, NodeStatus.DOWN),          # never reached: the registration rules
+])
+def test_a_refused_connection_waits_for_the_agent_to_restart(since, gossip, now, want):
+    assert liveness(now, False, since, gossip, 0.0, LivenessConfig(), refused=True) == want
+    if since is not None and gossip != "left":   # the same failure timed out: down at once
+        assert liveness(now, False, since, "dead", 0.0, LivenessConfig()) == NodeStatus.DOWN
+
+
 def test_gossip_views_gravest_wins():
     a = [{"name": "n1", "state": "alive"}, {"name": "n2", "state": "alive"}]
     b = [{"name": "n1", "state": "suspect"}, {"name": "n3", "state": "weird"}]
