@@ -27,8 +27,12 @@ What a node does (the agent API of docs/internal-apis.md, without Docker):
 - an image whose name contains ``broken`` turns ``unhealthy`` once running (a
   failed update); ``set_cpu(service, percent)`` sets what ``/v1/stats`` reports
   for its replicas (autoscaling);
-- ``kill``: the listener closes (connections refused) and open connections are
-  cut; ``revive`` brings it back with its tasks as they were. ``freeze``: the
+- ``kill``: the host dies: open connections are cut, and new ones are cut after
+  their handshake, never refused (a refused connection says the host is up and
+  only its agent down: the master then waits ``liveness.restart_grace`` for a
+  restart); ``crash``: the agent process dies on a host that stays up: the
+  listener closes (connections refused) and open connections are cut; ``revive``
+  brings either back with its tasks as they were. ``freeze``: the
   node stops answering but keeps its connections (a hung host), and gossip
   suspects it as it would a dead one; ``thaw`` undoes it.
 - ``legacy=True``: nodes that predate the long poll (no ``seq``; ``since`` and
@@ -51,7 +55,7 @@ role ``agent`` the relay alone.
 
 Run as a process (``python -m tests.tools.simagents --home H --roster F --part i/k``)
 it serves a small plain-HTTP control API on 127.0.0.1 for the benchmark driver
-(``/kill``, ``/revive``, ``/health``, ``/cpu``, ``/log``, ``/counters``) and prints
+(``/kill``, ``/crash``, ``/revive``, ``/health``, ``/cpu``, ``/log``, ``/counters``) and prints
 ``ready PORT`` once every node listens.
 """
 
@@ -309,15 +313,16 @@ class SimFleet:
 
     # --- faults ---------------------------------------------------------------------
 
-    async def kill(self, names: Iterable[str]) -> None:
-        """Nodes die: refused connections, cut streams; gossip suspects, then buries them."""
+    async def kill(self, names: Iterable[str], refuse: bool = False) -> None:
+        """Nodes die: cut streams, and new connections cut after their handshake (``refuse``:
+        the listener closes, connections refused: ``crash``); gossip suspects, then buries them."""
         now = time.time()
         loop = asyncio.get_running_loop()
         for name in names:
             n = self.nodes.get(name)
             if n is not None and n.alive:
                 n.alive, n.died_at = False, now
-                if n.site is not None:
+                if refuse and n.site is not None:
                     await n.site.stop()
                     n.site = None
                 self._cut(n)
@@ -325,6 +330,10 @@ class SimFleet:
             if name in self.members:
                 self._timers.append(loop.call_later(self.suspect_after, self._gossip, name, "suspect", now))
                 self._timers.append(loop.call_later(self.dead_after, self._gossip, name, "dead", now))
+
+    async def crash(self, names: Iterable[str]) -> None:
+        """Agent processes die on hosts that stay up: connections refused (``kill``)."""
+        await self.kill(names, refuse=True)
 
     def freeze(self, names: Iterable[str]) -> None:
         """Nodes hang: no answers, connections kept; gossip suspects them, then buries them."""
@@ -360,7 +369,8 @@ class SimFleet:
             n = self.nodes.get(name)
             if n is not None and not n.alive:
                 n.alive, n.died_at = True, None
-                await self._listen(n)
+                if n.site is None:
+                    await self._listen(n)
                 for tid, target in list(n.published.items()):
                     if tid in n.tasks:
                         await self._serve(n, tid, target)
@@ -730,6 +740,9 @@ class FleetProcs:
     async def kill(self, names: Sequence[str]) -> None:
         await self.all("POST", "/kill", {"names": list(names)})
 
+    async def crash(self, names: Sequence[str]) -> None:
+        await self.all("POST", "/crash", {"names": list(names)})
+
     async def revive(self, names: Sequence[str]) -> None:
         await self.all("POST", "/revive", {"names": list(names)})
 
@@ -765,6 +778,10 @@ def control_app(fleet: SimFleet) -> web.Application:
         await fleet.kill((await request.json())["names"])
         return web.json_response({"ok": True})
 
+    async def crash(request: web.Request) -> web.Response:
+        await fleet.crash((await request.json())["names"])
+        return web.json_response({"ok": True})
+
     async def revive(request: web.Request) -> web.Response:
         await fleet.revive((await request.json())["names"])
         return web.json_response({"ok": True})
@@ -789,7 +806,8 @@ def control_app(fleet: SimFleet) -> web.Application:
         return web.json_response({n.name: sorted(n.tasks) for n in fleet.nodes.values()})
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.add_routes([web.post("/kill", kill), web.post("/revive", revive), web.post("/health", health),
+    app.add_routes([web.post("/kill", kill), web.post("/crash", crash), web.post("/revive", revive),
+                    web.post("/health", health),
                     web.post("/cpu", cpu),
                     web.get("/log", log), web.get("/counters", counters), web.get("/tasks", tasks)])
     return app

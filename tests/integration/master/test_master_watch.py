@@ -27,7 +27,8 @@ from tests.tools.simagents import SimFleet, roster
 pytestmark = pytest.mark.integration
 
 CONFIG = MasterConfig(poll_interval=0.2, tick_interval=0.2, reconcile_interval=1.0, stats_interval=1.0,
-                      request_timeout=1.0, long_poll=20.0, liveness=LivenessConfig(down_after=1.0))
+                      request_timeout=1.0, long_poll=20.0,
+                      liveness=LivenessConfig(down_after=1.0, restart_grace=3.0))
 
 
 async def _until(what: str, pred: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> float:
@@ -93,7 +94,7 @@ async def test_watches_instead_of_polls_and_deaths_still_seen(tmp_path: Path) ->
                        for r in await call("GET", "/v1/tasks?service=web"))
         assert await _until("the health change", seen, 5) < 1.0
 
-        # a dead agent process: the watch's connection is cut, down after down_after
+        # a dead host: the watch's connection is cut, down after down_after
         await new.kill([a])
         assert await _until("the killed node down", lambda: _is(status, a, "down"), 10) < 5.0
 
@@ -105,6 +106,16 @@ async def test_watches_instead_of_polls_and_deaths_still_seen(tmp_path: Path) ->
         new.thaw([b])
         old.set_gossip(b, "alive")
         await _until("the thawed node ready", lambda: _is(status, b, "ready"), 15)
+
+        # an agent crashed on a host that is up (connections refused): suspect, not down,
+        # until restart_grace (3 s here), though down_after (1 s) is out and gossip suspects it
+        c = nodes[2]["name"]
+        t0 = time.monotonic()
+        await new.crash([c])
+        await asyncio.sleep(2.0)
+        assert await status(c) == "suspect", await status(c)
+        await _until("the crashed node down", lambda: _is(status, c, "down"), 10)
+        assert 2.5 <= time.monotonic() - t0 < 6.0, time.monotonic() - t0
     finally:
         await client.close()
         await m.close()
