@@ -30,7 +30,9 @@ from tests.integration.agent.conftest import agent_image  # noqa: F401  (fixture
 pytestmark = pytest.mark.integration
 
 FAST = MasterConfig(poll_interval=0.2, tick_interval=0.2, reconcile_interval=1.0, stats_interval=1.0,
-                    request_timeout=1.0, liveness=LivenessConfig(down_after=1.0))
+                    request_timeout=1.0, liveness=LivenessConfig(down_after=1.0, restart_grace=2.0))
+# (compressed time: an agent stopped here leaves its host up, so its connections are refused
+# and the node is down after restart_grace, 15 s by default)
 
 
 class Env:
