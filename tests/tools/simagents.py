@@ -773,6 +773,23 @@ class FleetProcs:
             except subprocess.TimeoutExpired:
                 p.kill()
 
+def awaiting_where(limit: int = 40) -> List[Tuple[str, int]]:
+    """(innermost frame of what each asyncio task awaits, count), the most common first."""
+    where: Dict[str, int] = {}
+    for t in asyncio.all_tasks():
+        coro: Any = t.get_coro()
+        frame, seen = None, 0
+        while coro is not None and seen < 64:
+            f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if f is not None:
+                frame = f
+            coro, seen = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None), seen + 1
+        key = (f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}"
+               if frame is not None else repr(t.get_coro())[:80])
+        where[key] = where.get(key, 0) + 1
+    return sorted(where.items(), key=lambda kv: -kv[1])[:limit]
+
+
 def control_app(fleet: SimFleet) -> web.Application:
     async def kill(request: web.Request) -> web.Response:
         await fleet.kill((await request.json())["names"])
@@ -805,11 +822,17 @@ def control_app(fleet: SimFleet) -> web.Application:
     async def tasks(request: web.Request) -> web.Response:
         return web.json_response({n.name: sorted(n.tasks) for n in fleet.nodes.values()})
 
+    async def awaiting(request: web.Request) -> web.Response:
+        """Where this process's asyncio tasks wait, counted by their innermost frame (what a
+        stalled fleet is stuck on: a profiler sees threads, not tasks)."""
+        return web.json_response(awaiting_where())
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.add_routes([web.post("/kill", kill), web.post("/crash", crash), web.post("/revive", revive),
                     web.post("/health", health),
                     web.post("/cpu", cpu),
-                    web.get("/log", log), web.get("/counters", counters), web.get("/tasks", tasks)])
+                    web.get("/log", log), web.get("/counters", counters), web.get("/tasks", tasks),
+                    web.get("/awaiting", awaiting)])
     return app
 
 
