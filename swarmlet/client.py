@@ -53,6 +53,7 @@ from .shipped.models import Assignment, RoutesUpdate, TaskStatus, from_wire, to_
 
 MASTER, AGENT = "master", "agent"
 ELECTION_WAIT = 8.0      # how long a master call keeps trying while HA masters elect a leader
+LONG_POLL_SLACK = 10.0   # seconds a long poll's answer may come after its wait, at most
 RETRY, STALE = "X-Swarmlet-Retry", "X-Swarmlet-Stale"
 
 
@@ -287,6 +288,8 @@ class Client:
             err = StaleAssignment(int(data["current"]), term=int(data.get("term") or 0),
                                   message=f"{peer}: {data.get('error') or 'stale assignment'}")
             err.request = request
+            epoch = data.get("epoch")      # a routes 409 also says of which master run
+            err.epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else -1  # type: ignore[attr-defined]
             return err
         return APIError(_reason(status, text), status=status, request=request)
 
@@ -320,7 +323,7 @@ class Client:
         return await self.call(peer, "PUT", "/v1/assignment", to_wire(a))
 
     async def put_routes(self, peer: Peer, u: "RoutesUpdate | bytes") -> Dict[str, Any]:
-        """``StaleRoutes`` when the agent cannot apply it (send the whole table);
+        """``StaleRoutes`` when the agent cannot apply it, with the version and epoch it holds;
         ``APIError`` 404 from an agent that predates the routes channel. ``u`` may be the
         update's JSON already (the pusher encodes one update once for many nodes)."""
         try:
@@ -328,7 +331,7 @@ class Client:
                 return await self.call(peer, "PUT", "/v1/routes", raw=u)
             return await self.call(peer, "PUT", "/v1/routes", to_wire(u))
         except StaleAssignment as exc:     # a 409 with "current": the routes kind
-            err = StaleRoutes(exc.current, -1, message=str(exc), term=exc.term)
+            err = StaleRoutes(exc.current, getattr(exc, "epoch", -1), message=str(exc), term=exc.term)
             err.request = exc.request
             raise err from exc
 
@@ -341,7 +344,10 @@ class Client:
         if since is None:
             data = await self.call(peer, "GET", "/v1/tasks")
         else:
-            data = await self.call(peer, "GET", "/v1/tasks", timeout=wait + self.timeout,
+            # slack past the agent's wait: a late answer on a busy machine is no dead node
+            # (TCP keepalives and gossip probes catch those during the wait)
+            data = await self.call(peer, "GET", "/v1/tasks",
+                                   timeout=wait + max(self.timeout, min(LONG_POLL_SLACK, wait / 5)),
                                    params={"since": str(since), "wait": f"{wait:g}"})
         try:
             rest = {k: v for k, v in data.items() if k not in ("version", "tasks")}

@@ -7,7 +7,10 @@ Owns each node's ``NodeLive`` (not persisted) and these loops:
   ``long_poll`` seconds (stretched so that idle answers from all nodes together
   stay within ``long_poll_rate`` a second: at 1,000 nodes each waits 50 s; an
   answer and a new request were two fifths of the idle master's CPU there):
-  an idle node costs one answer per wait instead of two polls a second. An
+  an idle node costs one answer per wait instead of two polls a second (each
+  wait jittered by up to a tenth, and its answer awaited up to
+  ``client.LONG_POLL_SLACK`` past it: a late answer on a busy machine is no
+  dead node). An
   agent without long polls (an older version) is polled every
   ``poll_interval`` as before. ``/v1/info`` once; an agent behind the stored
   version is pushed its assignment again. A node that stops answering is
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
@@ -126,7 +130,10 @@ class Poller:
             watching = live.seq is not None and live.reachable
             try:
                 version, reported, extra = await m.client.tasks(
-                    peer, since=live.seq if watching else None, wait=self.long_poll_wait())
+                    peer, since=live.seq if watching else None,
+                    # jittered: watches answered together (a deploy touches every node) would
+                    # otherwise all expire together, every wait, a thousand at once
+                    wait=round(self.long_poll_wait() * random.uniform(0.9, 1.0), 2))
                 m.certs.observed(name, extra)
                 if not live.info:
                     live.info = await m.client.info(peer)

@@ -15,12 +15,14 @@ ingress serve: healthy replicas behind each published port. It has its own
 version (per master run: ``epoch``), and each node is sent only what changed
 since the version it acknowledged (``routediff``): one replica's health flip is
 one small ``RouteChange`` per node, not every node's full assignment. A node
-whose version is unknown (a 409, or nothing acknowledged yet), or older than
-every table kept (the newest 16 and any a node holds, up to 512; they share the
-routes that did not change), gets the whole table. A push that got no answer keeps the version the node acknowledged before:
+whose version is unknown (nothing acknowledged yet, or a 409 naming a table we
+no longer have), or older than every table kept (the newest 16 and any a node
+holds, up to 512; they share the routes that did not change), gets the whole
+table. A push that got no answer keeps the version the node acknowledged before:
 the node holds that table or the one just sent, and a delta against the first is
-applied, or refused (409) and followed by the whole table (at 1,000 nodes a whole
-table is about 1 MB, and sending it after every timeout made a busy master busier).
+applied, or refused with a 409 that names the table it holds, and a delta from
+that one follows (at 1,000 nodes a whole table is about 1 MB: sent after every
+timeout, or after every 409, it made a busy master busier).
 An agent that predates the channel (404) gets the routes inside its assignment, as before.
 
 Every node holding the same version is sent the same update: it is encoded once
@@ -508,7 +510,14 @@ class Pusher:
                     if exc.term > m.term:
                         log.warning("routes to %s refused: %s", name, exc)
                         return
-                    prep.routes_acked = None          # send the whole table
+                    # It holds another table than we believed (a push whose answer was lost
+                    # landed; a relay reached it): a delta from that one if we still have it,
+                    # else the whole table. Always the whole table made every timeout on a busy
+                    # master cost a megabyte at 1,000 nodes, and made it busier (bench/scale).
+                    held = (exc.current if exc.epoch == self.epoch and exc.term == m.term
+                            and exc.current in self._tables and exc.current != prep.routes_acked
+                            else None)
+                    prep.routes_acked = held
                     prep.routes_repush = True
                 except APIError as exc:
                     if exc.status == 404:             # an agent from before the routes channel
@@ -518,8 +527,8 @@ class Pusher:
                         return
                     # No answer (Unreachable) or an error: the node holds what it acknowledged
                     # before, or what was just sent. A delta against the former is applied, or
-                    # refused with a 409 (then the whole table): never wrong, and no megabyte
-                    # after every timeout. The poller pushes again once the agent answers.
+                    # refused with a 409 (then a delta from what it holds): never wrong, and no
+                    # megabyte after every timeout. The poller pushes again once it answers.
                     m.counters["push_failures"] += 1
                     log.debug("routes to %s failed: %s", name, exc)
                     return

@@ -7,6 +7,9 @@ loopback addresses (``tests/tools/simagents.py``):
   the version the node acknowledged before, never the whole table (at 1,000
   nodes and 10,000 replicas a whole table is about 1 MB, and one after every
   timeout kept a busy master busy);
+- a node that holds a newer table than the master believes (a push whose answer
+  was lost had landed) refuses the next delta with a 409 naming the table it holds,
+  and is sent a delta from that table, not the whole table;
 - a node far behind (down while the routes moved on more than the 16 newest
   versions) is sent a delta against the table it holds, not the whole table;
 - the update a node is sent is the same, byte for byte decoded, whether the
@@ -123,6 +126,47 @@ async def test_a_routes_push_without_answer_is_followed_by_a_delta(tmp_path: Pat
             version, body = m.pusher.body_for(nodes[0]["name"], acked)
             assert version == m.pusher.version
             assert json.loads(body) == to_wire(m.pusher.update_for(nodes[0]["name"], acked))
+    finally:
+        await _close(running, fleet, client)
+
+
+async def test_a_409_naming_a_table_we_have_is_followed_by_a_delta_from_it(tmp_path: Path) -> None:
+    cfg = MasterConfig(request_timeout=1.0, long_poll=2.0)
+    running, fleet, client, call, nodes = await _cluster(tmp_path, 3, "q", "127.107", cfg)
+    m = running.master
+    try:
+        spec = ServiceSpec("web", "sim:1", replicas=3, ports=(PortSpec(8080),),
+                           health=HealthCheck(kind="http", path="/health"))
+        await call("POST", "/v1/services", to_wire(spec))
+
+        def converged() -> bool:
+            return all(fleet.nodes[n["name"]].routes_version == m.pusher.version
+                       and m.pusher._nodes[n["name"]].routes_acked == m.pusher.version for n in nodes)
+
+        async def healthy() -> bool:
+            t = (await call("GET", "/v1/status"))["tasks"]
+            return t["healthy"] == 3 and t["total"] == 3
+        await _until("3 healthy replicas", healthy)
+        await _until("every node holding the routes", converged)
+        lost, other = nodes[2]["name"], nodes[0]["name"]
+        sim = fleet.nodes[lost]
+        failures = m.counters["push_failures"]
+        acked = m.pusher._nodes[lost].routes_acked
+        fleet.freeze([lost])
+        fleet.set_health(other, next(iter(fleet.nodes[other].tasks)), "unhealthy")
+        await _until("the push to the frozen node timed out",
+                     lambda: m.counters["push_failures"] > failures)
+        assert m.pusher._nodes[lost].routes_acked == acked       # no answer: what it had
+        # ... but the push had landed before the answer was lost: the node holds the new table
+        sim.routes_version = m.pusher.version
+        sent_before = len(sim.routes_log)
+        fleet.thaw([lost])
+        fleet.set_health(other, next(iter(fleet.nodes[other].tasks)), "healthy")
+        await _until("the node holding the routes again", converged)
+        after = sim.routes_log[sent_before:]
+        assert any(base == acked for _v, base in after), after     # the delta it refused (409)
+        assert all(base != 0 for _v, base in after), (
+            f"the whole table was sent after a 409 naming a table the master has: {after}")
     finally:
         await _close(running, fleet, client)
 
