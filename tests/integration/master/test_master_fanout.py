@@ -86,24 +86,31 @@ async def _close(running: Any, fleet: SimFleet, client: Client) -> None:
     await fleet.close()
 
 
+async def _web_everywhere(call: Any, fleet: SimFleet, m: Any, nodes: Any) -> Callable[[], bool]:
+    """3 healthy replicas of web on every node's routes; the "every node holds the current
+    routes" check, for the test to wait on again."""
+    spec = ServiceSpec("web", "sim:1", replicas=3, ports=(PortSpec(8080),),
+                       health=HealthCheck(kind="http", path="/health"))
+    await call("POST", "/v1/services", to_wire(spec))
+
+    def converged() -> bool:
+        return all(fleet.nodes[n["name"]].routes_version == m.pusher.version
+                   and m.pusher._nodes[n["name"]].routes_acked == m.pusher.version for n in nodes)
+
+    async def healthy() -> bool:
+        t = (await call("GET", "/v1/status"))["tasks"]
+        return t["healthy"] == 3 and t["total"] == 3
+    await _until("3 healthy replicas", healthy)
+    await _until("every node holding the routes", converged)
+    return converged
+
+
 async def test_a_routes_push_without_answer_is_followed_by_a_delta(tmp_path: Path) -> None:
     cfg = MasterConfig(request_timeout=1.0, long_poll=2.0)
     running, fleet, client, call, nodes = await _cluster(tmp_path, 3, "r", "127.103", cfg)
     m = running.master
     try:
-        spec = ServiceSpec("web", "sim:1", replicas=3, ports=(PortSpec(8080),),
-                           health=HealthCheck(kind="http", path="/health"))
-        await call("POST", "/v1/services", to_wire(spec))
-
-        async def healthy() -> bool:
-            t = (await call("GET", "/v1/status"))["tasks"]
-            return t["healthy"] == 3 and t["total"] == 3
-        await _until("3 healthy replicas", healthy)
-
-        def converged() -> bool:
-            return all(fleet.nodes[n["name"]].routes_version == m.pusher.version
-                       and m.pusher._nodes[n["name"]].routes_acked == m.pusher.version for n in nodes)
-        await _until("every node holding the routes", converged)
+        converged = await _web_everywhere(call, fleet, m, nodes)
 
         hung, other = nodes[2]["name"], nodes[0]["name"]
         sim = fleet.nodes[hung]
@@ -135,19 +142,7 @@ async def test_a_409_naming_a_table_we_have_is_followed_by_a_delta_from_it(tmp_p
     running, fleet, client, call, nodes = await _cluster(tmp_path, 3, "q", "127.107", cfg)
     m = running.master
     try:
-        spec = ServiceSpec("web", "sim:1", replicas=3, ports=(PortSpec(8080),),
-                           health=HealthCheck(kind="http", path="/health"))
-        await call("POST", "/v1/services", to_wire(spec))
-
-        def converged() -> bool:
-            return all(fleet.nodes[n["name"]].routes_version == m.pusher.version
-                       and m.pusher._nodes[n["name"]].routes_acked == m.pusher.version for n in nodes)
-
-        async def healthy() -> bool:
-            t = (await call("GET", "/v1/status"))["tasks"]
-            return t["healthy"] == 3 and t["total"] == 3
-        await _until("3 healthy replicas", healthy)
-        await _until("every node holding the routes", converged)
+        converged = await _web_everywhere(call, fleet, m, nodes)
         lost, other = nodes[2]["name"], nodes[0]["name"]
         sim = fleet.nodes[lost]
         failures = m.counters["push_failures"]
