@@ -26,7 +26,7 @@ from aiohttp import web
 from swarmlet.shipped.exceptions import ProtocolError, StaleRoutes
 from swarmlet.shipped.models import RoutesUpdate, from_wire
 from swarmlet.shipped.relayenvelope import MAX_UPDATE, RelayRefused
-from swarmlet.shipped.relaytree import PATH, relay, view_of
+from swarmlet.shipped.relaytree import PATH, read_capped, relay, view_of
 
 log = logging.getLogger("swarmlet.agent.relay")
 AGENT_CALLABLE = {("PUT", PATH)}
@@ -64,8 +64,10 @@ def routes(agent_of: Callable[[web.Request], Any]) -> List[web.RouteDef]:
         if (request.content_length or 0) > 2 * MAX_UPDATE:
             return refuse(agent, 413, "relay envelope too large")
         try:
-            raw = await request.content.read(2 * MAX_UPDATE + 1)
-            if len(raw) > 2 * MAX_UPDATE:
+            # the whole body, counted as it arrives: one read() returns what has arrived,
+            # and an envelope in several segments (a deploy's delta of tens of KB) was cut
+            raw = await read_capped(request.content, 2 * MAX_UPDATE)
+            if raw is None:
                 return refuse(agent, 413, "relay envelope too large")
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:

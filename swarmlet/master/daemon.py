@@ -80,12 +80,16 @@ class MasterConfig:
     # Relayed routes (relaypush.py): nodes on one routes version from which a delta goes to
     # relay_seeds agents that relay it (0: never), each hop to relay_fanout; a wave's seconds;
     # the least time between two waves to one node; the largest delta relayed (bytes: bigger
-    # ones, a deploy's, are pushed directly, see pusher.py). Off (0) by default until
-    # bench/scale confirms it at 1,000 nodes (SWARMLET_MASTER_CONFIG '{"relay_threshold": 32}').
-    relay_threshold: int = 0
+    # ones, a deploy's, are pushed directly, see pusher.py). Below 32 nodes on one version
+    # (the lab, small clusters) every push is direct. The budget is generous: each hop counts
+    # it from when its handler runs, so time queued before that (a busy agent, a cold wave's
+    # TLS handshakes) is slack the hops above must leave; with 2 s, a fifth to a half of the
+    # acknowledgements arrived too late at 1,000 nodes (bench/scale/README.md). A wave that
+    # meets no trouble answers in under a second whatever the budget.
+    relay_threshold: int = 32
     relay_seeds: int = 8
     relay_fanout: int = 8
-    relay_budget: float = 2.0
+    relay_budget: float = 8.0
     relay_gap: float = 0.5
     relay_max_bytes: int = 4096
     observe_batch: float = 0.05     # seconds of node reports folded into one store commit

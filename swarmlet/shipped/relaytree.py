@@ -187,14 +187,17 @@ class Forwarder:
 
     async def send(self, target: Target, body: bytes, timeout: float) -> Tuple[int, Any]:
         """(HTTP status, decoded answer or None); raises ``OSError``/``asyncio.TimeoutError``
-        and aiohttp's errors when the child cannot be reached."""
+        and aiohttp's errors when the child cannot be reached. (Recent aiohttp sends a PUT once
+        more when a pooled connection was closed as it went out: a hop is idempotent.)"""
         import aiohttp
         name, addr, port = target
         host = f"[{addr}]" if ":" in addr else addr
+        # A new connection's TCP and TLS handshakes: half the hop's time, at least 1 s. A
+        # child's loop busy with many handshakes at once (a cold wave) takes more than 1 s.
+        connect = min(timeout, max(1.0, timeout / 2))
         async with self._s().put(f"https://{host}:{port}{PATH}", data=body, ssl=self._contexts(target),
                                  headers={"Content-Type": "application/json"},
-                                 timeout=aiohttp.ClientTimeout(total=timeout,
-                                                               sock_connect=min(1.0, timeout))) as r:
+                                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect)) as r:
             raw = await read_capped(r.content, MAX_ANSWER)
         try:
             return r.status, json.loads(raw) if raw is not None and raw else None

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import ssl
@@ -687,6 +688,8 @@ class SimFleet:
                 "requests": dict(self.requests), "peer_bytes_in": dict(self.peer_bytes_in),
                 "peer_requests": dict(self.peer_requests), "relay": dict(self.relay_counters),
                 "log": len(self.log),
+                "routes_versions": dict(collections.Counter(
+                    n.routes_version for n in self.nodes.values() if n.alive)),
                 "tasks": sum(len(n.tasks) for n in self.nodes.values() if n.alive),
                 "running": sum(1 for n in self.nodes.values() if n.alive
                                for t in n.tasks.values() if t["state"] == RUNNING)}

@@ -178,3 +178,53 @@ async def test_relay_applies_forwards_and_refuses_forgeries(relay_agent, api_for
     s, out = await peer_a.request("PUT", PATH, json=env)
     assert s == 200 and sorted(out["acked"]) == ["relay-a", "relay-b"]
     assert await _metric(master_a, "swarmlet_agent_relay_received_total") == 2
+
+
+async def test_an_envelope_arriving_in_pieces_is_read_whole(relay_agent, api_for, pki_files, tmp_path):
+    """A body in several segments (chunked, with pauses) is applied; one past the cap is
+    refused with 413 as it arrives. (One read() returned the first segment: 400.)"""
+    import asyncio
+
+    from swarmlet.shipped.relayenvelope import MAX_UPDATE
+
+    d = tmp_path / "certs"
+    d.mkdir()
+    _, a_files = _issue(pki_files, d, "relay-a", "agent")
+    a = await relay_agent("relay-a", a_files + ".crt", a_files + ".key")
+    a.members = _View("relay-a", {})
+    master_a, peer_a = api_for(a), api_for(a, "peer")
+    route = Route("web", 18080, 8080, "/", backends=(RouteBackend("web.1", "n", "127.0.0.1", 20001),))
+    s, out = await master_a.request("PUT", "/v1/routes", json=to_wire(
+        RoutesUpdate("relay-a", 1, epoch=7, routes=(route,))))
+    assert s == 200
+    delta = RoutesUpdate("", 2, epoch=7, base=1, changes=(RouteChange("web/18080/8080", add=(
+        RouteBackend("web.2", "n", "127.0.0.1", 20002),)),))
+    master = Identity.load(pki_files["master"] + ".crt", pki_files["master"] + ".key")
+    raw = json.dumps(dict(seal(_tail(delta), master), lo="relay-a", hi="relay-a", fanout=8,
+                          budget=3.0)).encode()
+
+    async def pieces(data: bytes, n: int):
+        step = -(-len(data) // n)
+        for i in range(0, len(data), step):
+            yield data[i:i + step]
+            await asyncio.sleep(0.05)
+
+    s, out = await peer_a.request("PUT", PATH, data=pieces(raw, 4),
+                                  headers={"Content-Type": "application/json"})
+    assert s == 200, out
+    assert out["acked"] == ["relay-a"] and out["version"] == 2
+    s, table = await master_a.request("GET", "/v1/routes")
+    assert table["version"] == 2
+
+    async def endless():
+        chunk = b" " * 65536
+        for _ in range(2 * MAX_UPDATE // len(chunk) + 8):
+            yield chunk
+    before = await _metric(master_a, "swarmlet_agent_relay_refused_total")
+    try:
+        s, out = await peer_a.request("PUT", PATH, data=endless(),
+                                      headers={"Content-Type": "application/json"})
+        assert s == 413, (s, out)
+    except aiohttp.ClientError:
+        pass     # the agent may close the connection before the body is all sent
+    assert await _metric(master_a, "swarmlet_agent_relay_refused_total") == before + 1
