@@ -65,7 +65,7 @@ def routes(agent_of: Callable[[web.Request], Any]) -> List[web.RouteDef]:
             return refuse(agent, 413, "relay envelope too large")
         try:
             # the whole body, counted as it arrives: one read() returns what has arrived,
-            # and an envelope in several segments (a deploy's delta of tens of KB) was cut
+            # and an envelope that came in several segments was cut short (400)
             raw = await read_capped(request.content, 2 * MAX_UPDATE)
             if raw is None:
                 return refuse(agent, 413, "relay envelope too large")

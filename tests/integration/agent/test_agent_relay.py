@@ -18,6 +18,7 @@ pushed to each). Then:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import pytest
 from swarmlet import pki
 from swarmlet.shipped.gossip.identity import Identity
 from swarmlet.shipped.models import Route, RouteBackend, RouteChange, RoutesUpdate, to_wire
-from swarmlet.shipped.relayenvelope import seal
+from swarmlet.shipped.relayenvelope import MAX_UPDATE, seal
 from swarmlet.shipped.relaytree import PATH
 from swarmlet_agent.config import AgentConfig
 from swarmlet_agent.daemon import Agent
@@ -183,10 +184,6 @@ async def test_relay_applies_forwards_and_refuses_forgeries(relay_agent, api_for
 async def test_an_envelope_arriving_in_pieces_is_read_whole(relay_agent, api_for, pki_files, tmp_path):
     """A body in several segments (chunked, with pauses) is applied; one past the cap is
     refused with 413 as it arrives. (One read() returned the first segment: 400.)"""
-    import asyncio
-
-    from swarmlet.shipped.relayenvelope import MAX_UPDATE
-
     d = tmp_path / "certs"
     d.mkdir()
     _, a_files = _issue(pki_files, d, "relay-a", "agent")
