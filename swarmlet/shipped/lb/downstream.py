@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserUpgrade,
                        HttpRequestParser)
 
+from . import express
 from .framing import Refusal, next_cut
 from .headers import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT,
                       LAST_CHUNK, RequestInfo, build_request, build_response, chunk,
@@ -217,8 +218,41 @@ class Downstream(asyncio.Protocol):
         if self.stash:                      # a read that was already on its way
             self.stash += data
             return
+        if self.cur is None and self.phase == IN_HEAD and not self.budget and not self.queue \
+                and self.parsing is None and len(data) < self.cfg.max_head_size \
+                and self._express(data):
+            return
         self._feed(data)
         self._kick()
+
+    def _express(self, data: bytes) -> bool:
+        """The express lane (``express.py``): a read that is one plain bodiless head,
+        with nothing in flight, goes up without llhttp. False: not taken, nothing done."""
+        cfg = self.cfg
+        req = express.request(data, cfg.max_uri_size, cfg.max_headers, self.client_ip,
+                              self.proto)
+        if req is None:
+            return False
+        r = self._new_request()
+        if not self._route(r, req[2], req[3]) or (self.sticky_name is not None
+                                                   and express.has_cookie(data)):
+            return False                    # a sticky cookie to read: build_request does it
+        r.t0 = self.loop.time()
+        r.method = req[0]
+        r.keep_alive = req[4]
+        r.info = RequestInfo(req[1], BODY_NONE, 0, None, False)
+        r.body_done = True
+        self.queue.append(r)
+        self._start(r)
+        return True
+
+    def _new_request(self) -> Request:
+        return Request()
+
+    def _route(self, r: Request, host: bytes, target: bytes) -> bool:
+        """Where an express request goes (the edge picks a site by Host and path);
+        False sends it down the general path."""
+        return True
 
     def _feed(self, data: bytes) -> None:
         """Feed the parser in cuts (``_cut``) and enforce the limits after each."""
@@ -320,7 +354,7 @@ class Downstream(asyncio.Protocol):
     # --- request parsing (httptools callbacks) ------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.parsing = Request()
+        self.parsing = self._new_request()
 
     def on_url(self, url: bytes) -> None:
         r = self.parsing
@@ -638,6 +672,33 @@ class Downstream(asyncio.Protocol):
             self.response_done(up)          # llhttp would wait for a body that never comes
         else:
             self.deadline = self.loop.time() + self.cfg.response_timeout
+
+    def express_answer(self, up: UpstreamConn, ans: "express.Answer") -> bool:
+        """A whole plain answer in one read (``express.py``): committed and sent at once,
+        as ``response_head``, ``response_body`` and ``response_done`` would. False: not
+        taken (a HEAD, an HTTP/1.0 client, an interim answer before), nothing done."""
+        r = self.cur
+        if up is not self.up or r is None or not r.http11 or r.method == b"HEAD" \
+                or self.interim or self.wbuf:
+            return False
+        st = self.st
+        assert st is not None and r.info is not None
+        set_cookie = None
+        sticky = self.svc.sticky_name
+        if sticky is not None and r.info.sticky != st.sticky_id:
+            set_cookie = (sticky + b"=" + st.sticky_id.encode()
+                          + b"; Path=/; HttpOnly; SameSite=Lax")
+        r.keep_alive = keep = r.keep_alive and r.body_done and not self.lb.stopping
+        self.transport.write(express.answer_head(ans, keep, set_cookie, self.resp_extra))
+        self.resp_started = True
+        self._detach(reuse=ans[3] and r.body_done)
+        up.ended = True                     # released: any byte more is garbage
+        now = self.loop.time()
+        if self.router.record_response(st, ans[0], now):
+            self.pool.close_idle(st.key)
+        self.metrics.answered(ans[0], now - r.t0, now)
+        self._finish(r, now)
+        return True
 
     def response_body(self, body: bytes) -> None:
         self.wbuf.append(chunk(body) if self.resp_down == BODY_CHUNKED else body)

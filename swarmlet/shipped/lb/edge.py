@@ -50,8 +50,19 @@ class EdgeDownstream(Downstream):
         self.table = listener.table
         self.tls = listener.certs is not None
 
-    def on_message_begin(self) -> None:
-        self.parsing = EdgeRequest()
+    def _new_request(self) -> Request:
+        return EdgeRequest()
+
+    def _route(self, r: Request, host: bytes, target: bytes) -> bool:
+        """An express request (origin form, one valid Host) to its site; the rest (the
+        edge's own answers, unknown hosts) is the general path's."""
+        kind, value = self.table.decide(host, target, self.tls)
+        if kind != SITE:
+            return False
+        r.svc = value.site
+        r.hsts = value.hsts_line if self.tls else b""     # type: ignore[attr-defined]
+        self.sticky_name = value.site.sticky_name
+        return True
 
     def on_headers_complete(self) -> None:
         r = self.parsing

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from . import express
 from .config import LBConfig
 from .framing import next_cut
 from .routing import BackendState, Key
@@ -99,6 +100,10 @@ class UpstreamConn(asyncio.Protocol):
             owner.tunnel_data(data)
             return
         limit = self.pool.config.max_response_head_size
+        if self.in_head and not self.budget and not self.chunked:
+            ans = express.answer(data, limit)   # one whole plain answer: no llhttp
+            if ans is not None and owner.express_answer(self, ans):
+                return
         piece = b""
         try:
             while data:
