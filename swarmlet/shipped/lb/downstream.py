@@ -696,7 +696,9 @@ class Downstream(asyncio.Protocol):
         now = self.loop.time()
         if self.router.record_response(st, ans[0], now):
             self.pool.close_idle(st.key)
-        self.metrics.answered(ans[0], now - r.t0, now)
+        m = self.metrics
+        m.answered(ans[0], now - r.t0, now)
+        m.express += 1
         self._finish(r, now)
         return True
 

@@ -81,6 +81,7 @@ class LBMetrics:
         self.duration = Histogram()
         self.rate = RateMeter()
         self.retries = 0
+        self.express = 0                        # answers that took the express lane (express.py)
         self.upstream_errors: Dict[str, int] = {}   # connect | reset | timeout | invalid
         self.client_aborts = 0
         self.connections = 0                    # accepted, total

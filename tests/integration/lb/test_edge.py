@@ -110,6 +110,18 @@ async def test_host_and_longest_prefix_pick_the_service(edge):
     assert (await http(p, "shop.example.com", "/apix"))[0] == 308
 
 
+async def test_plain_exchanges_on_both_ports_take_the_express_lane(edge):
+    assert (await http(edge.http_port, "other.test"))[2] == b"b2"
+    status, headers, body, _ = await https(edge.https_port, "shop.example.com",
+                                           ctx=client_ctx(edge.pems["shop"]))
+    assert (status, body) == (200, b"b0")
+    assert headers["strict-transport-security"] == "max-age=600"   # the site's extra line
+    assert edge.sites["other"].metrics.express == 1
+    assert edge.sites["shop"].metrics.express == 1
+    assert (await http(edge.http_port, "shop.example.com"))[0] == 308  # the edge's own answer
+    assert edge.sites["shop"].metrics.express == 1
+
+
 async def test_an_unknown_host_gets_a_clear_404_or_the_default_service(edge):
     status, _, body = await http(edge.http_port, "nobody.test", "/x")
     assert status == 404 and b"no service is routed for host nobody.test (path /x)" in body

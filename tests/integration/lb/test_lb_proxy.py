@@ -57,6 +57,32 @@ async def test_forwarding_headers_and_hop_by_hop(backends, make_lb):
         assert hop not in h, hop
 
 
+async def test_plain_exchanges_take_the_express_lane_and_the_rest_the_general_path(backends,
+                                                                                 make_lb):
+    (b,) = await backends(1)
+    lb = await make_lb(LBConfig(health=NO_CHECKS), [b.backend])
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):                              # kept alive: one connection
+            assert await get_text(s, url(lb)) == (200, "b0")
+        assert lb.metrics.express == 3
+        # requests the lane declines (forwarding to append to, a body): llhttp's, and their
+        # plain answers the lane's (the two lanes are independent)
+        async with s.get(url(lb, "/headers"), headers={"X-Forwarded-For": "203.0.113.7"}) as resp:
+            h = headers_of(await resp.json())
+        assert h["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+        async with s.post(url(lb, "/echo"), data=b"abc") as resp:
+            assert (resp.status, await resp.text()) == (200, "b0")
+        assert lb.metrics.express == 5
+        b.release.set()
+        async with s.get(url(lb, "/stream")) as resp:   # a chunked answer: llhttp's
+            assert resp.headers["Transfer-Encoding"] == "chunked"
+            await resp.read()
+        assert lb.metrics.express == 5
+        assert await get_text(s, url(lb)) == (200, "b0")
+    assert lb.metrics.express == 6
+    assert sum(lb.metrics.requests.values()) == 7
+
+
 async def test_streams_chunked_response_without_buffering(backends, make_lb):
     (b,) = await backends(1)
     lb = await make_lb(LBConfig(health=NO_CHECKS), [b.backend])
