@@ -128,7 +128,10 @@ def _after(r: Request) -> str:
     return r.last_error + (f" (after {r.attempts} attempts)" if r.attempts > 1 else "")
 
 
-class Downstream(asyncio.Protocol):
+class Downstream(asyncio.BaseProtocol):
+    # BaseProtocol, not Protocol: uvloop hands decrypted bytes to a buffered protocol
+    # (``edge.EdgeTLSDownstream``) only if it is no ``asyncio.Protocol``; as one, it got
+    # a fresh 256 KiB read (an mmap, mremap and munmap) for every TLS record.
     # TLS (the edge's 443): a transport's writelines makes one TLS record per piece, so
     # pieces are joined first (one record, one AEAD seal per answer of a read)
     join_writes = False
@@ -329,6 +332,10 @@ class Downstream(asyncio.Protocol):
             if not self.tunnel:
                 self.metrics.client_aborts += 1
             self._detach(reuse=False)
+
+    def eof_received(self) -> None:
+        """The client half-closed: the transport closes (what ``asyncio.Protocol`` does)."""
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -18,14 +18,16 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   ten seconds.
 - **A bounded slice of each loop turn for new connections**: at most
   ``accept_batch`` (4) accepts and ``accept_slice`` (0.2 ms) per turn, and at most
-  ``handshakes_per_turn`` (1) TLS handshakes started per turn (a handshake's
+  ``handshakes_per_turn`` (4) TLS handshakes started per turn (a handshake's
   crypto, about 0.25 ms of a core, runs in the turn its transport reads the
   ClientHello). The rest waits in the kernel's backlog or in the queue of
   hellos, its timeout running. A flood then shares each turn with the requests
   of the connections already served instead of taking turns of its own (16
   accepts a turn, each with a task, held up other clients' p99 7.8x in
-  bench/lb/tlsflood's garbage flood). With nothing else to serve, the bound
-  costs a turn of the loop (a few us) per handshake: no adaptive budget needed.
+  bench/lb/tlsflood's garbage flood). One handshake a turn cost a turn of the
+  loop per handshake: 1,800 against 2,370 new connections a second with 4
+  (bench/lb/run's handshake row), and other clients' p99 in tlsflood's
+  handshake flood the same (1.95-2.06 ms against 1.99-2.01 ms).
 - **Garbage before a ClientHello** (plain HTTP to 443, random bytes, an SSH
   banner) is told by its first bytes (not a TLS handshake record), peeked at the
   accept: most clients, floods included, have sent them by the time the kernel's
@@ -80,7 +82,7 @@ class TLSServer:
     def __init__(self, host: str, port: int, factory: Callable[[], asyncio.Protocol],
                  context: ssl.SSLContext, *, handshake_timeout: float = 10.0,
                  max_handshakes: int = 256, shed_after: float = 1.0, accept_batch: int = 4,
-                 accept_slice: float = 0.0002, handshakes_per_turn: int = 1,
+                 accept_slice: float = 0.0002, handshakes_per_turn: int = 4,
                  backlog: int = 1024, reuse_port: bool = False) -> None:
         self.host = host
         self.port = port

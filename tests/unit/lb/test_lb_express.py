@@ -276,3 +276,16 @@ def test_generated_answers_agree_or_decline(status: bytes, lines: List[bytes], b
         n = len(body) + {"right": 0, "short": -1, "long": 1}[length]
         lines = lines + [b"Content-Length: %d\r\n" % max(n, 0)]
     check_answer(b"HTTP/1.1 " + status + b"\r\n" + b"".join(lines) + b"\r\n" + body, keep=keep)
+
+
+def test_the_tls_protocol_is_read_as_a_buffered_one_by_uvloop() -> None:
+    """uvloop's TLS transport (sslproto.pyx, ``_set_app_protocol``) hands decrypted bytes to
+    ``get_buffer``/``buffer_updated`` only for a protocol with ``get_buffer`` that is no
+    ``asyncio.Protocol``; otherwise each TLS record is read into a fresh 256 KiB object
+    (an mmap, mremap and munmap each, seen with strace)."""
+    import asyncio
+
+    from swarmlet.shipped.lb.edge import EdgeTLSDownstream
+    assert hasattr(EdgeTLSDownstream, "get_buffer")
+    assert not issubclass(EdgeTLSDownstream, asyncio.Protocol)
+    assert issubclass(EdgeTLSDownstream, asyncio.BufferedProtocol)
