@@ -96,16 +96,8 @@ class LBMetrics:
     def answered(self, status: int, seconds: float, now: float) -> None:
         req = self.requests
         req[status] = req.get(status, 0) + 1
-        # Histogram.observe and RateMeter.add, inline: this runs for every answer
-        d = self.duration
-        d.counts[bisect.bisect_left(d.bounds, seconds)] += 1
-        d.sum += seconds
-        d.count += 1
-        rate = self.rate
-        sec = int(now)
-        if sec != rate.second:
-            rate._advance(sec)
-        rate.buckets[sec % rate.window] += 1
+        self.duration.observe(seconds)
+        self.rate.add(now)
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1

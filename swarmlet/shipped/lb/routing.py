@@ -195,11 +195,7 @@ class Router:
     def record_response(self, st: BackendState, status: int, now: float) -> bool:
         """Count one answer; True when it ejected the backend (5xx streak)."""
         st.requests += 1
-        rate = st.rate                  # RateMeter.add, inline: this runs for every answer
-        sec = int(now)
-        if sec != rate.second:
-            rate._advance(sec)
-        rate.buckets[sec % rate.window] += 1
+        st.rate.add(now)
         if status < 500:
             st.consecutive_5xx = 0
             return False

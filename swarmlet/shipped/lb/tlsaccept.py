@@ -79,7 +79,7 @@ def failure_kind(exc: BaseException) -> str:
 
 
 class TLSServer:
-    def __init__(self, host: str, port: int, factory: Callable[[], asyncio.Protocol],
+    def __init__(self, host: str, port: int, factory: Callable[[], asyncio.BaseProtocol],
                  context: ssl.SSLContext, *, handshake_timeout: float = 10.0,
                  max_handshakes: int = 256, shed_after: float = 1.0, accept_batch: int = 4,
                  accept_slice: float = 0.0002, handshakes_per_turn: int = 4,
