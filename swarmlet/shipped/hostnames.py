@@ -133,6 +133,15 @@ class SiteTable(Generic[V]):
     def hosts(self) -> List[str]:
         return sorted(self._hosts)
 
+    def path_free(self, host: str) -> bool:
+        """Whether ``lookup(host, path)`` is the same for every path: the rows that
+        answer for ``host`` (its own, else its wildcard's) are ``/`` alone, or none."""
+        rows = self._hosts.get(host)
+        if not rows:
+            wild = wildcard_of(host)
+            rows = self._hosts.get(wild) if wild is not None else None
+        return not rows or (len(rows) == 1 and rows[0][0] == "/")
+
     def lookup(self, host: str, path: str) -> Optional[V]:
         for name in (host, wildcard_of(host)):
             rows = self._hosts.get(name) if name is not None else None

@@ -70,6 +70,7 @@ from .framing import Refusal, next_cut
 from .headers import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT,
                       LAST_CHUNK, RequestInfo, build_request, build_response, chunk,
                       error_response)
+from .outbox import HeldTransport
 from .routing import BackendState, Key
 from .upstream import UpstreamConn
 
@@ -133,7 +134,7 @@ class Downstream(asyncio.BaseProtocol):
     # (``edge.EdgeTLSDownstream``) only if it is no ``asyncio.Protocol``; as one, it got
     # a fresh 256 KiB read (an mmap, mremap and munmap) for every TLS record.
     # TLS (the edge's 443): a transport's writelines makes one TLS record per piece, so
-    # pieces are joined first (one record, one AEAD seal per answer of a read)
+    # the pieces a loop turn holds (outbox.py) are joined: one record, one AEAD seal
     join_writes = False
 
     def __init__(self, lb: "LoadBalancer") -> None:
@@ -195,6 +196,8 @@ class Downstream(asyncio.BaseProtocol):
             transport.close()
             return
         self.counted = True
+        # writes go out at the end of the loop turn, with the turn's others (outbox.py)
+        self.transport = HeldTransport(transport, self.loop, self.join_writes)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         local = transport.get_extra_info("sockname")
@@ -830,7 +833,8 @@ class Downstream(asyncio.BaseProtocol):
     # --- endings -------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Send what one upstream read produced in one syscall (head + body + end)."""
+        """Hand over what one upstream read produced (head + body + end): it goes out
+        with the rest of the turn's writes, in one syscall (``outbox.py``)."""
         buf = self.wbuf
         if buf:
             if self.holding:                # uncommitted: keep it, but not for long
@@ -839,8 +843,6 @@ class Downstream(asyncio.BaseProtocol):
                 return
             if len(buf) == 1:
                 self.transport.write(buf[0])
-            elif self.join_writes:
-                self.transport.write(b"".join(buf))
             else:
                 self.transport.writelines(buf)
             self.wbuf = []

@@ -30,6 +30,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from . import express
 from .config import LBConfig
 from .framing import next_cut
+from .outbox import HeldTransport
 from .routing import BackendState, Key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +90,8 @@ class UpstreamConn(asyncio.Protocol):
     # --- asyncio ------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+        # writes go out at the end of the loop turn, with the turn's others (outbox.py)
+        self.transport = HeldTransport(transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner

@@ -57,6 +57,87 @@ def test_tokens_only_over_plain_http_and_only_known_ones():
     assert t.decide(b"shop.example.com", b"/.well-known/acme-challenge/zzz", False)[0] == REDIRECT
 
 
+def _routes(variant: int):
+    shop = Entry("shop", "SHOP", tls="acme", hsts=60)
+    api = Entry("api", "API", tls="acme", redirect=False)
+    plain = Entry("plain", "PLAIN")
+    wild = Entry("wild", "WILD", tls="manual")
+    deep = Entry("deep", "DEEP")
+    routes = {"shop": (("shop.example.com",), "/", shop),
+              "api": (("shop.example.com", "api.example.com"), "/api", api),
+              "plain": (("plain.test",), "/", plain),
+              "wild": (("*.wild.test",), "/", wild),
+              "deep": (("*.deep.test", "one.deep.test"), "/v2", deep)}
+    if variant:                         # a route change: plain.test gains a prefix
+        routes["api"] = (("plain.test", "api.example.com"), "/api", api)
+    return routes
+
+
+def _fresh(variant: int, default: str, tokens: dict, https_port: int) -> EdgeTable:
+    t = EdgeTable()
+    t.set_entries(_routes(variant))
+    t.set_default(default)
+    t.set_tokens(tokens)
+    t.https_port = https_port
+    return t
+
+
+def _shown(d):
+    kind, value = d
+    return kind, value.service if kind == SITE else value
+
+
+def test_kept_decisions_are_the_ones_made_afresh():
+    """A long-lived table (keeping decisions per Host) answers what a new one (keeping
+    none yet) answers, over hosts, paths, TLS, tokens, defaults and route changes."""
+    import random
+    rng = random.Random(7)
+    hosts = [b"shop.example.com", b"SHOP.example.com:443", b"api.example.com", b"plain.test",
+             b"plain.test.", b"a.wild.test", b"A.WILD.test:8443", b"wild.test", b"one.deep.test",
+             b"two.deep.test", b"evil.test", b"", b"[::1]:443"]
+    paths = [b"/", b"/x", b"/api", b"/api/v1?q", b"/apix", b"/v2/a", b"/v2x", b"*",
+             b"/.well-known/acme-challenge/abc", b"/.well-known/acme-challenge/zzz"]
+    state = {"variant": 0, "default": "", "tokens": {}, "https_port": 443}
+    t = _fresh(**state)
+    kept_some = False
+    for step in range(6000):
+        if rng.random() < 0.01:
+            change = rng.choice(["variant", "default", "tokens", "https_port"])
+            if change == "variant":
+                state["variant"] ^= 1
+                t.set_entries(_routes(state["variant"]))
+            elif change == "default":
+                state["default"] = rng.choice(["", "plain", "deep", "nobody"])
+                t.set_default(state["default"])
+            elif change == "tokens":
+                state["tokens"] = rng.choice([{}, {"abc": "abc.thumb"}])
+                t.set_tokens(state["tokens"])
+            else:
+                state["https_port"] = rng.choice([443, 8443])
+                t.https_port = state["https_port"]
+        host, path, tls = rng.choice(hosts), rng.choice(paths), rng.random() < 0.5
+        got = _shown(t.decide(host, path, tls))
+        assert got == _shown(_fresh(**state).decide(host, path, tls)), (step, host, path, tls, state)
+        kept_some = kept_some or bool(t._kept)
+    assert kept_some
+
+
+def test_only_hosts_routed_on_slash_alone_keep_their_decision():
+    t = table()
+    t.decide(b"plain.test", b"/x", False)
+    t.decide(b"shop.example.com", b"/x", True)          # shop has /api too: path decides
+    t.decide(b"shop.example.com", b"/x", False)         # a redirect names the target
+    assert set(t._kept) == {(b"plain.test", False)}
+
+
+def test_kept_decisions_are_bounded_whatever_hosts_clients_send():
+    t = table()
+    t.set_default("plain")
+    for i in range(10000):
+        assert t.decide(b"h%d.test" % i, b"/", True)[1].site == "PLAIN"
+        assert len(t._kept) <= 4096
+
+
 def test_hsts_line_is_built_once():
     assert Entry("s", None, "acme", hsts=60).hsts_line == b"Strict-Transport-Security: max-age=60\r\n"
     assert Entry("s", None).hsts_line == b""
