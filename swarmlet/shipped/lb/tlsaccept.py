@@ -29,8 +29,9 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   (bench/lb/run's handshake row), and other clients' p99 in tlsflood's
   handshake flood the same (1.95-2.06 ms against 1.99-2.01 ms).
 - **Garbage before a ClientHello** (plain HTTP to 443, random bytes, an SSH
-  banner) is told by its first bytes (not a TLS handshake record), peeked at the
-  accept: most clients, floods included, have sent them by the time the kernel's
+  banner) is told by its first six bytes (``may_begin_client_hello``: not a TLS
+  handshake record, or a record no ClientHello begins: a length over 2^14, another
+  handshake type), peeked at the accept: most clients, floods included, have sent them by the time the kernel's
   backlog hands them over, so it is cut there, with no task, future or
   transport made for it; a connection with nothing to read yet gets a reader
   (and one timer for all of them, the oldest's). Bytes that look like a handshake
@@ -61,6 +62,23 @@ log = logging.getLogger("swarmlet.ingress.tls")
 GARBAGE_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER",
                    "PACKET_LENGTH_TOO_LONG", "UNEXPECTED_RECORD", "HTTPS_PROXY_REQUEST",
                    "NO_SHARED_CIPHER", "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW")
+
+
+# RFC 8446 5.1: a record's length is at most 2^14 (TLS 1.2's ciphertext allowance, 2^14 +
+# 2048, is for protected records; a ClientHello is plaintext)
+MAX_PLAIN_RECORD = 1 << 14
+
+
+def may_begin_client_hello(head: bytes) -> bool:
+    """Whether ``head``, the first 1-6 bytes a client sent, can begin a TLS ClientHello: a
+    handshake record (22) of version 3.x, a length in 1..2^14, and a ClientHello (1) in it.
+    Fewer bytes are judged as far as they go. Pure."""
+    n = len(head)
+    if n == 0 or head[0] != 0x16 or (n > 1 and head[1] != 0x03):
+        return False
+    if n > 4 and not 0 < (head[3] << 8 | head[4]) <= MAX_PLAIN_RECORD:
+        return False
+    return n < 6 or head[5] == 0x01
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -201,7 +219,7 @@ class TLSServer:
         have sent them by the time they are accepted (the kernel completed the TCP handshake
         and queued their bytes meanwhile), so garbage is cut right here."""
         try:
-            head = conn.recv(3, socket.MSG_PEEK)
+            head = conn.recv(6, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             if conn not in self.waiting:            # nothing yet: wait for it, unbounded
                 self.waiting[conn] = self.pending[conn]   # by nothing but the timeout
@@ -214,9 +232,12 @@ class TLSServer:
         if conn in self.waiting:
             del self.waiting[conn]
             self.loop.remove_reader(conn.fileno())
-        if not head or head[0] != 0x16 or (len(head) > 1 and head[1] != 0x03):
-            # Not a TLS handshake record (0x16 0x03): plain HTTP, random bytes, an SSH
-            # banner. Read what came, so that the close ends with a FIN, not a reset.
+        if not may_begin_client_hello(head):
+            # Not the start of a ClientHello: plain HTTP, random bytes, an SSH banner, or a
+            # record header with a length no hello has. Without this last check a third of
+            # bench/lb/tlsflood's garbage (b"\x16\x03\x01\xff\xff" + noise) took a task, a
+            # transport and an SSL object each before OpenSSL refused it. Read what came, so
+            # that the close ends with a FIN, not a reset.
             if head:
                 try:
                     conn.recv(65536)

@@ -383,6 +383,42 @@ def _client_hello() -> bytes:
     return out.read()
 
 
+async def test_a_record_no_client_hello_begins_is_cut_at_the_accept_without_a_task():
+    """A handshake record header with a length no plaintext record has, or a handshake that is
+    no ClientHello, is garbage told by the peek at the accept: no task, transport or SSL
+    object is made for it (bench/lb/tlsflood's garbage flood sends such records)."""
+    from swarmlet.shipped.lb.tls import CertStore
+    from swarmlet.shipped.lb.tlsaccept import TLSServer
+    server = TLSServer("127.0.0.1", 0, asyncio.Protocol, CertStore().main, handshake_timeout=2.0)
+    server.start()
+    loop = asyncio.get_running_loop()
+    junk = [b"\x16\x03\x01\xff\xff" + bytes(range(200)), b"\x16\x03\x03\x00\x50\x02" + bytes(80)]
+    socks = []
+    staged = [0]
+
+    def watch(n: int) -> None:
+        staged[0] = max(staged[0], len(server.hellos) + len(server.tasks) + len(server.running))
+        if n:
+            loop.call_soon(watch, n - 1)
+    try:
+        for i in range(10):
+            s = socket.create_connection(("127.0.0.1", server.bound_port))
+            s.sendall(junk[i % 2])
+            socks.append(s)
+        time.sleep(0.05)                                   # every byte has arrived
+        loop.call_soon(watch, 40)
+        await asyncio.sleep(0.3)
+        assert server.failures == {"garbage": 10}, server.stats()
+        assert staged[0] == 0 and server.handshakes == 0
+        for s in socks:                                    # each was closed, with a FIN
+            s.settimeout(2)
+            assert s.recv(100) == b""
+    finally:
+        server.close()
+        for s in socks:
+            s.close()
+
+
 async def test_a_backlog_of_new_connections_is_taken_a_few_per_loop_turn():
     """Connections waiting in the backlog are accepted at most ``accept_batch`` per turn of the
     loop, garbage among them cut at the accept (no task for it), and at most
