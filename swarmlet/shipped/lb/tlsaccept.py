@@ -31,10 +31,10 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
 - **Garbage before a ClientHello** (plain HTTP to 443, random bytes, an SSH
   banner) is told by its first six bytes (``may_begin_client_hello``: not a TLS
   handshake record, or a record no ClientHello begins: a length over 2^14, another
-  handshake type), peeked at the accept: most clients, floods included, have sent them by the time the kernel's
-  backlog hands them over, so it is cut there, with no task, future or
-  transport made for it; a connection with nothing to read yet gets a reader
-  (and one timer for all of them, the oldest's). Bytes that look like a handshake
+  handshake type), peeked at the accept: most clients, floods included, have sent
+  them by the time the kernel's backlog hands them over, so it is cut there, with
+  no task, future or transport made for it; a connection with nothing to read yet
+  gets a reader (and one timer for all of them, the oldest's). Bytes that look like a handshake
   but are not fail the first TLS record. Both are counted as ``garbage``.
 - A finished handshake becomes a normal connection of the proxy, under its
   ``max_connections``.

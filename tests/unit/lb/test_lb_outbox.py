@@ -36,6 +36,16 @@ async def held_pair() -> Tuple[HeldTransport, socket.socket, asyncio.Protocol]:
     return HeldTransport(transport, loop), theirs, proto
 
 
+async def two_pairs() -> Tuple[HeldTransport, socket.socket, HeldTransport, socket.socket,
+                                List[Any]]:
+    """Two held pairs on one loop, and the loop's reported errors as they come."""
+    errors: List[Any] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    a, peer_a, _ = await held_pair()
+    b, peer_b, _ = await held_pair()
+    return a, peer_a, b, peer_b, errors
+
+
 async def turns(n: int = 3) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -101,11 +111,7 @@ def test_close_sends_what_is_held_first_and_abort_drops_it(kind: str) -> None:
 @pytest.mark.parametrize("kind", LOOPS)
 def test_bytes_held_for_a_transport_lost_meanwhile_are_dropped_quietly(kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        errors: List[Any] = []
-        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        a, peer_a, _ = await held_pair()
-        b, peer_b, _ = await held_pair()
+        a, peer_a, b, peer_b, errors = await two_pairs()
         a.write(b"to a")
         a.transport.abort()                 # lost under the holder (as a reset would)
         b.write(b"to b")                    # another connection's bytes in the same turn
@@ -124,11 +130,7 @@ def test_bytes_held_for_a_transport_lost_meanwhile_are_dropped_quietly(kind: str
 @pytest.mark.parametrize("kind", LOOPS)
 def test_a_failed_write_cuts_its_own_connection_and_no_other(kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        errors: List[Any] = []
-        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        a, peer_a, _ = await held_pair()
-        b, peer_b, _ = await held_pair()
+        a, peer_a, b, peer_b, errors = await two_pairs()
         a.transport.write_eof()             # its next write raises (RuntimeError)
         a.write(b"after eof")
         b.write(b"to b")
