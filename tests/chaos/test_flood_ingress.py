@@ -25,9 +25,15 @@ from tests.chaos.support import REPO, node_exec, record, wait_until
 pytestmark = pytest.mark.chaos
 
 FLOOD_S = float(os.environ.get("SWARMLET_CHAOS_FLOOD", "20"))
-# the pids of the node's ingress workers ([.]: the shell running this never matches itself)
-WORKERS = ("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null "
-           "| grep -q 'swarmlet[.]shipped[.]lb[.]worker' && echo ${p#/proc/}; done; true")
+# the pids of the node's ingress workers ([.]: the shell running this never matches itself).
+# The whole loop's stderr is dropped: a process that exits between the glob and the read
+# fails the `<` redirection, and the shell reports that before a `2>` after it applies.
+WORKERS = ("{ for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline "
+           "| grep -q 'swarmlet[.]shipped[.]lb[.]worker' && echo ${p#/proc/}; done; } 2>/dev/null; true")
+
+
+def _worker_pids(docker_client, node: dict) -> list[str]:
+    return sorted(w for w in node_exec(docker_client, node, WORKERS).split() if w.isdigit())
 
 
 def _agent_get(c, node: dict, path: str, timeout: float = 5.0):
@@ -46,7 +52,7 @@ def _agent_get(c, node: dict, path: str, timeout: float = 5.0):
 
 def test_flood_on_a_published_port_leaves_the_agent_responsive(chaos, docker_client):
     n1, n2 = chaos.nodes[0], chaos.nodes[1]
-    workers = node_exec(docker_client, n1, WORKERS).split()
+    workers = _worker_pids(docker_client, n1)
     assert workers, "node-1's ingress should run in a worker process"
     api_port = next(r for r in chaos.master.nodes() if r["name"] == n1["name"]).get("api_port")
     _agent_get(chaos, n1, "/v1/info")        # warm: the node answers before the flood
@@ -75,7 +81,7 @@ def test_flood_on_a_published_port_leaves_the_agent_responsive(chaos, docker_cli
     # the ingress still serves, from the same worker
     wait_until("node-1 serves on its published port", lambda: _served(n1["address"], chaos.port),
                timeout=30)
-    after = node_exec(docker_client, n1, WORKERS).split()
+    after = _worker_pids(docker_client, n1)
     api_ms.sort()
     p99 = api_ms[int(len(api_ms) * 0.99) - 1] if api_ms else float("nan")
     record("flood on a published port", None, flood_s=FLOOD_S,
