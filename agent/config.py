@@ -42,6 +42,7 @@ class AgentConfig:
     ingress_workers: int = 0            # LB worker processes sharing the ports (0: one per core)
     edge_handshake_timeout: float = 10.0   # a TLS handshake on the edge must finish in this
     edge_max_handshakes: int = 256      # TLS handshakes in progress per worker; more wait
+    edge_max_handshakes_per_source: int = 64   # of those, from one IPv4 address or IPv6 /64
     discovery: bool = True              # services reachable by name via VIPs (needs root, `ip`)
     docker_url: Optional[str] = None    # None: DOCKER_HOST or the local socket
     resync_interval: float = 10.0       # full re-list even without Docker events
@@ -63,7 +64,7 @@ class AgentConfig:
 _STR = ("name", "address", "cluster_id", "state_dir", "cert", "key", "ca", "gossip_keys",
         "api_bind", "gossip_bind", "ingress_bind", "secrets_dir")
 _INT = ("api_port", "gossip_port", "stop_timeout", "ingress_max_connections", "ingress_workers",
-        "edge_max_handshakes")
+        "edge_max_handshakes", "edge_max_handshakes_per_source")
 _FLOAT = ("edge_handshake_timeout", "drain_delay", "resync_interval", "stats_interval", "max_backoff", "backoff_reset", "lag_probe_interval")
 
 
@@ -101,7 +102,8 @@ def parse(data: Any, where: str = "agent.json") -> AgentConfig:
             kw[k] = bool(v)
         elif k == "docker_url":
             kw[k] = v if isinstance(v, str) and v else None
-    for name in ("ingress_max_connections", "edge_max_handshakes"):
+    for name in ("ingress_max_connections", "edge_max_handshakes",
+                 "edge_max_handshakes_per_source"):
         if kw.get(name, 1) < 1:
             raise ConfigError(f"{where}: '{name}' must be at least 1")
     return AgentConfig(**kw)

@@ -167,7 +167,9 @@ class Agent:
             from swarmlet.shipped.lb.workers import ingress_for
             held = self.edge.current
             edge = {"handshake": {"handshake_timeout": self.config.edge_handshake_timeout,
-                                  "max_handshakes": self.config.edge_max_handshakes}}
+                                  "max_handshakes": self.config.edge_max_handshakes,
+                                  "max_handshakes_per_source":
+                                      self.config.edge_max_handshakes_per_source}}
             if held is not None:       # bind the edge where the master said, from the first
                 edge.update(http_port=held.http_port, https_port=held.https_port)
             self.ingress = ingress_for(self.config.ingress_bind, await self._sticky_key(),

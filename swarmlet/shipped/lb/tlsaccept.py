@@ -16,6 +16,14 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   oldest handshake that has lasted ``shed_after`` (1 s: a real client needs a
   few round trips) give way, so slow handshakes cannot hold every slot for
   ten seconds.
+- **At most ``max_handshakes_per_source`` (64, a quarter of the slots) from one
+  source**: an IPv4 address, or an IPv6 /64 (what one host or one customer can
+  choose its addresses from). A connection over it is cut at the accept, with no
+  peek, task or transport, and counted as ``source``. One flooder then holds at
+  most a quarter of the slots and every other client finds the rest free, where
+  without it a slow flood from one machine held them all and newcomers waited
+  for a shed; a NAT's many users share one address, and a quarter of the slots
+  at a time is still hundreds of new connections a second from it.
 - **A bounded slice of each loop turn for new connections**: at most
   ``accept_batch`` (4) accepts and ``accept_slice`` (0.2 ms) per turn, and at most
   ``handshakes_per_turn`` (4) TLS handshakes started per turn (a handshake's
@@ -40,8 +48,9 @@ or uvloop's TLS, in C for the crypto) with a handshake timeout.
   ``max_connections``.
 
 Counters (``stats``): ``handshakes`` (completed), ``handshake_failures`` by kind
-(``garbage``, ``timeout``, ``shed``, ``error``, ``reset``), ``in_progress``,
-``paused`` (times accepting stopped at the cap).
+(``garbage``, ``timeout``, ``shed``, ``source``, ``error``, ``reset``), ``in_progress``,
+``paused`` (times accepting stopped at the cap), ``sources`` (sources with a handshake
+in progress: at most ``max_handshakes``, so the table is bounded).
 
 Shipped to agents: Python 3.9, standard library only.
 """
@@ -50,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 import ssl
@@ -81,6 +91,21 @@ def may_begin_client_hello(head: bytes) -> bool:
     return n < 6 or head[5] == 0x01
 
 
+def source_of(peer: Any) -> str:
+    """The source a connection's handshakes are counted under: its IPv4 address (an
+    IPv4-mapped IPv6 one too), or its IPv6 /64. Pure."""
+    host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+    if ":" not in host:
+        return host
+    try:
+        addr = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+
+
 def failure_kind(exc: BaseException) -> str:
     """How a handshake failed, for the counters."""
     if isinstance(exc, ssl.SSLError):
@@ -99,7 +124,8 @@ def failure_kind(exc: BaseException) -> str:
 class TLSServer:
     def __init__(self, host: str, port: int, factory: Callable[[], asyncio.BaseProtocol],
                  context: ssl.SSLContext, *, handshake_timeout: float = 10.0,
-                 max_handshakes: int = 256, shed_after: float = 1.0, accept_batch: int = 4,
+                 max_handshakes: int = 256, max_handshakes_per_source: int = 64,
+                 shed_after: float = 1.0, accept_batch: int = 4,
                  accept_slice: float = 0.0002, handshakes_per_turn: int = 4,
                  backlog: int = 1024, reuse_port: bool = False) -> None:
         self.host = host
@@ -108,6 +134,7 @@ class TLSServer:
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
+        self.max_per_source = max_handshakes_per_source
         self.shed_after = shed_after
         self.accept_batch = accept_batch
         self.accept_slice = accept_slice
@@ -123,6 +150,10 @@ class TLSServer:
         self.hellos: Deque[socket.socket] = deque()           # 2. a ClientHello begun: queued
         self.tasks: Dict[socket.socket, "asyncio.Task[None]"] = {}   # 3. in the TLS handshake
         self.running: Set[socket.socket] = set()   # tasks that began (they close their socket)
+        # the source of every connection in progress, and how many each source has: only
+        # sources with one in progress are kept, so both are bounded by max_handshakes
+        self.source: Dict[socket.socket, str] = {}
+        self.per_source: Dict[str, int] = {}
         self.reading = False
         self.closed = False
         self.handshakes = 0
@@ -169,7 +200,8 @@ class TLSServer:
 
     def stats(self) -> Dict[str, Any]:
         return {"handshakes": self.handshakes, "handshake_failures": dict(self.failures),
-                "in_progress": len(self.pending), "paused": self.paused}
+                "in_progress": len(self.pending), "paused": self.paused,
+                "sources": len(self.per_source)}
 
     # --- accepting --------------------------------------------------------------------
 
@@ -197,7 +229,7 @@ class TLSServer:
                 self._arm_shed(now)
                 return
             try:
-                conn, _ = self.sock.accept()          # type: ignore[union-attr]
+                conn, peer = self.sock.accept()       # type: ignore[union-attr]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -208,6 +240,14 @@ class TLSServer:
                     self._pause()
                     self._retry = self.loop.call_later(0.1, self._resume)
                 return
+            src = source_of(peer)
+            held = self.per_source.get(src, 0)
+            if held >= self.max_per_source:
+                conn.close()            # this source holds its share: the rest are others'
+                self._count("source")
+                continue
+            self.per_source[src] = held + 1
+            self.source[conn] = src
             conn.setblocking(False)
             self.pending[conn] = now
             self._sort(conn)
@@ -315,9 +355,16 @@ class TLSServer:
             task.cancel()
         if conn not in self.running:        # a running handshake closes it as it ends
             conn.close()                    # (queued hellos are skipped when popped)
-        self._freed()
+        self._freed(conn)
 
-    def _freed(self) -> None:
+    def _freed(self, conn: socket.socket) -> None:
+        src = self.source.pop(conn, None)
+        if src is not None:
+            left = self.per_source[src] - 1
+            if left:
+                self.per_source[src] = left
+            else:
+                del self.per_source[src]
         if not self.reading and len(self.pending) < self.max_handshakes:
             self._resume()
 
@@ -338,7 +385,7 @@ class TLSServer:
             self.running.discard(conn)
             self.tasks.pop(conn, None)
             if self.pending.pop(conn, None) is not None:
-                self._freed()
+                self._freed(conn)
 
     def _count(self, kind: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1

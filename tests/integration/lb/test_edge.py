@@ -462,3 +462,54 @@ async def test_a_backlog_of_new_connections_is_taken_a_few_per_loop_turn():
         server.close()
         for s in socks:
             s.close()
+
+
+async def test_one_source_holds_at_most_its_share_of_the_handshake_slots():
+    """Slow handshakes from one address (a ClientHello begun, never finished) take at most
+    ``max_handshakes_per_source`` slots; the ones over it are closed at the accept and counted
+    as ``source``, and a client from another address still gets a slot and its handshake,
+    with no shed needed."""
+    from swarmlet.shipped.lb.tls import CertStore
+    from swarmlet.shipped.lb.tlsaccept import TLSServer
+    server = TLSServer("127.0.0.1", 0, asyncio.Protocol, CertStore().main, handshake_timeout=5.0,
+                       max_handshakes=8, max_handshakes_per_source=3, shed_after=5.0)
+    server.start()
+    hello = _client_hello()
+    slow = []
+    try:
+        for _ in range(6):                                 # 6 from 127.0.0.2: 3 held, 3 cut
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", server.bound_port))
+            s.sendall(hello[:20])                          # a ClientHello begun
+            slow.append(s)
+        for _ in range(50):
+            if sum(server.failures.values()) + len(server.pending) >= 6:
+                break
+            await asyncio.sleep(0.02)
+        assert server.failures == {"source": 3}, server.stats()
+        assert len(server.pending) == 3 and server.stats()["sources"] == 1
+        # another address: its own share, served at once
+        ctx = client_ctx()
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", server.bound_port, ssl=ctx, local_addr=("127.0.0.3", 0)), 5)
+        assert writer.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        writer.close()
+        assert server.handshakes == 1 and "shed" not in server.failures
+        for s in slow:                                     # the cut ones see the close
+            s.settimeout(2)
+            try:
+                s.recv(100)
+            except (ConnectionResetError, socket.timeout):
+                pass
+        for s in slow:                                     # the held ones end: slots free
+            s.close()
+        for _ in range(50):
+            if not server.pending:
+                break
+            await asyncio.sleep(0.02)
+        assert not server.pending and not server.per_source and not server.source
+    finally:
+        server.close()
+        for s in slow:
+            s.close()

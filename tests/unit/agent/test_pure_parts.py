@@ -99,12 +99,17 @@ def test_config_contract_example():
                       "cert": "/c", "key": "/k", "ca": "/ca", "gossip_keys": "/g", "future": 1})
     assert c.name == "node-1" and c.labels == {"zone": "a"}
     assert c.seed_addrs() == [("172.18.0.3", 7946), ("10.0.0.9", 7946)]
+    assert (c.edge_max_handshakes, c.edge_max_handshakes_per_source) == (256, 64)
+    assert config.parse({"name": "n", "address": "x",
+                         "edge_max_handshakes_per_source": 8}).edge_max_handshakes_per_source == 8
 
 
 @pytest.mark.parametrize("bad,key", [
     ({"address": "x"}, "name"), ({"name": "n", "address": "x", "api_port": "1"}, "api_port"),
     ({"name": "n", "address": "x", "labels": {"a": 1}}, "labels"),
     ({"name": "n", "address": "x", "seeds": "a:1"}, "seeds"), ([], "object"),
+    ({"name": "n", "address": "x", "edge_max_handshakes_per_source": 0},
+     "edge_max_handshakes_per_source"),
 ])
 def test_config_errors_name_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from swarmlet.shipped.lb.tlsaccept import may_begin_client_hello
+from swarmlet.shipped.lb.tlsaccept import may_begin_client_hello, source_of
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +54,16 @@ def test_what_no_client_hello_begins_with_is_refused(head: bytes):
 def test_the_largest_plain_record_and_partial_heads_still_may():
     assert may_begin_client_hello(b"\x16\x03\x01\x40\x00\x01")   # exactly 2^14
     assert may_begin_client_hello(b"\x16\x03\x01\xff")            # the length not all here yet
+
+
+@pytest.mark.parametrize("peer, source", [
+    (("203.0.113.7", 50000), "203.0.113.7"),
+    (("::ffff:203.0.113.7", 50000, 0, 0), "203.0.113.7"),      # IPv4-mapped: its IPv4 address
+    (("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 443, 0, 0), "2001:db8:1:2::/64"),
+    (("2001:db8:1:2::1", 443, 0, 0), "2001:db8:1:2::/64"),     # the same /64: the same source
+    (("2001:db8:1:3::1", 443, 0, 0), "2001:db8:1:3::/64"),
+    (("fe80::1%eth0", 443, 0, 2), "fe80::/64"),                # a zone is not part of it
+    ("/run/edge.sock", "/run/edge.sock"),                      # not an IP: as it is
+])
+def test_handshakes_are_counted_per_ipv4_address_or_ipv6_64(peer, source):
+    assert source_of(peer) == source
