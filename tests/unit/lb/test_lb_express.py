@@ -289,3 +289,35 @@ def test_the_tls_protocol_is_read_as_a_buffered_one_by_uvloop() -> None:
     assert hasattr(EdgeTLSDownstream, "get_buffer")
     assert not issubclass(EdgeTLSDownstream, asyncio.Protocol)
     assert issubclass(EdgeTLSDownstream, asyncio.BufferedProtocol)
+
+
+def test_the_factored_name_pattern_matches_exactly_the_names_and_their_underscore_spellings() -> None:
+    """``_names`` factors the special names by prefix; it must match each of them (``-`` or
+    ``_``), and no prefix, extension or neighbour of one."""
+    import re
+    from swarmlet.shipped.lb.headers import _REQ_SPECIAL as REQ, _RESP_SPECIAL as RESP
+    for names in (REQ, RESP, [b"te", b"tea", b"t-e"], [b"a"]):
+        pat = re.compile(express._names(names))
+        near = set()
+        for n in names:
+            assert pat.fullmatch(n), n
+            assert pat.fullmatch(n.replace(b"-", b"_")), n
+            near |= {n[:-1], n + b"s", n + b"-", b"x" + n, n[:-1] + b"_", n.replace(b"-", b"")}
+        for n in near - set(names) - {x.replace(b"-", b"_") for x in names}:
+            if n.replace(b"_", b"-") not in names:
+                assert not pat.fullmatch(n), n
+
+
+def test_an_answer_with_a_large_body_takes_the_lane_and_only_its_head_is_read() -> None:
+    body = bytes(range(256)) * 800                      # 200 KiB, as one uvloop read brings
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-A: b\r\n\r\n" % len(body) + body
+    ans = express.answer(data, MAX_HEAD)
+    assert ans is not None and ans[2] == len(body) and ans[4] == body
+    assert ans[1] == b"HTTP/1.1 200 OK\r\nX-A: b\r\n"
+    # the blank line beyond the limit: the general path (which fails it)
+    assert express.answer(data, 40) is None
+    # a body holding a blank line and header-like bytes changes nothing
+    tricky = b"\r\n\r\nConnection: close\r\n\r\n"
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(tricky) + tricky
+    ans = express.answer(data, MAX_HEAD)
+    assert ans is not None and ans[3] is True and ans[4] == tricky
