@@ -88,6 +88,9 @@ _ANSWER = re.compile(rb"http/1\.1 ([2-5][0-9][0-9]) " + _VALUE + rb"\r\n" + _P
                      + rb"(?:" + _L + _P + rb"(?:" + _LC + _P + rb")?|" + _LC + _P + _L + _P
                      + rb")\r\n")
 
+# The status codes the answer pattern takes, by their digits: a lookup, not an int() parse.
+_STATUS = {b"%d" % n: n for n in range(200, 600)}
+
 # (method, the head to send upstream, Host, target, keep-alive)
 Request = Tuple[bytes, bytes, bytes, bytes, bool]
 # (status, the answer's head up to its framing, Content-Length, keep-alive, body)
@@ -164,7 +167,7 @@ def answer(data: bytes, max_head: int) -> Optional[Answer]:
     length = int(length)
     if end + length != len(data):
         return None                     # the body is not all here, or more came after it
-    status = int(g[0])
+    status = _STATUS[g[0]]
     if status == 204 or status == 304:
         return None
     return (status, _without(data, 0, end - 2, ls, cs), length,

@@ -43,18 +43,19 @@ class Histogram:
 class RateMeter:
     """Events per second over the last ``window`` whole seconds."""
 
-    __slots__ = ("window", "buckets", "second")
+    __slots__ = ("window", "buckets", "second", "until", "slot")
 
     def __init__(self, window: int = 10) -> None:
         self.window = window
         self.buckets = [0] * window
         self.second = 0
+        self.until = 1.0                # the current second's end, and its bucket: most adds
+        self.slot = 0                   # fall in it, with no int() or modulo (2 a request)
 
     def add(self, now: float, n: int = 1) -> None:
-        sec = int(now)
-        if sec != self.second:
-            self._advance(sec)
-        self.buckets[sec % self.window] += n
+        if now >= self.until or now < self.second:
+            self._advance(int(now))
+        self.buckets[self.slot] += n
 
     def _advance(self, sec: int) -> None:
         if sec - self.second >= self.window:
@@ -63,6 +64,8 @@ class RateMeter:
             for s in range(self.second + 1, sec + 1):
                 self.buckets[s % self.window] = 0
         self.second = sec
+        self.until = sec + 1.0
+        self.slot = sec % self.window
 
     def rate(self, now: float) -> float:
         """The mean over the complete seconds in the window (the current one excluded)."""

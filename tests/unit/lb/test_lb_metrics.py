@@ -50,3 +50,17 @@ def test_render_merges_listeners_into_valid_text():
     sample = re.compile(r'^[a-z_]+\{[^}]*\} [0-9.e+-]+$')
     for line in text.splitlines():
         assert line.startswith("# ") or sample.match(line), line
+
+
+def test_rate_meter_keeps_each_second_apart_across_gaps_and_a_clock_step_back():
+    m = RateMeter(window=5)
+    m.add(10.0)
+    m.add(10.99, 2)                     # the same second
+    m.add(11.0, 4)                      # the next one
+    m.add(13.5, 8)                      # a gap: second 12 is empty
+    assert m.buckets[10 % 5] == 3 and m.buckets[11 % 5] == 4 and m.buckets[12 % 5] == 0
+    assert m.rate(14.2) == pytest.approx((3 + 4 + 0 + 8) / 4)
+    m.add(13.2)                         # back into second 13, as before
+    assert m.buckets[13 % 5] == 9
+    m.add(100.0)                        # a window and more later: all cleared
+    assert sum(m.buckets) == 1 and m.rate(100.5) == 0.0
