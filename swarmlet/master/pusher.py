@@ -51,7 +51,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..shipped import routediff
 from ..shipped.discovery import assign_vips
@@ -459,31 +459,40 @@ class Pusher:
     async def _relay_wave(self, base: int, group: List[str]) -> None:
         """One relay wave of the delta from ``base`` to ``group``; then the backstop. The tree
         spans every node that is up (stable from one wave to the next, so agents reuse their
-        connections); only ``group`` is counted on."""
+        connections); only ``group`` is counted on. Each seed's range is settled as its answer
+        comes: a seed that hangs holds back its own range, not the wave."""
         m = self.m
         version, tail = self.version, self.tail_for(base)
         everyone = [n for n, p in self._nodes.items() if not p.legacy and self._up(n)]
+        waiting = set(group)
+
+        def settle(names: Iterable[str], acked: Set[str]) -> None:
+            backstop: List[str] = []
+            for name in names:
+                if name not in waiting:
+                    continue
+                waiting.discard(name)
+                prep = self._nodes.get(name)
+                if prep is None:
+                    continue
+                prep.routes_pushing = False
+                if name in acked and prep.routes_acked == base:
+                    prep.routes_acked = version
+                    m.counters["route_pushes"] += 1
+                if prep.routes_acked != version:
+                    backstop.append(name)
+                elif prep.routes_repush or prep.routes_acked != self.version:
+                    self._relay_wanted.add(name)      # changed meanwhile: the next wave
+            m.counters["relay_backstop"] = m.counters.get("relay_backstop", 0) + len(backstop)
+            for name in backstop:          # the direct push: never depends on the relay
+                self.push_routes(name)
+
         acked: Set[str] = set()
         try:
-            acked = await self.relay.wave(everyone, tail, version)
+            acked = await self.relay.wave(everyone, tail, version, settle)
         except Exception:  # the backstop below still reaches every node
             log.exception("routes relay failed")
-        backstop: List[str] = []
-        for name in group:
-            prep = self._nodes.get(name)
-            if prep is None:
-                continue
-            prep.routes_pushing = False
-            if name in acked and prep.routes_acked == base:
-                prep.routes_acked = version
-                m.counters["route_pushes"] += 1
-            if prep.routes_acked != version:
-                backstop.append(name)
-            elif prep.routes_repush or prep.routes_acked != self.version:
-                self._relay_wanted.add(name)      # changed meanwhile: the next wave
-        m.counters["relay_backstop"] = m.counters.get("relay_backstop", 0) + len(backstop)
-        for name in backstop:          # the direct push: never depends on the relay
-            self.push_routes(name)
+        settle(sorted(waiting), acked)     # in no seed's range (a seed unknown), or a failure
 
     async def _routes_task(self, name: str) -> None:
         m = self.m

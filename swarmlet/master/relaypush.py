@@ -12,6 +12,8 @@ master marks those acknowledged and the pusher pushes directly (the existing
 path, with its semantics for a push without answer and for a 409) to every
 intended node that was not: a seed down, a forwarder that did not see a node,
 a node that refused. So the relay saves bytes and never decides correctness.
+Each seed's range is settled as that seed answers: a seed that accepts the request
+and never answers holds back its own range, for its timeout, and no other.
 
 The tree spans every node that is up (``seeds`` over all of them): the same
 from wave to wave, so agents reuse their connections; only the intended group
@@ -28,12 +30,14 @@ budget left room for the time a request waits before its handler runs
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Counter, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Counter, Dict, List, Optional,
+                    Sequence, Set, Tuple, Union)
 
 from ..client import agent_peer
 from ..shipped.exceptions import SwarmletError
@@ -45,6 +49,11 @@ if TYPE_CHECKING:
     from .daemon import Master
 
 log = logging.getLogger("swarmlet.master.relay")
+
+# A seed's answer: an error, or (the version it acknowledges, the names holding it, refusals).
+SendResult = Union[str, Tuple[int, List[str], List[str]]]
+# Called as each seed's range is done: (its names, those of them that acknowledged).
+RangeDone = Callable[[List[str], Set[str]], None]
 
 
 class RelayPush:
@@ -73,36 +82,58 @@ class RelayPush:
             self._identity_key = (cert, mtime)
         return self._identity
 
-    async def wave(self, names: Sequence[str], update: bytes, version: int) -> Set[str]:
+    async def wave(self, names: Sequence[str], update: bytes, version: int,
+                   on_range: Optional[RangeDone] = None) -> Set[str]:
         """Relay ``update`` (the routes update's JSON without its node) to ``names``; the names
-        that acknowledged ``version``. Never raises for a node's trouble."""
+        that acknowledged ``version``. Never raises for a node's trouble.
+
+        ``on_range(range, acked)`` is called as each seed answers (or fails, or times out),
+        with the names of its range and those of them that acknowledged ``version``: a seed
+        that accepts the request and never answers then holds back its own range alone, for
+        its timeout, and not every node of the wave."""
         m, cfg = self.m, self.m.cfg
         ident = await self.identity()
         if ident is None:
             return set()
         env = seal(update, ident)
         budget = cfg.relay_budget
+        order = sorted(set(names))
         sends = []
-        for seed, lo, hi in seeds(names, cfg.relay_seeds):
+        for seed, lo, hi in seeds(order, cfg.relay_seeds):
             rec = m.nodes.get(seed)
             if rec is None:
                 continue
             body = json.dumps(dict(env, lo=lo, hi=hi, fanout=cfg.relay_fanout, budget=budget, hops=0),
                               separators=(",", ":")).encode()
-            sends.append(self._send(agent_peer(seed, rec.address, rec.api_port), body, budget + 1.0))
+            span = order[bisect.bisect_left(order, lo):bisect.bisect_right(order, hi)]
+            sends.append(self._ranged(span, self._send(agent_peer(seed, rec.address, rec.api_port),
+                                                       body, budget + 1.0)))
         acked: Set[str] = set()
         refused = 0
         why: Counter[str] = collections.Counter()
         t0 = time.monotonic()
-        for got in await asyncio.gather(*sends):
-            if isinstance(got, str):
-                why[f"seed: {got}"[:40]] += 1
-                continue
-            answer_version, names_acked, reasons = got
-            if answer_version == version:
-                acked.update(names_acked)
-            refused += len(reasons)
-            why.update(r[:28] for r in reasons)
+        tasks = [asyncio.ensure_future(c) for c in sends]
+        try:
+            for done in asyncio.as_completed(tasks):
+                span, got = await done
+                mine: Set[str] = set()
+                if isinstance(got, str):
+                    why[f"seed: {got}"[:40]] += 1
+                else:
+                    answer_version, names_acked, reasons = got
+                    if answer_version == version:
+                        mine = set(names_acked)
+                        acked |= mine
+                    refused += len(reasons)
+                    why.update(r[:28] for r in reasons)
+                if on_range is not None:
+                    try:
+                        on_range(span, mine)
+                    except Exception:   # the caller's trouble must not lose the other ranges
+                        log.exception("settling a relayed range failed")
+        finally:
+            for task in tasks:          # cancelled (the master stopping): so are the sends
+                task.cancel()
         m.counters["relay_waves"] = m.counters.get("relay_waves", 0) + 1
         m.counters["relay_acked"] = m.counters.get("relay_acked", 0) + len(acked & set(names))
         log.info("relayed routes %s to %d of %d nodes in %.2f s (%d refused: %s)", version,
@@ -110,7 +141,11 @@ class RelayPush:
                  ", ".join(f"{k} {v}" for k, v in why.most_common(3)) or "none")
         return acked
 
-    async def _send(self, peer: Any, body: bytes, timeout: float) -> Union[str, Tuple[int, List[str], List[str]]]:
+    @staticmethod
+    async def _ranged(span: List[str], send: Awaitable[SendResult]) -> Tuple[List[str], SendResult]:
+        return span, await send
+
+    async def _send(self, peer: Any, body: bytes, timeout: float) -> SendResult:
         try:
             answer = await self.m.client.call(peer, "PUT", PATH, raw=body, timeout=timeout)
         except SwarmletError as exc:   # a seed down or refusing: its range gets the backstop

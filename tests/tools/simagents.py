@@ -238,6 +238,9 @@ class SimFleet:
         self.master_certs: Optional[_SharedCerts] = None
         self._view: Optional[View] = None
         self.no_relay: Set[str] = set()     # nodes that refuse relays (503): a forwarder down
+        self.hang_relay: Set[str] = set()   # nodes that accept a relay and never answer it
+        self.relays_hanging = 0             # such requests not answered yet
+        self.relay_release = asyncio.Event()   # set: the hanging ones answer 503 at last
         self._session: Any = None
         self.runner: Optional[web.AppRunner] = None
         self._timers: List[asyncio.TimerHandle] = []
@@ -578,6 +581,15 @@ class SimFleet:
         c = self.relay_counters
         if n.name in self.no_relay:
             return web.json_response({"error": "relay off on this node"}, status=503)
+        if n.name in self.hang_relay:       # a forwarder wedged after accepting the request
+            self.relays_hanging += 1
+            try:
+                await asyncio.wait_for(self.relay_release.wait(), 120)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.relays_hanging -= 1
+            return web.json_response({"error": "relay hung on this node"}, status=503)
 
         def refused(status: int, why: str) -> web.Response:
             c["relay_refused"] = c.get("relay_refused", 0) + 1

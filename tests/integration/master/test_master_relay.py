@@ -117,6 +117,40 @@ async def test_nodes_a_refusing_forwarder_leaves_out_get_the_backstop(tmp_path: 
         await _close(running, fleet, client)
 
 
+async def test_a_seed_that_never_answers_holds_back_its_own_range_alone(tmp_path: Path) -> None:
+    """A seed that accepts the relay and never answers: the other ranges' nodes are settled as
+    their seeds answer, while the master still waits for that one (its timeout is relay_budget
+    + 1 s); its range then gets the backstop. Before, every node of the wave waited for it."""
+    running, fleet, client, call, nodes = await _cluster(tmp_path, N, "w", "127.109", _cfg())
+    m = running.master
+    try:
+        await _deploy(call, fleet, m, nodes)
+        names = sorted(n["name"] for n in nodes)
+        seed, lo, hi = seeds(names, SEEDS)[0]
+        fleet.hang_relay.add(seed)
+        held = {n for n in names if lo <= n <= hi}
+        others = set(names) - held
+        p = m.pusher
+        v, waves = p.version, m.counters.get("relay_waves", 0)
+        node = nodes[5]["name"]
+        fleet.set_health(node, next(iter(fleet.nodes[node].tasks)), "unhealthy")
+        await _until("the master seeing it", lambda: p.version > v)
+        await _until("the other ranges settled", lambda: all(
+            fleet.nodes[n].routes_version == p.version and p._nodes[n].routes_acked == p.version
+            and not p._nodes[n].routes_pushing for n in others))
+        # ... while the wave is still waiting for the hung seed: its range alone is held
+        assert m.counters.get("relay_waves", 0) == waves and fleet.relays_hanging == 1
+        assert all(p._nodes[n].routes_pushing and fleet.nodes[n].routes_version < p.version
+                   for n in held)
+        await _until("every node holding the new routes (the hung range by the backstop)",
+                     lambda: _converged(fleet, m, nodes))
+        assert m.counters["relay_waves"] == waves + 1
+        assert m.counters["relay_backstop"] >= len(held)
+    finally:
+        fleet.relay_release.set()
+        await _close(running, fleet, client)
+
+
 @pytest.mark.parametrize("threshold,max_bytes", [(0, 4096), (8, 100)])
 async def test_with_the_relay_off_every_node_is_pushed_directly(tmp_path: Path, threshold: int,
                                                                 max_bytes: int) -> None:
