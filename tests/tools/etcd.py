@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -23,7 +24,22 @@ from swarmlet.ha import etcdconf, etcdpki
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    can be taken, before etcd binds it, as the source port of an outgoing connection (the
+    members dial each other meanwhile): CI once saw "bind: address already in use" so."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:          # all taken: the kernel's choice, as before
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
