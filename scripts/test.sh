@@ -15,7 +15,7 @@ export SWARMLET_REQUIRE_DOCKER=1  # a missing Docker fails the tests, never skip
 mkdir -p artifacts
 set +e
 python3 -m pytest -p no:cacheprovider -o console_output_style=classic -q -rfEs \
-  --junitxml=artifacts/junit.xml tests/unit tests/integration tests/e2e tests/chaos "$@"
+  --durations=25 --junitxml=artifacts/junit.xml tests/unit tests/integration tests/e2e tests/chaos "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "no tests were collected" >&2; fi
