@@ -325,8 +325,12 @@ def rebalance_cmd(auto: Optional[str]) -> None:
 @click.option("--max", "max_", type=click.IntRange(1), help="Most replicas.")
 @click.option("--cpu", type=click.FloatRange(1, 1000), default=70.0, show_default=True,
               help="Target average CPU per replica, percent of its CPU reservation (or of one CPU).")
+@click.option("--down-window", type=click.FloatRange(1, 3600), default=None, metavar="SECONDS",
+              help="Scale down only after the load has stayed low this long  [default: the "
+                   "master's, 60]")
 @click.option("--off", is_flag=True, help="Stop autoscaling (the replica count stays).")
-def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: float, off: bool) -> None:
+def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: float,
+                  down_window: Optional[float], off: bool) -> None:
     """Scale SERVICE between --min and --max replicas to hold its average CPU near --cpu %."""
     service = resolve(service)
     if off:
@@ -337,7 +341,10 @@ def autoscale_cmd(service: str, min_: Optional[int], max_: Optional[int], cpu: f
         raise UsageError("give --min and --max (or --off)")
     if min_ > max_:
         raise UsageError(f"--min {min_} is above --max {max_}")
-    call("PATCH", f"/v1/services/{service}", {"autoscale": {"min": min_, "max": max_, "cpu": cpu}})
+    auto: dict = {"min": min_, "max": max_, "cpu": cpu}
+    if down_window is not None:    # else the master's window (the whole setting is replaced)
+        auto["down_window"] = down_window
+    call("PATCH", f"/v1/services/{service}", {"autoscale": auto})
     click.echo(f"{service}: autoscaling {min_}..{max_} replicas at {cpu:g}% CPU; "
                "changes show in: swarmlet events")
 

@@ -12,6 +12,9 @@
   neither acts before the history covers its window;
 - a cooldown follows every change (``up_cooldown`` before another change,
   ``down_cooldown`` before a scale-down), so the count never flaps;
+- a service may set its own ``down_window`` (``swarmlet autoscale --down-window``,
+  ``x-swarmlet.autoscale.down_window``): it replaces the master's window and bounds
+  the scale-down cooldown, as the HPA's per-autoscaler stabilization window;
 - one step at most doubles the replicas (the HPA's 100 % rule);
 - the result is always within ``[min, max]``; a count outside (bounds just
   changed) is brought inside at once.
@@ -81,7 +84,12 @@ def decide(spec: AutoscaleSpec, current: int, cpu: Optional[float], state: Scale
            policy: AutoscalePolicy = AutoscalePolicy()) -> Decision:
     lo, hi = max(0, spec.min), max(spec.min, spec.max)
     raw = recommend(current, cpu, spec.cpu, policy.tolerance)
-    keep = max(policy.up_window, policy.down_window)
+    # A service's own window is its only scale-down delay, as the HPA's stabilization window
+    # is (the cooldown is bounded by it): the window already keeps the count from flapping.
+    own = spec.down_window > 0
+    down_window = spec.down_window if own else policy.down_window
+    down_cooldown = min(policy.down_cooldown, spec.down_window) if own else policy.down_cooldown
+    keep = max(policy.up_window, down_window)
     recs = tuple((t, r) for t, r in state.recs if now - t <= keep) + ((now, raw),)
     since = now if state.since is None else state.since
     st = ScaleState(recs, state.last_change, since)
@@ -102,8 +110,8 @@ def decide(spec: AutoscaleSpec, current: int, cpu: Optional[float], state: Scale
         new = min(hi, min(up), step)
         if new > current:
             return Decision(new, ScaleState(recs, now, since), what)
-    down = window(policy.down_window)
-    if down and max(down) < current and quiet >= policy.down_cooldown:
+    down = window(down_window)
+    if down and max(down) < current and quiet >= down_cooldown:
         new = max(lo, max(down))
         if new < current:
             return Decision(new, ScaleState(recs, now, since), what)

@@ -193,11 +193,17 @@ class EdgeSpec:
 
 @dataclass(frozen=True)
 class AutoscaleSpec:
-    """Scale replicas between ``min`` and ``max`` to hold average CPU near ``cpu`` %."""
+    """Scale replicas between ``min`` and ``max`` to hold average CPU near ``cpu`` %.
+
+    ``down_window``: seconds the recommendations must all stay below the current count
+    before scaling down, and at most the wait after a change before one (the HPA's
+    scale-down stabilization window, per service as there); 0 takes the master's
+    (``AutoscalePolicy``: a 60 s window and a 60 s cooldown)."""
 
     min: int = 1
     max: int = 1
     cpu: float = 70.0
+    down_window: float = 0.0
 
 
 @dataclass(frozen=True)

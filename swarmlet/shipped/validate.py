@@ -37,7 +37,7 @@ from . import secretrefs
 from .constraints import parse as parse_constraint
 from .hostnames import MAX_HOSTS, host_problem, path_problem
 from .exceptions import APIError, UsageError
-from .models import PortSpec, ServiceSpec
+from .models import AutoscaleSpec, PortSpec, ServiceSpec
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 SERVICE_NAME_WHAT = ("a service name of lower-case letters, digits, '_', '.' or '-' "
@@ -91,6 +91,8 @@ def problems(spec: ServiceSpec) -> List[Problem]:
                            f"expected one of {', '.join(PLACEMENTS)}, got {spec.placement!r}"))
     if spec.max_per_node is not None and spec.max_per_node < 1:
         out.append(Problem("max_per_node", f"expected at least 1, got {spec.max_per_node}"))
+    if spec.autoscale is not None:
+        out += autoscale_problems(spec.autoscale)
     for expr in spec.constraints:
         why = constraint_problem(expr)
         if why:
@@ -112,6 +114,20 @@ def problems(spec: ServiceSpec) -> List[Problem]:
     for field, message in secretrefs.problems(spec):
         out.append(Problem(field, message))
     out += edge_problems(spec)
+    return out
+
+
+def autoscale_problems(a: AutoscaleSpec) -> List[Problem]:
+    """What is wrong with an autoscale setting (the CLI and stack files check the same)."""
+    out: List[Problem] = []
+    if a.min < 0 or a.max < max(a.min, 1):
+        out.append(Problem("autoscale", f"expected 0 <= min <= max and max >= 1, got "
+                                        f"min {a.min}, max {a.max}"))
+    if not 0 < a.cpu <= 1000:
+        out.append(Problem("autoscale.cpu", f"expected a CPU target from 1 to 1000 %, got {a.cpu:g}"))
+    if a.down_window and not 1 <= a.down_window <= 3600:
+        out.append(Problem("autoscale.down_window", f"expected 1 to 3600 seconds (or 0: the "
+                                                    f"master's), got {a.down_window:g}"))
     return out
 
 

@@ -10,7 +10,7 @@ service has none (``kind="none"``), as our images declare no HEALTHCHECK.
     x-swarmlet:
       health: /health              # or {path: /health, port: 8080}: an HTTP GET check
       lb: {algorithm: least_conn, sticky: true, connect_timeout: 5s, timeout: 60s}
-      autoscale: {min: 2, max: 6, cpu: 70}
+      autoscale: {min: 2, max: 6, cpu: 70, down_window: 5m}   # down_window: optional
 
 Timings a ``healthcheck:`` omits take Docker's defaults (interval 30 s, timeout
 30 s, 3 retries, start period 0), so an app that is slow to answer behaves as
@@ -143,7 +143,7 @@ def _lb(node: Node, ctx: Context) -> LBOptions:
 
 
 def _autoscale(node: Node, ctx: Context) -> AutoscaleSpec:
-    keys = check_keys(node, ("min", "max", "cpu"), ctx)
+    keys = check_keys(node, ("min", "max", "cpu", "down_window"), ctx)
     for name in ("min", "max"):
         if name not in keys:
             fail(node, f"an autoscale mapping with 'min', 'max' and 'cpu' ('{name}' is missing)")
@@ -152,4 +152,9 @@ def _autoscale(node: Node, ctx: Context) -> AutoscaleSpec:
     if hi < lo:
         fail(keys["max"], f"max >= min ({lo})")
     cpu = as_float(keys["cpu"], 1, 100) if "cpu" in keys else 70.0
-    return AutoscaleSpec(min=lo, max=hi, cpu=cpu)
+    window = 0.0
+    if "down_window" in keys:
+        window = as_duration(keys["down_window"])
+        if not 1 <= window <= 3600:
+            fail(keys["down_window"], "a duration from 1s to 1h")
+    return AutoscaleSpec(min=lo, max=hi, cpu=cpu, down_window=window)

@@ -94,3 +94,19 @@ def test_stack_fields_are_judged_too():
     assert validate.problems(ok) == []
     bad = dataclasses.replace(ok, endpoint_mode="rr", preferences=("zone",))
     assert [p.field for p in validate.problems(bad)] == ["endpoint_mode", "preferences"]
+
+
+@pytest.mark.parametrize("auto,ok", [
+    (dict(min=1, max=3, cpu=70), True),
+    (dict(min=0, max=1, cpu=70), True),
+    (dict(min=1, max=3, cpu=70, down_window=15), True),
+    (dict(min=3, max=2, cpu=70), False),              # the CLI and stack files refuse it too
+    (dict(min=0, max=0, cpu=70), False),
+    (dict(min=1, max=2, cpu=0), False),
+    (dict(min=1, max=2, cpu=float("nan")), False),
+    (dict(min=1, max=2, cpu=70, down_window=0.5), False),
+    (dict(min=1, max=2, cpu=70, down_window=7200), False),
+])
+def test_the_master_refuses_an_autoscale_the_cli_would(auto, ok):
+    from swarmlet.shipped.models import AutoscaleSpec
+    assert _master_accepts(ServiceSpec("web", "img:1", autoscale=AutoscaleSpec(**auto))) is ok

@@ -100,3 +100,25 @@ def test_never_flaps_and_always_within_bounds(loads, lo, extra, start):
             assert t1 - t0 >= min(P.up_cooldown, P.down_cooldown)
         if b1 < a1:
             assert t1 - t0 >= P.down_cooldown              # scale-down only after its cooldown
+
+
+def test_a_service_window_replaces_the_masters_and_bounds_its_cooldown():
+    # the load above: high until 40 s, then low. The master's window is 30 s, and so is
+    # its scale-down cooldown.
+    cpu = lambda t, n: 200.0 * 2 / n if t < 40 else 5.0
+    for window in (5.0, 12.0, 50.0):
+        spec = AutoscaleSpec(min=2, max=6, cpu=70, down_window=window)
+        changes, final = run(spec, 2, cpu, until=300)
+        counts = [2] + [r for _, r in changes]
+        ups = [t for (t, r), before in zip(changes, counts) if r > before]
+        downs = [t for (t, r), before in zip(changes, counts) if r < before]
+        assert ups and downs, (window, changes)
+        # not before the load has been low for the whole window, nor sooner after the last
+        # scale-up than the window (at most the master's cooldown); and no later than that
+        due = max(40 + window, ups[-1] + min(window, P.down_cooldown))
+        assert due <= downs[0] <= due + 1.0, (window, changes)
+        assert max(ups) < min(downs) and final == spec.min      # up, then down: no flapping
+    changes, _ = run(SPEC, 2, cpu, until=300)                   # without one: the master's
+    counts = [2] + [r for _, r in changes]
+    downs = [t for (t, r), before in zip(changes, counts) if r < before]
+    assert downs[0] >= 40 + P.down_window

@@ -145,13 +145,13 @@ services:
     x-swarmlet:
       health: {path: /up, port: 9000}
       lb: {algorithm: least_conn, sticky: true, connect_timeout: 2s, timeout: 1m}
-      autoscale: {min: 2, max: 6, cpu: 75}
+      autoscale: {min: 2, max: 6, cpu: 75, down_window: 2m}
       max_per_node: 1
 """)
     web = stack.services[0]
     assert web.health == HealthCheck(kind="http", path="/up", port=9000, interval=3.0, retries=4)
     assert web.lb == LBOptions("least_conn", True, 2.0, 60.0)
-    assert web.autoscale == AutoscaleSpec(2, 6, 75.0)
+    assert web.autoscale == AutoscaleSpec(2, 6, 75.0, down_window=120.0)
     assert web.max_per_node == 1
 
 
