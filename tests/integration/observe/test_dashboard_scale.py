@@ -142,13 +142,14 @@ async def test_dashboard_at_1000_nodes_with_a_rollout_in_progress(tmp_path: Path
         load = asyncio.create_task(_traffic(f"http://127.0.0.1:{front_port}", stop, counts))
         await _until("traffic answered", lambda: _ok(counts.get("200", 0) > 100), 60)
 
-        # a few seconds apart, so the marks stand apart on the time axis
+        # two history samples apart (history_interval 1 s), so the marks stand apart on the
+        # time axis
         await fleet.set_cpu("auto", 95.0)                                   # an autoscale step
-        await asyncio.sleep(4)
+        await asyncio.sleep(2)
         await fleet.kill([n["name"] for n in nodes[10:13]])                  # three deaths
-        await asyncio.sleep(4)
+        await asyncio.sleep(2)
         await call("PATCH", "/v1/services/flaky", {"image": "sim:broken"})   # rolls back
-        await asyncio.sleep(4)
+        await asyncio.sleep(2)
         await call("PATCH", "/v1/services/big", {"image": "sim:2"})          # stays in progress
 
         def kinds() -> set:
