@@ -301,7 +301,7 @@ async def test_autoscale_up_under_burn_and_back_down(tmp_path, docker_client):
         port = rows[0]["host_ports"]["8080/tcp"]
 
         def burn() -> None:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/burn?seconds=25", timeout=60).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/burn?seconds=15", timeout=60).read()
 
         t0 = time.monotonic()
         burner = asyncio.create_task(asyncio.to_thread(burn))
