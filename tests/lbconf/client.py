@@ -24,9 +24,12 @@ class Resp:
 
 
 async def exchange(port: int, data: bytes, *, timeout: float = 3.0, idle: float = 0.5,
-                   then: Optional[bytes] = None, host: str = "127.0.0.1") -> Tuple[bytes, bool]:
+                   then: Optional[bytes] = None, host: str = "127.0.0.1",
+                   answers: int = 0) -> Tuple[bytes, bool]:
     """Send ``data`` (and ``then`` after the first answer arrived, on the same
-    connection); return (everything received, closed by the peer)."""
+    connection); return (everything received, closed by the peer). It reads until the
+    peer closes or is ``idle`` that long, or, with ``answers``, until that many whole
+    answers came (a GET's: what the victim request of each case waits for)."""
     reader, writer = await asyncio.open_connection(host, port)
     got = bytearray()
     closed = False
@@ -52,6 +55,8 @@ async def exchange(port: int, data: bytes, *, timeout: float = 3.0, idle: float 
                 closed = True
                 break
             got += piece
+            if answers and len(parse_responses(bytes(got))[0]) >= answers:
+                break
     finally:
         writer.transport.abort()
     return bytes(got), closed
