@@ -173,7 +173,9 @@ def render_top(doc: Mapping[str, Any], color: bool = False, now: Optional[float]
                      f"{float(s.get('req_s') or 0):8.1f} {int(s.get('errors') or 0):7d} "
                      f"{(f'{cpu:.0f}%' if isinstance(cpu, (int, float)) else '-'):>6}  "
                      f"{s.get('ports') or ''}"
-                     + (f"  auto {auto['min']}..{auto['max']} @{auto['cpu']:g}%" if auto else ""))
+                     + (f"  auto {auto['min']}..{auto['max']} @{auto['cpu']:g}%" if auto else "")
+                     + (f" down after {auto['down_window']:g}s" if auto and auto.get("down_window")
+                        else ""))
     if len(listed) < len(svcs):
         lines.append(f"... {len(svcs) - len(listed)} more services (all ok or idle: troubled ones come first)"
                      if all(s.get("health") in ("ok", "idle") for s in svcs[len(listed):])

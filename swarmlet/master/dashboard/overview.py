@@ -89,7 +89,8 @@ def overview(master: Any, events: Sequence[Mapping[str, Any]], now: float) -> Di
             "ports": views.ports_text(spec),
             "cpu": scaler.last_cpu.get(name) if scaler is not None else None,
             "autoscale": ({"min": spec.autoscale.min, "max": spec.autoscale.max,
-                           "cpu": spec.autoscale.cpu} if spec.autoscale else None),
+                           "cpu": spec.autoscale.cpu, "down_window": spec.autoscale.down_window}
+                          if spec.autoscale else None),
             "tasks": [{"task": t.task_id, "node": t.node, "slot": t.slot,
                        "state": views.task_row(t)["state"], "health": t.health.value}
                       for t in live] if listed else [],

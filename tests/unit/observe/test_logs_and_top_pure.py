@@ -104,7 +104,9 @@ def test_top_frame_shows_bars_replicas_and_health():
                       "mem_total": 0, "tasks": 0}],
            "services": [{"name": "web", "replicas": 3, "running": 2, "health": "degraded",
                          "req_s": 12.5, "errors": 4, "cpu": 61.2, "ports": "8080:80/tcp",
-                         "autoscale": {"min": 2, "max": 6, "cpu": 70}}],
+                         "autoscale": {"min": 2, "max": 6, "cpu": 70}},
+                        {"name": "api", "replicas": 1, "running": 1, "health": "ok",
+                         "autoscale": {"min": 1, "max": 3, "cpu": 50, "down_window": 15.0}}],
            "events": [{"id": 1, "ts": 0, "kind": "node", "subject": "n2", "message": "ready -> down"}]}
     lines = render_top(doc, color=False, now=0)
     n1 = next(ln for ln in lines if ln.startswith("n1 "))
@@ -112,6 +114,9 @@ def test_top_frame_shows_bars_replicas_and_health():
     assert next(ln for ln in lines if ln.startswith("n2 ")).split()[1] == "down"
     web = next(ln for ln in lines if ln.startswith("web "))
     assert web.split()[1:6] == ["2/3", "degraded", "12.5", "4", "61%"] and "auto 2..6 @70%" in web
+    assert "down after" not in web        # the master's window: nothing to say
+    api = next(ln for ln in lines if ln.startswith("api "))
+    assert api.rstrip().endswith("auto 1..3 @50% down after 15s"), api
     assert "n2: ready -> down" in lines[-1]
     colored = render_top(doc, color=True, now=0)
     assert "\x1b[31mdown" in next(ln for ln in colored if ln.startswith("n2 "))

@@ -158,7 +158,8 @@
     const rank = {down: 0, degraded: 1, ok: 2, idle: 3};
     const rows = doc.services.slice().sort((a, b) => (rank[a.health] - rank[b.health]) || (a.name < b.name ? -1 : 1));
     for (const s of rows) {
-      const a = s.autoscale ? `${s.autoscale.min}..${s.autoscale.max} @${s.autoscale.cpu}%` : "";
+      const a = s.autoscale ? `${s.autoscale.min}..${s.autoscale.max} @${s.autoscale.cpu}%` +
+        (s.autoscale.down_window ? ` down after ${s.autoscale.down_window}s` : "") : "";
       body.append(el("tr", {"data-service": s.name},
         el("td", {}, el("span", {style: `color:${colorOf(s.name)}`}, "■ "), s.name),
         el("td", {}, `${s.running}/${s.replicas}`), el("td", {class: s.health}, s.health),
