@@ -21,7 +21,8 @@ import click
 from .. import cluster as clusterlib
 from ..client import call_master
 from ..shipped.exceptions import UsageError
-from ..shipped.models import EdgeSpec, HealthCheck, PortSpec, Resources, ServiceSpec, to_wire
+from ..shipped.models import (DOWN_WINDOW_RANGE, EdgeSpec, HealthCheck, PortSpec, Resources, ServiceSpec,
+                              to_wire)
 from ..shipped.validate import validate_spec
 from ..webcerts import check_pair
 from .names import pick, stack_of
@@ -325,7 +326,8 @@ def rebalance_cmd(auto: Optional[str]) -> None:
 @click.option("--max", "max_", type=click.IntRange(1), help="Most replicas.")
 @click.option("--cpu", type=click.FloatRange(1, 1000), default=70.0, show_default=True,
               help="Target average CPU per replica, percent of its CPU reservation (or of one CPU).")
-@click.option("--down-window", type=click.FloatRange(1, 3600), default=None, metavar="SECONDS",
+@click.option("--down-window", type=click.FloatRange(*DOWN_WINDOW_RANGE), default=None,
+              metavar="SECONDS",
               help="Scale down only after the load has stayed low this long  [default: the "
                    "master's, 60]")
 @click.option("--off", is_flag=True, help="Stop autoscaling (the replica count stays).")

@@ -206,6 +206,9 @@ class AutoscaleSpec:
     down_window: float = 0.0
 
 
+DOWN_WINDOW_RANGE = (1, 3600)       # seconds a service's own down_window may be (CLI, stacks, master)
+
+
 @dataclass(frozen=True)
 class SecretRef:
     """A secret or config a service mounts, by stored name and version (never its value).

@@ -37,7 +37,7 @@ from . import secretrefs
 from .constraints import parse as parse_constraint
 from .hostnames import MAX_HOSTS, host_problem, path_problem
 from .exceptions import APIError, UsageError
-from .models import AutoscaleSpec, PortSpec, ServiceSpec
+from .models import DOWN_WINDOW_RANGE, AutoscaleSpec, PortSpec, ServiceSpec
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 SERVICE_NAME_WHAT = ("a service name of lower-case letters, digits, '_', '.' or '-' "
@@ -125,9 +125,10 @@ def autoscale_problems(a: AutoscaleSpec) -> List[Problem]:
                                         f"min {a.min}, max {a.max}"))
     if not 0 < a.cpu <= 1000:
         out.append(Problem("autoscale.cpu", f"expected a CPU target from 1 to 1000 %, got {a.cpu:g}"))
-    if a.down_window and not 1 <= a.down_window <= 3600:
-        out.append(Problem("autoscale.down_window", f"expected 1 to 3600 seconds (or 0: the "
-                                                    f"master's), got {a.down_window:g}"))
+    lo, hi = DOWN_WINDOW_RANGE
+    if a.down_window and not lo <= a.down_window <= hi:
+        out.append(Problem("autoscale.down_window", f"expected {lo:g} to {hi:g} seconds (or 0: "
+                                                    f"the master's), got {a.down_window:g}"))
     return out
 
 

@@ -27,7 +27,7 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 from .edge import EDGE_KEYS
-from ..shipped.models import AutoscaleSpec, HealthCheck, LBOptions, PortSpec
+from ..shipped.models import DOWN_WINDOW_RANGE, AutoscaleSpec, HealthCheck, LBOptions, PortSpec
 from .loader import Node
 from .values import (Context, as_bool, as_choice, as_duration, as_float, as_int, as_map,
                      as_str, check_keys, fail)
@@ -155,6 +155,6 @@ def _autoscale(node: Node, ctx: Context) -> AutoscaleSpec:
     window = 0.0
     if "down_window" in keys:
         window = as_duration(keys["down_window"])
-        if not 1 <= window <= 3600:
+        if not DOWN_WINDOW_RANGE[0] <= window <= DOWN_WINDOW_RANGE[1]:
             fail(keys["down_window"], "a duration from 1s to 1h")
     return AutoscaleSpec(min=lo, max=hi, cpu=cpu, down_window=window)

@@ -11,7 +11,7 @@ from swarmlet.cli.services import build_spec
 from swarmlet.master.scheduler import STRATEGIES
 from swarmlet.shipped import validate
 from swarmlet.shipped.exceptions import StackFileError, UsageError
-from swarmlet.shipped.models import ServiceSpec
+from swarmlet.shipped.models import AutoscaleSpec, ServiceSpec
 from swarmlet.stack import parse_stack
 
 pytestmark = pytest.mark.unit
@@ -108,5 +108,4 @@ def test_stack_fields_are_judged_too():
     (dict(min=1, max=2, cpu=70, down_window=7200), False),
 ])
 def test_the_master_refuses_an_autoscale_the_cli_would(auto, ok):
-    from swarmlet.shipped.models import AutoscaleSpec
     assert _master_accepts(ServiceSpec("web", "img:1", autoscale=AutoscaleSpec(**auto))) is ok
