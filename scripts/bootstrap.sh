@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io debootstrap busybox-static musl-tools openssh-client iproute2 curl
+APT_PACKAGES=(docker.io mmdebstrap busybox-static musl-tools openssh-client iproute2 curl
               wrk nginx-light haproxy procps psmisc chromium tmux
               etcd-server etcd-client pebble)
 missing=()

@@ -3,7 +3,7 @@
 Where ``debian:bookworm-slim`` can be had (it is present locally, or
 ``SWARMLET_LAB_PULL=1`` allows pulling it) the image is built from
 ``Dockerfile``. Elsewhere, as on machines that reach no container registry,
-it is built from a debootstrap'ed rootfs (``build-node-image.sh``) and
+it is built from an mmdebstrap'ed rootfs (``build-node-image.sh``) and
 ``docker import``ed. Both run the same ``node-setup.sh``. The tag carries a
 hash of the recipe, so a changed recipe rebuilds and an unchanged one is reused.
 We never try a pull unasked: on a closed network it only hangs or fails.
@@ -63,10 +63,10 @@ def ensure_image(client: docker.DockerClient, mirror: str = "http://deb.debian.o
         echo(f"building lab node image {tag} from {BASE}")
         _build_from_dockerfile(client, tag)
         return tag
-    if shutil.which("debootstrap") is None:
-        raise LabError("the lab node image needs debootstrap to build",
-                       hint="apt-get install -y debootstrap")
-    echo(f"building lab node image {tag} with debootstrap (about a minute, once per machine)")
+    if shutil.which("mmdebstrap") is None:
+        raise LabError("the lab node image needs mmdebstrap to build",
+                       hint="apt-get install -y mmdebstrap")
+    echo(f"building lab node image {tag} with mmdebstrap (about 30 s, once per machine)")
     proc = subprocess.run(["bash", str(SCRIPT), tag, mirror], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

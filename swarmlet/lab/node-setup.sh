@@ -2,7 +2,7 @@
 # Turn a Debian rootfs (at $1, default /) into a lab "bare server": sshd and
 # dockerd as systemd units, per-node host keys made at first boot, inner
 # Docker networks away from the outer engine's, container-hostile units
-# masked. Shared by the debootstrap build and the Dockerfile build.
+# masked. Shared by the mmdebstrap build and the Dockerfile build.
 set -euo pipefail
 root=${1:-}
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants" "$root/etc/ssh/sshd_config.d"
